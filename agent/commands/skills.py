@@ -1,0 +1,91 @@
+"""`agent skills`: the skill library in the store and on disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List
+
+import typer
+
+from agent.commands import DbOption, JsonOption
+from agent.output import console, emit_json, table
+from memory import skills as skill_repo
+from memory.db import Store
+from memory.skillfile import SkillDoc, discover, read_skill_dir
+
+app = typer.Typer(help="Import, list, show, export and lint skills (Agent Skills folders).", no_args_is_help=True)
+
+
+def load_docs(paths: list[Path]) -> list[SkillDoc]:
+    """Parse everything before writing anything, so one bad skill leaves the store unchanged."""
+    docs: dict[str, SkillDoc] = {}
+    for path in paths:
+        for folder in discover(path):
+            doc = read_skill_dir(folder)
+            docs[doc.name] = doc
+    return list(docs.values())
+
+
+@app.command("import")
+def import_(
+    paths: List[Path] = typer.Argument(..., help="Skill folders, folders of skills, or repos (.agents/skills, .claude/skills, ...)."),
+    source: str = typer.Option("user", help="seed | extracted | user"),
+    db: DbOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Import skills; unchanged ones are a no-op, changed ones become a new version."""
+    docs = load_docs(paths)
+    store = Store(db)
+    with store.session() as s:
+        results = [skill_repo.upsert(s, d, source=source) for d in docs]
+    rows = [{"name": r.name, "action": r.action, "version": r.version} for r in results]
+    if json:
+        emit_json(rows)
+        return
+    counts = {a: sum(r["action"] == a for r in rows) for a in ("added", "new-version", "unchanged")}
+    console.print(f"{len(rows)} skills: {counts['added']} added, {counts['new-version']} new versions, "
+                  f"{counts['unchanged']} unchanged")
+
+
+@app.command("list")
+def list_(
+    subtask: str = typer.Option(None, help="Only this subtask."),
+    db: DbOption = None,
+    json: JsonOption = False,
+) -> None:
+    """List the current version of every skill."""
+    store = Store(db)
+    with store.session() as s:
+        rows = [skill_repo.summary(r) for r in skill_repo.list_current(s, subtask=subtask)]
+    if json:
+        emit_json(rows)
+    elif not rows:
+        console.print("no skills yet: `agent skills import PATH` or `agent skills seed`")
+    else:
+        table(rows, ["name", "version", "subtask", "split", "source", "uses", "wins"], title=f"{len(rows)} skills")
+
+
+@app.command()
+def show(name: str, db: DbOption = None, json: JsonOption = False) -> None:
+    """Show one skill: its SKILL.md and its counters."""
+    store = Store(db)
+    with store.session() as s:
+        row = skill_repo.get(s, name)
+        data = skill_repo.summary(row) | {"skill_md": skill_repo.to_doc(row).render()}
+    if json:
+        emit_json(data)
+    else:
+        from rich.markdown import Markdown
+
+        console.print(f"[bold]{data['name']}[/] v{data['version']}  {data['subtask'] or ''}  "
+                      f"source={data['source']} uses={data['uses']} wins={data['wins']}")
+        console.print(Markdown(data["skill_md"].split("---\n", 2)[-1]))
+
+
+@app.command()
+def export(out: Path = typer.Argument(..., help="Folder to write name/SKILL.md folders into."), db: DbOption = None) -> None:
+    """Export the current skills as Agent Skills folders."""
+    store = Store(db)
+    with store.session() as s:
+        paths = skill_repo.export(s, out)
+    console.print(f"wrote {len(paths)} skills to {out}")

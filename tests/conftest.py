@@ -1,0 +1,62 @@
+"""Shared fixtures: databases (SQLite always, PostgreSQL when AGENT_TEST_PG_URL is set) and the CLI."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import pytest
+
+PG_URL = os.environ.get("AGENT_TEST_PG_URL")
+
+
+def _reset_pg(url: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path) -> str:
+    """A fresh, empty database URL of each backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'skills.db'}"
+    if not PG_URL:
+        pytest.skip("AGENT_TEST_PG_URL not set (.ci/run starts a PostgreSQL server)")
+    _reset_pg(PG_URL)
+    return PG_URL
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'skills.db'}"
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch, tmp_path):
+    """Run `agent ARGS...` in-process; returns exit code, stdout, stderr."""
+    from agent.cli import main
+
+    monkeypatch.setenv("COLUMNS", "200")
+
+    def run(*args: str) -> CliResult:
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run

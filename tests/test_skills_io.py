@@ -1,0 +1,136 @@
+"""Skills on disk and in the store: parsing, validation, import/export round trips, versions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from memory import skills as skill_repo
+from memory.db import Store
+from memory.errors import SkillFormatError
+from memory.skillfile import MAX_SKILL_BYTES, SkillDoc, discover, parse, read_skill_dir, write_skill_dir
+
+
+def make_skill(root: Path, name: str, body: str = "1. Read the failing test.\n2. Fix it.\n", **front) -> Path:
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [f"name: {front.pop('fm_name', name)}", f"description: {front.pop('description', 'Does ' + name)}"]
+    lines += [f"{k}: {v}" for k, v in front.items()]
+    (folder / "SKILL.md").write_text("---\n" + "\n".join(lines) + "\n---\n" + body, encoding="utf-8")
+    return folder
+
+
+def test_parse_keeps_body_bytes_and_metadata():
+    body = "# Steps\n\n1. one\t\n\n\n2. two  \n```py\nx = 1\n```\n"
+    text = "---\nname: a-b\ndescription: d\nmetadata:\n  subtask: bug-fixing\n  split: train\n---\n" + body
+    doc = parse(text)
+    assert doc.body == body
+    assert doc.metadata == {"subtask": "bug-fixing", "split": "train"}
+    assert parse(doc.render()) == doc
+
+
+def test_import_export_round_trip_is_byte_exact_on_body(tmp_path, db_url):
+    src = tmp_path / "src"
+    bodies = {
+        "alpha": "Plain body.\n",
+        "beta-two": "# Title\n\n* unicode: é ✓\n\n    indented code\n\ntrailing spaces   \n",
+        "gamma3": "no trailing newline",
+    }
+    for name, body in bodies.items():
+        make_skill(src, name, body=body)
+    store = Store(db_url)
+    with store.session() as s:
+        for folder in discover(src):
+            skill_repo.upsert(s, read_skill_dir(folder))
+    with store.session() as s:
+        skill_repo.export(s, tmp_path / "out")
+    for name, body in bodies.items():
+        again = read_skill_dir(tmp_path / "out" / name)
+        assert again.body == body
+        assert again == read_skill_dir(src / name)
+
+
+def test_reimport_unchanged_is_noop_and_changed_is_new_version(tmp_path, db_url):
+    store = Store(db_url)
+    folder = make_skill(tmp_path, "fixer")
+    with store.session() as s:
+        assert skill_repo.upsert(s, read_skill_dir(folder)).action == "added"
+    with store.session() as s:
+        assert skill_repo.upsert(s, read_skill_dir(folder)).action == "unchanged"
+    make_skill(tmp_path, "fixer", body="1. New step.\n")
+    with store.session() as s:
+        result = skill_repo.upsert(s, read_skill_dir(folder))
+        assert (result.action, result.version) == ("new-version", 2)
+    with store.session() as s:
+        versions = skill_repo.versions(s, "fixer")
+        assert [v.version for v in versions] == [1, 2]
+        assert [v.is_current for v in versions] == [False, True]
+        assert skill_repo.get(s, "fixer").body == "1. New step.\n"
+        assert len(skill_repo.list_current(s)) == 1
+
+
+def test_discover_finds_agent_skill_dirs_in_a_repo(tmp_path):
+    for sub in (".agents/skills", ".claude/skills", ".opencode/skills", "skills"):
+        make_skill(tmp_path / sub, sub.strip(".").split("/")[0].replace("_", "-") + "-skill")
+    assert len(discover(tmp_path)) == 4
+    assert discover(tmp_path / "skills" / "skills-skill") == [tmp_path / "skills" / "skills-skill"]
+
+
+@pytest.mark.parametrize(
+    "case,match",
+    [
+        ("no-frontmatter", "missing YAML frontmatter"),
+        ("unclosed", "not closed"),
+        ("broken-yaml", "broken YAML"),
+        ("no-description", "'description' is missing"),
+        ("bad-name", "must be 1-64 chars"),
+        ("long-name", "must be 1-64 chars"),
+        ("double-hyphen", "must be 1-64 chars"),
+        ("mismatch", "does not match its folder"),
+        ("long-description", "description must be"),
+        ("empty-body", "body is empty"),
+        ("non-utf8", "not UTF-8"),
+        ("huge", "over the"),
+    ],
+)
+def test_bad_skill_files_are_refused(tmp_path, case, match):
+    folder = tmp_path / "x-skill"
+    folder.mkdir()
+    path = folder / "SKILL.md"
+    good_front = "name: x-skill\ndescription: ok\n"
+    texts = {
+        "no-frontmatter": "just text\n",
+        "unclosed": "---\nname: x-skill\n",
+        "broken-yaml": "---\nname: [unclosed\n---\nbody\n",
+        "no-description": "---\nname: x-skill\n---\nbody\n",
+        "bad-name": "---\nname: X_Skill\ndescription: d\n---\nbody\n",
+        "long-name": "---\nname: " + "a" * 65 + "\ndescription: d\n---\nbody\n",
+        "double-hyphen": "---\nname: x--skill\ndescription: d\n---\nbody\n",
+        "mismatch": "---\nname: other\ndescription: d\n---\nbody\n",
+        "long-description": "---\nname: x-skill\ndescription: " + "d" * 1025 + "\n---\nbody\n",
+        "empty-body": "---\n" + good_front + "---\n   \n",
+    }
+    if case == "non-utf8":
+        path.write_bytes(b"---\n" + good_front.encode() + b"---\nbody \xff\xfe\n")
+    elif case == "huge":
+        path.write_text("---\n" + good_front + "---\n" + "x" * (10 * 1024 * 1024), encoding="utf-8")
+        assert path.stat().st_size > MAX_SKILL_BYTES
+    else:
+        path.write_text(texts[case], encoding="utf-8")
+    with pytest.raises(SkillFormatError, match=match):
+        read_skill_dir(folder)
+
+
+def test_missing_and_unreadable_paths(tmp_path):
+    with pytest.raises(SkillFormatError, match="no such file"):
+        discover(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SkillFormatError, match="no skills found"):
+        discover(tmp_path / "empty")
+
+
+def test_write_skill_dir_is_readable_back(tmp_path):
+    doc = SkillDoc("w-skill", "desc", "body\n", license="MIT", metadata={"subtask": "refactoring"})
+    write_skill_dir(doc, tmp_path)
+    assert read_skill_dir(tmp_path / "w-skill") == doc

@@ -1,0 +1,76 @@
+"""The schema exists only through Alembic: up to head, down to empty, refusing newer databases."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import inspect, text
+
+from memory import db as store_db
+from memory.errors import SchemaTooNewError, StoreError
+from memory.models import Base
+
+TABLES = {"skills", "adapters", "trajectories", "trajectory_steps", "hypernet_checkpoints", "eval_results",
+          "evolution_runs"}
+
+
+def test_upgrade_to_head_and_down_to_base(db_url):
+    engine = store_db.make_engine(db_url)
+    assert store_db.current_revision(engine) is None
+    store_db.upgrade(engine)
+    assert store_db.current_revision(engine) == store_db.head_revision(engine)
+    assert TABLES <= set(inspect(engine).get_table_names())
+    store_db.downgrade(engine, "base")
+    assert store_db.current_revision(engine) is None
+    assert not TABLES & set(inspect(engine).get_table_names())
+    store_db.upgrade(engine)
+    assert TABLES <= set(inspect(engine).get_table_names())
+
+
+def test_migrations_match_models(db_url):
+    """Autogenerate against head finds nothing to do: models and migrations agree."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    engine = store_db.make_engine(db_url)
+    store_db.upgrade(engine)
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+
+
+def test_store_auto_upgrades_on_first_use(db_url):
+    store = store_db.Store(db_url)
+    assert TABLES <= set(store.table_names())
+
+
+def test_sqlite_runs_with_wal_busy_timeout_and_foreign_keys(sqlite_url):
+    store = store_db.Store(sqlite_url)
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == store_db.BUSY_TIMEOUT_MS
+
+
+def test_database_from_newer_schema_is_refused_untouched(db_url):
+    engine = store_db.make_engine(db_url)
+    store_db.upgrade(engine)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = 'ffff_future'"))
+    with pytest.raises(SchemaTooNewError, match="newer than this code"):
+        store_db.Store(db_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "ffff_future"
+
+
+@pytest.mark.parametrize("url", ["sqlite:////no/such/folder/skills.db", "nosuchdialect://x/y",
+                                 "postgresql+psycopg2://nobody@127.0.0.1:1/none"])
+def test_unopenable_url_is_a_clear_error(url):
+    with pytest.raises(StoreError, match="cannot open database"):
+        store_db.make_engine(url)
+
+
+def test_bare_path_means_sqlite(tmp_path, monkeypatch):
+    monkeypatch.delenv("AGENT_DB_URL", raising=False)
+    assert store_db.resolve_url(str(tmp_path / "a.db")) == f"sqlite:///{tmp_path / 'a.db'}"
+    monkeypatch.setenv("AGENT_DB_URL", "sqlite:///env.db")
+    assert store_db.resolve_url(None) == "sqlite:///env.db"
