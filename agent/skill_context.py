@@ -1,0 +1,59 @@
+"""Skills for one task: retrieve the top-k, then put them in the prompt (icl) or in the weights (parametric).
+
+Parametric: each skill's adapter (cached) and the persistent EMA adapter are merged by rank
+concatenation, skills weighted by retrieval similarity, the EMA with weight 1.
+"""
+
+from __future__ import annotations
+
+from agent.conversion import convert_skill
+from agent.hypernets import HypernetHandle
+from agent.models import LoadedModel
+from agent.retrieval import top_k
+from agent.solve import SkillContext
+from hypernet.lora import LoraWeights
+from hypernet.merge import merge
+from memory import adapters as adapter_repo
+from memory import skills as skill_repo
+from memory.db import Store
+
+MAX_ACTIVE_RANK = 64
+
+
+def retrieve(store: Store, task: str, k: int):
+    with store.session() as s:
+        rows = skill_repo.list_current(s)
+        pool = [(r.name, r.description) for r in rows]
+        by_name = {r.name: (r.id, skill_repo.to_doc(r)) for r in rows}
+    return [(hit, *by_name[hit.name]) for hit in top_k(task, pool, k)]
+
+
+def build(store: Store, mode: str, task: str, k: int, loaded: LoadedModel | None = None,
+          handle: HypernetHandle | None = None) -> tuple[SkillContext, LoraWeights | None]:
+    if mode == "none" or k <= 0:
+        return SkillContext(), None
+    hits = retrieve(store, task, k)
+    active = [{"name": h.name, "similarity": h.similarity, "weight": h.weight} for h, _, _ in hits]
+    if mode == "icl":
+        text = "\n\n".join(doc.text for _, _, doc in hits)
+        return SkillContext(active, f"Follow these skills:\n\n{text}" if hits else ""), None
+    assert loaded is not None and handle is not None, "parametric mode needs a local model and a hypernetwork"
+    loras, weights = [], []
+    for (hit, skill_id, doc), entry in zip(hits, active):
+        conv = convert_skill(store, loaded, handle, doc, skill_id)
+        entry["adapter_id"] = conv.adapter_id
+        loras.append(conv.lora)
+        weights.append(hit.weight)
+    with store.session() as s:
+        ema = adapter_repo.latest_ema(s, loaded.name)
+        ema_id, ema_version = (ema.id, ema.version) if ema else (None, None)
+    if ema_id is not None:
+        from agent.conversion import load_lora
+
+        loras.append(load_lora(store, ema_id))
+        weights.append(1.0)
+        active.append({"name": f"ema-v{ema_version}", "adapter_id": ema_id, "weight": 1.0})
+    if not loras:
+        return SkillContext(active), None
+    merged, _ = merge(loras, weights, max_rank=MAX_ACTIVE_RANK)
+    return SkillContext(active), merged

@@ -1,0 +1,129 @@
+"""`agent solve`: a workspace, a sandbox, the loop, and the trajectory in the store.
+
+The user's repo is only read (to make the workspace) unless `apply` is set; the
+workspace is removed on every exit path.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from agent import loop
+from agent.actions import Action
+from agent.tools import Observation, Tools
+from memory import trajectories
+from memory.db import Store
+
+MODES = ("parametric", "icl", "none")
+
+
+class SolveError(ValueError):
+    """Bad input to a solve: empty task, unknown mode, tests that cannot be found."""
+
+
+@dataclass
+class SolveRequest:
+    repo: Path
+    task: str
+    mode: str = "parametric"
+    model_name: str = "smollm2-135m-instruct"
+    test_cmd: str | None = None
+    python: str | None = None
+    sandbox: bool = True
+    apply: bool = False
+    limits: loop.Limits = field(default_factory=loop.Limits)
+    command_timeout: float = 60.0
+
+    def validate(self) -> None:
+        if not self.task.strip():
+            raise SolveError("the task is empty: say what to do, e.g. \"fix the failing test\"")
+        if self.mode not in MODES:
+            raise SolveError(f"unknown mode {self.mode!r} (one of {', '.join(MODES)})")
+
+
+@dataclass
+class SkillContext:
+    """What the retrieved skills contribute: prompt text (icl) and/or nothing visible (parametric)."""
+
+    active: list[dict] = field(default_factory=list)
+    prompt: str = ""
+
+
+@dataclass
+class SolveReport:
+    trajectory_id: int
+    status: str
+    verified: bool
+    tests_before: dict
+    tests_after: dict
+    diff: str
+    steps: int
+    tokens: int
+    seconds: float
+    active_skills: list[dict]
+    applied: bool = False
+
+    def to_dict(self) -> dict:
+        return self.__dict__.copy()
+
+
+def _tests(obs: Observation) -> dict:
+    return {"passed": obs.ok, "exit_code": obs.exit_code, "tail": obs.text[-1500:]}
+
+
+def solve(request: SolveRequest, store: Store, chat: loop.ChatModel, skills: SkillContext,
+          on_step: Callable[[int, Action | None, Observation | str], None] | None = None,
+          on_phase: Callable[[str], None] | None = None) -> SolveReport:
+    from sandbox.runner import Sandbox
+    from sandbox.testcmd import detect_test_command
+    from sandbox.workspace import Workspace
+
+    request.validate()
+    phase = on_phase or (lambda text: None)
+    with Workspace.create(request.repo) as ws:
+        runner = Sandbox(ws.path, python=request.python or sys.executable, allow_unconfined=not request.sandbox)
+        test_cmd = request.test_cmd or detect_test_command(ws.path, runner.python)
+        if not test_cmd:
+            raise SolveError(f"{request.repo}: cannot detect how to run its tests; pass --test-cmd")
+        tools = Tools(ws.path, runner, test_cmd, timeout=request.command_timeout)
+        phase(f"running the tests before: {test_cmd}")
+        before = tools.run_tests()
+        with store.session() as s:
+            tid = trajectories.start(s, task=request.task, repo=str(request.repo), mode=request.mode,
+                                     model=request.model_name, active_skills=skills.active)
+        idx = 0
+
+        def record(message: dict, action: dict | None) -> None:
+            nonlocal idx
+            with store.session() as s:  # one transaction per message: a crash keeps what came before
+                trajectories.add_step(s, tid, idx, message["role"], message["content"], action)
+            idx += 1
+
+        system = loop.SYSTEM + (f"\n\n{skills.prompt}" if skills.prompt else "")
+        task = f"{request.task}\n\nTest command: {test_cmd}\nCurrent test result:\n{loop.truncate(before.text, 1500)}"
+        status, result = "error", None
+        try:
+            result = loop.run(chat, tools, task, limits=request.limits, system=system, record=record,
+                              on_step=on_step)
+            status = result.status
+        finally:
+            # a fresh test run decides the outcome, whatever the model claimed
+            phase("running the tests after")
+            after = tools.run_tests()
+            diff = ws.diff()
+            verified = (not before.ok) and after.ok
+            outcome = {"tests_before": _tests(before), "tests_after": _tests(after), "diff": diff,
+                       "test_cmd": test_cmd, "sandboxed": request.sandbox}
+            with store.session() as s:
+                trajectories.finish(s, tid, status=status, outcome=outcome, verified=verified,
+                                    tokens=result.tokens if result else 0)
+        applied = False
+        if request.apply and diff:
+            ws.apply_to(request.repo)
+            applied = True
+    return SolveReport(tid, status, verified, _tests(before), _tests(after), diff, result.steps, result.tokens,
+                       round(result.seconds, 2), skills.active, applied)
