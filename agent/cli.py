@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from agent.commands import db, model, skills, solve, trajectories
+from agent.commands import adapters, db, model, skills, solve, trajectories
 
 app = typer.Typer(
     name="agent",
@@ -18,6 +18,8 @@ app.add_typer(model.app, name="model")
 app.add_typer(db.app, name="db")
 app.add_typer(trajectories.app, name="trajectories")
 app.command("solve")(solve.command)
+app.command("convert")(adapters.convert_command)
+app.add_typer(adapters.app, name="adapters")
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -30,7 +32,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
     errors: list[type[BaseException]] = [StoreError, ModelError, EndpointError, EmbedderError, SolveError]
     try:
-        from hypernet.errors import HypernetError
+        from hypernet.config import HypernetError
 
         errors.append(HypernetError)
     except ImportError:

@@ -117,7 +117,7 @@ def solve(request: SolveRequest, store: Store, chat: loop.ChatModel, skills: Ski
             diff = ws.diff()
             verified = (not before.ok) and after.ok
             outcome = {"tests_before": _tests(before), "tests_after": _tests(after), "diff": diff,
-                       "test_cmd": test_cmd, "sandboxed": request.sandbox}
+                       "test_cmd": test_cmd, "sandboxed": runner.confined}
             with store.session() as s:
                 trajectories.finish(s, tid, status=status, outcome=outcome, verified=verified,
                                     tokens=result.tokens if result else 0)

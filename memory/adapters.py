@@ -66,7 +66,7 @@ def summary(row: Adapter) -> dict[str, Any]:
     return {
         "id": row.id,
         "kind": row.kind,
-        "skill": row.skill.name if row.skill else None,
+        "skill": row.skill.name if row.skill else (row.meta or {}).get("skill"),
         "version": row.version,
         "base_model": row.base_model,
         "hypernet_id": row.hypernet_id,

@@ -11,9 +11,14 @@ Layout of one workspace folder ``$TMPDIR/parametric-skills-ws-<pid>-<rand>/``:
   patch. Sandboxed code can rewrite ``repo/.git/config`` (filters, fsmonitor,
   external diff...); running host git with that config would execute its
   programs unconfined, so host-side git never reads ``repo/.git``'s config.
+  Its objects are hard links to the clone's, so the starting point survives
+  ``rm -rf .git`` or ``git gc`` inside the sandbox.
 
 The user's repository is only ever read (clone, diff-index, ls-files), with
 optional locks disabled, so its ``.git`` is unchanged even if we are killed.
+
+Callers: once sandboxed code has run, do not run host git with
+``repo/.git`` (``git -C ws.path ...``); use ``diff()`` / ``apply_to()``.
 """
 
 from __future__ import annotations
@@ -174,26 +179,30 @@ class Workspace:
 
 
 def _clone_with_changes(src: Path, dst: Path) -> None:
-    head = run_git(["rev-parse", "--verify", "-q", "HEAD^{commit}"], cwd=src, check=False)
+    # A broken .git must fail here, not send git up to an enclosing repository.
+    env = {"GIT_CEILING_DIRECTORIES": str(src.parent)}
+    head = run_git(["rev-parse", "--verify", "-q", "HEAD^{commit}"], cwd=src, env=env, check=False)
     if head.returncode != 0:
         # No commit yet: copy what git would track (tracked + untracked, not ignored).
-        listing = run_git(["ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=src)
+        listing = run_git(["ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=src, env=env)
         dst.mkdir()
         _copy_paths(src, dst, split_z(listing.stdout))
         _init_repo(dst)
         return
     sha = head.stdout.decode().strip()
     run_git(["clone", "--no-hardlinks", "--no-checkout", "--quiet", "--", str(src), str(dst)], cwd=dst.parent)
-    branch = run_git(["symbolic-ref", "--quiet", "--short", "HEAD"], cwd=src, check=False)
+    branch = run_git(["symbolic-ref", "--quiet", "--short", "HEAD"], cwd=src, env=env, check=False)
     name = branch.stdout.decode().strip()
     checkout = ["checkout", "-q", "-B", name, sha] if branch.returncode == 0 and name else ["checkout", "-q", "--detach", sha]
     run_git(checkout, cwd=dst)
     # Plumbing only: diff-index never rewrites the user's index (stat-dirty
     # files may be listed although unchanged; copying them is harmless).
     changed = run_git(
-        ["diff-index", "-z", "--name-only", "--no-renames", "--ignore-submodules=all", "HEAD", "--"], cwd=src
+        ["diff-index", "-z", "--name-only", "--no-renames", "--ignore-submodules=all", "HEAD", "--"],
+        cwd=src,
+        env=env,
     )
-    untracked = run_git(["ls-files", "-z", "--others", "--exclude-standard"], cwd=src)
+    untracked = run_git(["ls-files", "-z", "--others", "--exclude-standard"], cwd=src, env=env)
     _copy_paths(src, dst, split_z(changed.stdout) + split_z(untracked.stdout))
 
 
@@ -254,16 +263,36 @@ def _init_repo(dst: Path) -> None:
 
 
 def _commit_start(dst: Path) -> str:
+    # HOME is empty inside the sandbox: give commits made there an author.
+    run_git(["config", "user.name", IDENTITY["GIT_AUTHOR_NAME"]], cwd=dst)
+    run_git(["config", "user.email", IDENTITY["GIT_AUTHOR_EMAIL"]], cwd=dst)
     run_git(["add", "-A", "--", "."], cwd=dst)
     run_git(["commit", "-q", "--allow-empty", "--no-verify", "-m", START_MESSAGE], cwd=dst, env=IDENTITY)
     return git_out(["rev-parse", "HEAD"], cwd=dst)
 
 
+def _link_tree(src: Path, dst: Path) -> None:
+    """Hard-link every object file into the shadow store (copy across devices).
+
+    Git never rewrites an object file in place, so the links cost no space
+    and survive the sandbox deleting ``.git`` or running ``git gc``.
+    """
+    for folder, _dirs, files in os.walk(src):
+        target = dst / os.path.relpath(folder, src)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in files:
+            if os.path.lexists(target / name):
+                continue
+            try:
+                os.link(os.path.join(folder, name), target / name)
+            except OSError:
+                shutil.copy2(os.path.join(folder, name), target / name)
+
+
 def _make_shadow(root: Path, dst: Path) -> None:
     shadow = root / "shadow.git"
     run_git(["init", "-q", "--bare", str(shadow)], cwd=root)
-    # Objects are plain data (no code runs from them): borrow the clone's.
-    (shadow / "objects" / "info" / "alternates").write_text(str(dst / ".git" / "objects") + "\n")
+    _link_tree(dst / ".git" / "objects", shadow / "objects")
     index = dst / ".git" / "index"
     env = {"GIT_DIR": str(shadow), "GIT_WORK_TREE": str(dst), "GIT_INDEX_FILE": str(root / "shadow.index")}
     base = git_out(["rev-parse", "HEAD"], cwd=dst)

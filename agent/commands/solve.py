@@ -30,7 +30,7 @@ def command(
     max_seconds: float = typer.Option(900.0, min=1, help="Wall-time limit."),
     max_tokens: int = typer.Option(200_000, min=1, help="Token limit."),
     max_new_tokens: int = typer.Option(256, min=8, help="Tokens per model reply (local model)."),
-    no_sandbox: bool = typer.Option(False, "--no-sandbox", help="Run without bubblewrap (DANGEROUS: host visible)."),
+    no_sandbox: bool = typer.Option(False, "--no-sandbox", help="Allow running without bubblewrap when it cannot start (DANGEROUS: host visible)."),
     apply: bool = typer.Option(False, "--apply", help="Apply the resulting patch to REPO (refused on conflicts)."),
     db: DbOption = None,
     json: JsonOption = False,
@@ -61,7 +61,8 @@ def command(
             raise SolveError(f"{repo}: cannot detect how to run its tests (pytest, unittest, make test); "
                              "pass --test-cmd")
     if no_sandbox:
-        err_console.print("[bold red]WARNING: --no-sandbox: commands run unconfined and can see this machine[/]")
+        err_console.print("[bold red]WARNING: --no-sandbox: if bubblewrap cannot run, commands run UNCONFINED "
+                          "(rlimits and a workspace copy only) and can see this machine[/]")
     request = SolveRequest(repo=repo.resolve(), task=task, mode=mode, model_name=endpoint_model or model,
                            test_cmd=test_cmd, python=python or sys.executable, sandbox=not no_sandbox, apply=apply,
                            limits=loop.Limits(steps=max_steps, seconds=max_seconds, tokens=max_tokens))

@@ -1,0 +1,168 @@
+"""`agent convert` and `agent adapters`: skills to LoRA, and the adapters in the store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List
+
+import typer
+
+from agent.commands import DbOption, JsonOption, ModelOption
+from agent.models import DEFAULT_MODEL
+from agent.output import console, emit_json, err_console, fail, table
+from memory.db import Store
+
+app = typer.Typer(help="List, show, export, import and merge stored LoRA adapters.", no_args_is_help=True)
+
+
+def convert_command(
+    skill: str = typer.Argument(..., help="A skill name in the store, or a path to a skill folder / SKILL.md."),
+    out: Path = typer.Option(None, "--out", help="Also export the adapter as a PEFT folder here."),
+    model: ModelOption = DEFAULT_MODEL,
+    hypernet: Path = typer.Option(None, help="Hypernetwork checkpoint (default: the shipped one, if any)."),
+    db: DbOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Turn one skill into a LoRA adapter in one hypernetwork pass (cached by content + hypernetwork)."""
+    from agent.conversion import convert_skill
+    from agent.hypernets import load as load_hypernet
+    from agent.models import load_model
+    from hypernet.peft_io import export_peft
+    from memory import skills as skill_repo
+    from memory.skillfile import discover, read_skill_dir
+
+    if out is not None and not out.parent.is_dir():
+        fail(f"cannot export to {out}: folder {out.parent} does not exist")
+    store = Store(db)
+    path = Path(skill)
+    skill_id = None
+    if path.exists():
+        folders = discover(path)
+        if len(folders) != 1:
+            fail(f"{path} holds {len(folders)} skills: convert one at a time")
+        doc = read_skill_dir(folders[0])
+    else:
+        with store.session() as s:
+            row = skill_repo.get(s, skill)
+            doc, skill_id = skill_repo.to_doc(row), row.id
+    with err_console.status(f"loading {model} ..."):
+        loaded = load_model(model)
+    handle = load_hypernet(loaded, store, str(hypernet) if hypernet else None)
+    conv = convert_skill(store, loaded, handle, doc, skill_id)
+    if out is not None:
+        export_peft(conv.lora, out)
+    data = {
+        "skill": doc.name,
+        "adapter_id": conv.adapter_id,
+        "cached": conv.cached,
+        "hypernet": handle.source,
+        "trained_hypernet": handle.trained,
+        "rank": conv.lora.max_rank,
+        "targets": len(conv.lora.targets),
+        "sha256": conv.lora.sha256,
+        "timings_ms": None if conv.timings is None else {
+            "tokens": conv.timings.n_tokens, "chunks": conv.timings.n_chunks,
+            "encode": round(conv.timings.encode_ms, 1), "generate": round(conv.timings.generate_ms, 2)},
+        "exported_to": str(out) if out else None,
+    }
+    if json:
+        emit_json(data)
+        return
+    if not handle.trained:
+        console.print("[yellow]hypernetwork: untrained (no checkpoint yet): the adapter is exactly zero[/]")
+    t = data["timings_ms"]
+    timing = "cached" if t is None else f"encode {t['encode']} ms ({t['tokens']} tokens), generate {t['generate']} ms"
+    console.print(f"{doc.name} -> adapter {conv.adapter_id}: rank {data['rank']} on {data['targets']} modules; {timing}")
+    if out:
+        console.print(f"PEFT adapter folder: {out}")
+
+
+@app.command("list")
+def list_(kind: str = typer.Option(None, help="skill | merge | ema | import"), db: DbOption = None,
+          json: JsonOption = False) -> None:
+    """Stored adapters, newest first."""
+    from memory import adapters as adapter_repo
+
+    store = Store(db)
+    with store.session() as s:
+        rows = [adapter_repo.summary(r) for r in adapter_repo.listing(s, kind)]
+    if json:
+        emit_json(rows)
+    elif not rows:
+        console.print("no adapters yet: `agent convert SKILL`")
+    else:
+        table(rows, ["id", "kind", "skill", "version", "rank", "targets", "bytes", "base_model"])
+
+
+def _norms(adapter_id: int, store: Store) -> dict[str, float]:
+    from agent.conversion import load_lora
+    from hypernet.norms import delta_norms
+
+    return delta_norms(load_lora(store, adapter_id))
+
+
+@app.command()
+def show(adapter_id: int, db: DbOption = None, json: JsonOption = False) -> None:
+    """One adapter: metadata and the Frobenius norm of ΔW per module (checks its sha256)."""
+    from memory import adapters as adapter_repo
+
+    store = Store(db)
+    with store.session() as s:
+        data = adapter_repo.summary(adapter_repo.get(s, adapter_id))
+    norms = _norms(adapter_id, store)
+    data["norms"] = norms
+    data["total_norm"] = sum(v * v for v in norms.values()) ** 0.5
+    if json:
+        emit_json(data)
+        return
+    table([{"field": k, "value": v} for k, v in data.items() if k != "norms"], ["field", "value"],
+          title=f"adapter {adapter_id}")
+    table([{"module": k, "norm": f"{v:.4g}"} for k, v in norms.items()], ["module", "norm"])
+
+
+@app.command()
+def export(adapter_id: int, out: Path = typer.Argument(..., help="New folder for the PEFT adapter."),
+           db: DbOption = None) -> None:
+    """Write an adapter as a PEFT folder (adapter_config.json + adapter_model.safetensors)."""
+    from agent.conversion import load_lora
+    from hypernet.peft_io import export_peft
+
+    export_peft(load_lora(Store(db), adapter_id), out)
+    console.print(f"wrote PEFT adapter {adapter_id} to {out}")
+
+
+@app.command("import")
+def import_(folder: Path = typer.Argument(..., help="A PEFT LoRA folder."),
+            base_model: str = typer.Option(DEFAULT_MODEL, help="The base model it belongs to."),
+            db: DbOption = None, json: JsonOption = False) -> None:
+    """Import a PEFT LoRA folder as an adapter (scaling folded into the factors)."""
+    from agent.conversion import store_lora
+    from hypernet.peft_io import import_peft
+
+    lora = import_peft(folder, base_model=base_model)
+    aid = store_lora(Store(db), lora, "import", meta={"from": str(folder)})
+    emit_json({"adapter_id": aid}) if json else console.print(f"imported {folder} as adapter {aid}")
+
+
+@app.command()
+def merge(
+    ids: List[int] = typer.Argument(..., help="Adapter ids to merge."),
+    weight: List[float] = typer.Option(None, "--weight", "-w", help="One weight per adapter (default: equal)."),
+    max_rank: int = typer.Option(None, min=1, help="Recompress to at most this rank (optimal truncation)."),
+    db: DbOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Merge adapters exactly by rank concatenation: ΔW = Σ wᵢ Bᵢ Aᵢ (optionally recompressed)."""
+    from agent.conversion import load_lora, store_lora
+    from hypernet.merge import merge as merge_loras
+
+    weights = list(weight) if weight else [1.0 / len(ids)] * len(ids)
+    if len(weights) != len(ids):
+        fail(f"{len(ids)} adapters but {len(weights)} weights")
+    store = Store(db)
+    merged, report = merge_loras([load_lora(store, i) for i in ids], weights, max_rank=max_rank)
+    aid = store_lora(store, merged, "merge", meta={"inputs": list(ids), "weights": weights, "max_rank": max_rank,
+                                                   "max_rel_error": report.max_rel_error})
+    data = {"adapter_id": aid, "rank": merged.max_rank, "max_rel_truncation_error": report.max_rel_error}
+    emit_json(data) if json else console.print(
+        f"merged {list(ids)} -> adapter {aid}: rank {data['rank']}, truncation error {report.max_rel_error:.3g}")

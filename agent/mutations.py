@@ -1,0 +1,620 @@
+"""Programs with tests, and bugs injected into them.
+
+The bundled corpus (`agent/corpus/<name>/{<name>.py, check_<name>.py, cases.json}`) holds
+small real modules with passing tests; a few pure-Python standard-library functions add
+more source for diffs and refactors. AST mutation operators make buggy variants as
+minimal single-line text edits, so diffs stay small and line numbers keep their meaning;
+a variant is kept only when the module's tests catch it. Tests run in a subprocess
+(`agent/corpus/runner.py`), one per batch of variants, with per-test timeouts.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import hashlib
+import inspect
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+CORPUS_DIR = Path(__file__).resolve().parent / "corpus"
+RUNNER = CORPUS_DIR / "runner.py"
+# Modules kept out of training tasks so evaluation tasks use code the model never saw.
+EVAL_MODULES = frozenset({"stats", "paginate", "textcase"})
+POOLS = ("train", "eval", "all")
+TEST_TIMEOUT_S = 1.0
+# Corpus tests take milliseconds; a mutant that needs longer is looping.
+MUTANT_TIMEOUT_S = 0.25
+BATCH_TIMEOUT_S = 120.0
+
+
+class CorpusError(ValueError):
+    """The corpus or a request about it is unusable."""
+
+
+# --------------------------------------------------------------------------- corpus
+
+
+@dataclass(frozen=True)
+class CorpusModule:
+    name: str
+    source: str
+    tests: str
+    cases: dict[str, tuple[tuple[str, str], ...]]
+    imports: tuple[str, ...]
+
+    @property
+    def file(self) -> str:
+        return f"{self.name}.py"
+
+    @property
+    def test_file(self) -> str:
+        return f"test_{self.name}.py"
+
+    @property
+    def pool(self) -> str:
+        return "eval" if self.name in EVAL_MODULES else "train"
+
+
+@lru_cache(maxsize=None)
+def _load_all() -> tuple[CorpusModule, ...]:
+    modules = []
+    for folder in sorted(p for p in CORPUS_DIR.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))):
+        name = folder.name
+        src, tests, cases_path = folder / f"{name}.py", folder / f"check_{name}.py", folder / "cases.json"
+        if not (src.is_file() and tests.is_file()):
+            continue
+        raw = json.loads(cases_path.read_text(encoding="utf-8")) if cases_path.is_file() else {}
+        imports = tuple(raw.pop("__imports__", ()))
+        cases = {fn: tuple((call, cond) for call, cond in items) for fn, items in raw.items()}
+        modules.append(CorpusModule(name, src.read_text(encoding="utf-8"), tests.read_text(encoding="utf-8"), cases, imports))
+    if not modules:
+        raise CorpusError(f"{CORPUS_DIR}: no corpus modules found")
+    return tuple(modules)
+
+
+def load_corpus(pool: str = "all") -> list[CorpusModule]:
+    """Corpus modules of a pool: 'train', 'eval' (held-out code) or 'all'."""
+    if pool not in POOLS:
+        raise CorpusError(f"unknown pool {pool!r} (expected one of {', '.join(POOLS)})")
+    return [m for m in _load_all() if pool == "all" or m.pool == pool]
+
+
+def corpus_module(name: str) -> CorpusModule:
+    for module in _load_all():
+        if module.name == name:
+            return module
+    raise CorpusError(f"no corpus module named {name!r}")
+
+
+# --------------------------------------------------------------------------- source helpers
+
+
+@dataclass(frozen=True)
+class SourceFunction:
+    """One function with where it came from, for diffs and refactoring tasks."""
+
+    origin: str  # "corpus" or "stdlib"
+    module: str  # "intervals", "textwrap"
+    qualname: str  # "merge", "LRUCache.get"
+    source: str  # the def, dedented
+    start: int  # first line (decorators included) in the module, 1-based
+    end: int  # last line, inclusive
+
+    @property
+    def file(self) -> str:
+        return f"{self.module}.py"
+
+    @property
+    def name(self) -> str:
+        return self.qualname.rsplit(".", 1)[-1]
+
+
+def function_nodes(tree: ast.AST) -> Iterator[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]]:
+    """(qualname, node) for every function and method, outer ones first."""
+
+    def visit(node: ast.AST, prefix: str) -> Iterator[tuple[str, ast.AST]]:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                qual = f"{prefix}{child.name}"
+                yield qual, child
+                yield from visit(child, qual + ".")
+            elif isinstance(child, ast.ClassDef):
+                yield from visit(child, f"{prefix}{child.name}.")
+
+    yield from visit(tree, "")
+
+
+def functions_of(source: str, module: str, origin: str = "corpus") -> list[SourceFunction]:
+    lines = source.splitlines()
+    out = []
+    for qual, node in function_nodes(ast.parse(source)):
+        start = min([node.lineno] + [d.lineno for d in node.decorator_list])
+        text = textwrap.dedent("\n".join(lines[start - 1 : node.end_lineno])) + "\n"
+        out.append(SourceFunction(origin, module, qual, text, start, node.end_lineno or node.lineno))
+    return out
+
+
+def find_function(source: str, qualname: str) -> SourceFunction:
+    for fn in functions_of(source, "?"):
+        if fn.qualname == qualname:
+            return fn
+    raise CorpusError(f"no function {qualname!r} in the source")
+
+
+def replace_function(source: str, qualname: str, new_def: str) -> str:
+    """Swap one function's text for new_def, re-indented to where the old one stood."""
+    old = find_function(source, qualname)
+    lines = source.splitlines(keepends=True)
+    indent = re.match(r"\s*", lines[old.start - 1]).group(0)
+    body = textwrap.indent(textwrap.dedent(new_def).strip("\n") + "\n", indent)
+    return "".join(lines[: old.start - 1]) + body + "".join(lines[old.end :])
+
+
+def unified_diff(before: str, after: str, path: str) -> str:
+    """A git-style unified diff with three lines of context."""
+    body = difflib.unified_diff(
+        before.splitlines(keepends=True), after.splitlines(keepends=True), f"a/{path}", f"b/{path}", n=3
+    )
+    text = "".join(line if line.endswith("\n") else line + "\n" for line in body)
+    return f"diff --git a/{path} b/{path}\n{text}" if text else ""
+
+
+class PatchError(ValueError):
+    """A diff that does not apply."""
+
+
+HUNK_RE = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
+
+
+def apply_diff(source: str, diff: str, fuzz: int = 3) -> str:
+    """Apply a unified diff to source; hunks may sit up to `fuzz` lines off their stated place."""
+    lines = source.splitlines()
+    hunks: list[tuple[int, list[str]]] = []
+    for raw in diff.splitlines():
+        match = HUNK_RE.match(raw)
+        if match:
+            hunks.append((int(match.group(1)), []))
+        elif hunks and raw[:1] in (" ", "+", "-") and not raw.startswith(("--- ", "+++ ")):
+            hunks[-1][1].append(raw)
+        elif hunks and raw == "":
+            hunks[-1][1].append(" ")  # editors strip the space of empty context lines
+    if not hunks:
+        raise PatchError("no hunks in the diff")
+    offset = 0
+    for start, body in hunks:
+        old = [line[1:] for line in body if line[0] in " -"]
+        new = [line[1:] for line in body if line[0] in " +"]
+        at = max(start - 1 + offset, 0) if old else start + offset
+        for delta in sorted(range(-fuzz, fuzz + 1), key=abs):
+            pos = at + delta
+            if 0 <= pos <= len(lines) and [l.rstrip() for l in lines[pos : pos + len(old)]] == [l.rstrip() for l in old]:
+                lines[pos : pos + len(old)] = new
+                offset += len(new) - len(old) + delta
+                break
+        else:
+            raise PatchError(f"hunk at line {start} does not match the source")
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- standard library
+
+# Short, pure-Python functions whose source ships with every CPython.
+STDLIB_FUNCTIONS = (
+    ("textwrap", "dedent"), ("textwrap", "indent"), ("textwrap", "shorten"),
+    ("colorsys", "rgb_to_hsv"), ("colorsys", "hsv_to_rgb"), ("colorsys", "rgb_to_hls"),
+    ("colorsys", "rgb_to_yiq"), ("shlex", "quote"), ("shlex", "join"), ("fnmatch", "filter"),
+    ("string", "capwords"), ("calendar", "isleap"), ("calendar", "leapdays"),
+    ("genericpath", "commonprefix"), ("html", "escape"), ("heapq", "nsmallest"),
+    ("bisect", "insort_right"), ("statistics", "median_low"), ("statistics", "median_high"),
+    ("base64", "b64encode"), ("keyword", "issoftkeyword"), ("posixpath", "splitext"),
+)
+
+
+@lru_cache(maxsize=None)
+def stdlib_functions() -> tuple[SourceFunction, ...]:
+    """The listed standard-library functions that have readable Python source here."""
+    import importlib
+
+    out = []
+    for module_name, attr in STDLIB_FUNCTIONS:
+        try:
+            module = importlib.import_module(module_name)
+            func = getattr(module, attr)
+            source = textwrap.dedent(inspect.getsource(func))
+            ast.parse(source)
+        except (ImportError, AttributeError, OSError, TypeError, SyntaxError):
+            continue  # C-accelerated or missing on this build
+        if not source.lstrip().startswith("def ") or source.count("\n") > 45:
+            continue
+        lines = source.count("\n")
+        out.append(SourceFunction("stdlib", module_name, attr, source, 1, lines))
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------- running tests
+
+
+@dataclass(frozen=True)
+class TestFailure:
+    test: str
+    error: str
+    message: str
+    frames: tuple[tuple[str, int, str, str], ...]  # (file, line, function, source line)
+    explain: str  # "assert [(1, 3)] == [(1, 5)]" when the runner could re-evaluate it
+
+
+@dataclass(frozen=True)
+class TestRun:
+    passed: tuple[str, ...]
+    failed: tuple[TestFailure, ...]
+    error: str | None = None  # the module or the tests did not even import
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.failed and bool(self.passed)
+
+
+@dataclass(frozen=True)
+class TestJob:
+    module: str
+    source: str
+    tests: str
+    test_file: str = ""
+
+    @property
+    def key(self) -> str:
+        raw = "\0".join((self.module, self.source, self.tests, self.test_file or f"test_{self.module}.py"))
+        return hashlib.sha256(raw.encode("utf-8")).hexdigest()
+
+
+_RUN_CACHE: dict[str, TestRun] = {}
+
+
+def _to_run(raw: dict) -> TestRun:
+    failed = tuple(
+        TestFailure(f["test"], f["error"], f["message"], tuple(tuple(x) for x in f["frames"]), f["explain"])
+        for f in raw["failed"]
+    )
+    return TestRun(tuple(raw["passed"]), failed, raw.get("error"))
+
+
+def _run_batch(jobs: list[TestJob], timeout: float) -> list[TestRun]:
+    request = {
+        "timeout": timeout,
+        "jobs": [
+            {"id": str(i), "module": j.module, "source": j.source, "tests": j.tests,
+             "test_file": j.test_file or f"test_{j.module}.py"}
+            for i, j in enumerate(jobs)
+        ],
+    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env["PYTHONHASHSEED"] = "0"
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-I", str(RUNNER)], input=json.dumps(request), capture_output=True,
+            text=True, timeout=BATCH_TIMEOUT_S if len(jobs) > 1 else timeout * 10 + 10, env=env, cwd=str(CORPUS_DIR),
+        )
+    except subprocess.TimeoutExpired:
+        if len(jobs) == 1:
+            return [TestRun((), (TestFailure("<all>", "Timeout", "the test run timed out", (), ""),))]
+        half = len(jobs) // 2  # bisect to isolate the job that hangs
+        return _run_batch(jobs[:half], timeout) + _run_batch(jobs[half:], timeout)
+    try:
+        results = json.loads(proc.stdout)["results"]
+    except (ValueError, KeyError):
+        if len(jobs) == 1:
+            tail = (proc.stderr or "").strip().splitlines()[-1:] or ["no output"]
+            return [TestRun((), (TestFailure("<all>", "Crash", tail[0][:200], (), ""),))]
+        half = len(jobs) // 2  # one variant crashed the interpreter: isolate it
+        return _run_batch(jobs[:half], timeout) + _run_batch(jobs[half:], timeout)
+    return [_to_run(r) for r in results]
+
+
+def run_many(jobs: list[TestJob], timeout: float = TEST_TIMEOUT_S, workers: int = 2) -> list[TestRun]:
+    """Run test jobs (cached by content), split over `workers` concurrent subprocesses."""
+    def key(job: TestJob) -> str:
+        return f"{job.key}:{timeout}"
+
+    todo = [j for j in dict.fromkeys(jobs) if key(j) not in _RUN_CACHE]
+    if todo:
+        from concurrent.futures import ThreadPoolExecutor
+
+        chunks = [todo[i::workers] for i in range(min(workers, len(todo)))]
+        with ThreadPoolExecutor(len(chunks)) as pool:
+            for chunk, runs in zip(chunks, pool.map(lambda c: _run_batch(c, timeout), chunks)):
+                for job, run in zip(chunk, runs):
+                    _RUN_CACHE[key(job)] = run
+    return [_RUN_CACHE[key(j)] for j in jobs]
+
+
+def run_tests(module: str, source: str, tests: str, test_file: str = "", timeout: float = TEST_TIMEOUT_S) -> TestRun:
+    return run_many([TestJob(module, source, tests, test_file)], timeout)[0]
+
+
+# --------------------------------------------------------------------------- mutation operators
+
+
+@dataclass(frozen=True)
+class Mutation:
+    module: str
+    file: str
+    operator: str
+    function: str  # qualname of the enclosing function
+    line: int  # 1-based; the same in the original and the mutated source
+    original_line: str
+    mutated_line: str
+    description: str  # what the bug does: "changed `<` to `<=`"
+    fix: str  # what the fix does: "use `<` instead of `<=`"
+    before: str  # the code the bug replaced ("<", "3", "return x")
+    after: str  # the code the bug put there ("<=", "4", "pass")
+    source: str  # the whole mutated module
+    original: str = field(repr=False, default="")
+    failures: tuple[TestFailure, ...] = ()
+    passed: tuple[str, ...] = ()
+
+    @property
+    def id(self) -> str:
+        digest = hashlib.sha256(self.source.encode("utf-8")).hexdigest()[:8]
+        return f"{self.module}:{self.line}:{self.operator}:{digest}"
+
+    @property
+    def failing_tests(self) -> tuple[str, ...]:
+        return tuple(f.test for f in self.failures)
+
+
+@dataclass(frozen=True)
+class _Edit:
+    line: int
+    col: int  # character offsets in the line
+    end_col: int
+    text: str
+    operator: str
+    description: str
+    fix: str
+    before: str
+    after: str
+
+
+CMP_SWAP = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq,
+            ast.NotEq: ast.Eq, ast.In: ast.NotIn, ast.NotIn: ast.In, ast.Is: ast.IsNot, ast.IsNot: ast.Is}
+CMP_TEXT = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "==", ast.NotEq: "!=",
+            ast.In: "in", ast.NotIn: "not in", ast.Is: "is", ast.IsNot: "is not"}
+ARITH_SWAP = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Add, ast.Div: ast.FloorDiv,
+              ast.FloorDiv: ast.Div, ast.Mod: ast.FloorDiv}
+ARITH_TEXT = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv: "//", ast.Mod: "%"}
+OPERATORS = ("cmp-flip", "arith-swap", "off-by-one", "bool-swap", "not-drop", "var-swap",
+             "drop-guard", "minmax-swap", "range-stop")
+
+
+class _Source:
+    """Source text with AST positions (UTF-8 byte columns) turned into character columns."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self.lines = text.splitlines()
+
+    def col(self, line: int, byte_col: int) -> int:
+        return len(self.lines[line - 1].encode("utf-8")[:byte_col].decode("utf-8", "replace"))
+
+    def span(self, node: ast.AST) -> tuple[int, int, int] | None:
+        """(line, col, end_col) of a node on one line, else None."""
+        if node.lineno != node.end_lineno:
+            return None
+        return node.lineno, self.col(node.lineno, node.col_offset), self.col(node.lineno, node.end_col_offset)
+
+    def segment(self, node: ast.AST) -> str | None:
+        span = self.span(node)
+        return None if span is None else self.lines[span[0] - 1][span[1] : span[2]]
+
+    def gap(self, left: ast.AST, right: ast.AST) -> tuple[int, int, int, str] | None:
+        """The text between two nodes on the same line (where an operator sits)."""
+        if left.end_lineno != right.lineno:
+            return None
+        line = right.lineno
+        start, end = self.col(line, left.end_col_offset), self.col(line, right.col_offset)
+        return line, start, end, self.lines[line - 1][start:end]
+
+
+def _docstring_nodes(tree: ast.AST) -> set[int]:
+    skip = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                skip.add(id(body[0].value))
+    return skip
+
+
+def _local_names(func: ast.FunctionDef) -> dict[str, int]:
+    """Local names and the first line that binds them (parameters: line 0).
+
+    Names bound only inside comprehensions are left out: they are not in scope elsewhere.
+    """
+    names = {a.arg: 0 for a in func.args.args + func.args.kwonlyargs + func.args.posonlyargs}
+    hidden = {id(n) for c in ast.walk(func) if isinstance(c, (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp))
+              for gen in c.generators for n in ast.walk(gen.target)}
+    for node in ast.walk(func):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store) and id(node) not in hidden:
+            names[node.id] = min(names.get(node.id, node.lineno), node.lineno)
+    names.pop("self", None)
+    names.pop("_", None)
+    return names
+
+
+def _edits_in(func: ast.FunctionDef, src: _Source, docstrings: set[int]) -> Iterator[_Edit]:
+    own = [n for n in ast.walk(func) if n is not func]
+    nested = {id(n) for inner in own if isinstance(inner, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+              for n in ast.walk(inner)}
+    nodes = [n for n in own if id(n) not in nested and hasattr(n, "lineno")]
+    nodes.sort(key=lambda n: (n.lineno, n.col_offset))
+    local_names = _local_names(func)
+    swaps = 0
+    for node in nodes:
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+            for i, op in enumerate(node.ops):
+                gap = src.gap(operands[i], operands[i + 1])
+                if gap is None or gap[3].strip() != CMP_TEXT[type(op)]:
+                    continue
+                line, start, end, text = gap
+                old, new = CMP_TEXT[type(op)], CMP_TEXT[CMP_SWAP[type(op)]]
+                yield _Edit(line, start, end, text.replace(old, new, 1), "cmp-flip",
+                            f"changed `{old}` to `{new}`", f"use `{old}` instead of `{new}`", old, new)
+        elif isinstance(node, (ast.BinOp, ast.AugAssign)) and type(node.op) in ARITH_SWAP:
+            left, right = (node.left, node.right) if isinstance(node, ast.BinOp) else (node.target, node.value)
+            if any(isinstance(x, (ast.JoinedStr, ast.List, ast.Tuple)) or
+                   (isinstance(x, ast.Constant) and isinstance(x.value, str)) for x in (left, right)):
+                continue  # sequence concatenation or repetition: a type error, not a subtle bug
+            gap = src.gap(left, right)
+            old = ARITH_TEXT[type(node.op)] + ("=" if isinstance(node, ast.AugAssign) else "")
+            if gap is None or gap[3].strip() != old:
+                continue
+            new = ARITH_TEXT[ARITH_SWAP[type(node.op)]] + ("=" if isinstance(node, ast.AugAssign) else "")
+            line, start, end, text = gap
+            yield _Edit(line, start, end, text.replace(old, new, 1), "arith-swap",
+                        f"changed `{old}` to `{new}`", f"use `{old}` instead of `{new}`", old, new)
+        elif isinstance(node, ast.Constant) and type(node.value) is int and id(node) not in docstrings:
+            span = src.span(node)
+            if span is None or src.segment(node) != str(node.value) or node.value > 1000:
+                continue
+            for new_value in (node.value + 1, node.value - 1):
+                if new_value < 0:
+                    continue
+                yield _Edit(*span, str(new_value), "off-by-one", f"changed the constant `{node.value}` to `{new_value}`",
+                            f"use `{node.value}` instead of `{new_value}`", str(node.value), str(new_value))
+        elif isinstance(node, ast.BoolOp) and len(node.values) == 2:
+            gap = src.gap(node.values[0], node.values[1])
+            old = "and" if isinstance(node.op, ast.And) else "or"
+            if gap is None or gap[3].strip() != old:
+                continue
+            new = "or" if old == "and" else "and"
+            line, start, end, text = gap
+            yield _Edit(line, start, end, text.replace(old, new, 1), "bool-swap",
+                        f"changed `{old}` to `{new}`", f"use `{old}` instead of `{new}`", old, new)
+        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            span, inner = src.span(node), src.segment(node.operand)
+            if span is None or inner is None:
+                continue
+            yield _Edit(*span, inner, "not-drop", f"dropped the `not` before `{inner}`", f"negate `{inner}` again with `not`",
+                        src.segment(node), inner)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id in local_names and swaps < 3:
+            # Only names already bound on an earlier line: the bug reads a wrong value,
+            # not an unbound one.
+            others = sorted(n for n, first in local_names.items() if n != node.id and first < node.lineno)
+            span = src.span(node)
+            if not others or span is None:
+                continue
+            # A stable but spread-out choice of the wrong name.
+            other = others[(node.lineno + node.col_offset) % len(others)]
+            swaps += 1
+            yield _Edit(*span, other, "var-swap", f"used `{other}` where `{node.id}` was meant",
+                        f"use `{node.id}` instead of `{other}`", node.id, other)
+        elif isinstance(node, ast.If) and len(node.body) == 1 and isinstance(node.body[0], (ast.Return, ast.Raise, ast.Continue, ast.Break)):
+            stmt = node.body[0]
+            span, text = src.span(stmt), src.segment(stmt)
+            if span is None:
+                continue
+            kind = type(stmt).__name__.lower()
+            yield _Edit(*span, "pass", "drop-guard", f"removed the `{kind}` under `if {ast.unparse(node.test)}`",
+                        f"restore `{text}` under `if {ast.unparse(node.test)}`", text, "pass")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("min", "max") and node.func.id not in local_names:
+            span = src.span(node.func)
+            if span is None:
+                continue
+            new = "max" if node.func.id == "min" else "min"
+            yield _Edit(*span, new, "minmax-swap", f"called `{new}` instead of `{node.func.id}`",
+                        f"call `{node.func.id}` instead of `{new}`", node.func.id, new)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "range" and node.args:
+            stop = node.args[1] if len(node.args) > 1 else node.args[0]
+            span, text = src.span(stop), src.segment(stop)
+            if span is None or isinstance(stop, ast.Constant):
+                continue
+            yield _Edit(*span, f"{text} - 1", "range-stop", f"made `range` stop at `{text} - 1`",
+                        f"let `range` run up to `{text}`", text, f"{text} - 1")
+
+
+def candidates(source: str, module: str) -> list[Mutation]:
+    """Every single-line mutation of the functions in source (not yet checked by tests)."""
+    tree = ast.parse(source)
+    src = _Source(source)
+    docstrings = _docstring_nodes(tree)
+    seen: set[str] = set()
+    out = []
+    for qual, func in function_nodes(tree):
+        for edit in _edits_in(func, src, docstrings):
+            old_line = src.lines[edit.line - 1]
+            new_line = old_line[: edit.col] + edit.text + old_line[edit.end_col :]
+            if new_line == old_line:
+                continue
+            lines = list(src.lines)
+            lines[edit.line - 1] = new_line
+            mutated = "\n".join(lines) + ("\n" if source.endswith("\n") else "")
+            if mutated in seen:
+                continue
+            try:
+                ast.parse(mutated)
+            except SyntaxError:
+                continue
+            seen.add(mutated)
+            out.append(Mutation(module, f"{module}.py", edit.operator, qual, edit.line, old_line, new_line,
+                                edit.description, edit.fix, edit.before, edit.after, mutated, source))
+    return out
+
+
+_MUTANTS: dict[str, tuple[Mutation, ...]] = {}
+
+
+def mutants(module: CorpusModule | str) -> list[Mutation]:
+    """Mutations of a corpus module that its tests catch, in source order (cached)."""
+    mod = corpus_module(module) if isinstance(module, str) else module
+    key = hashlib.sha256((mod.source + "\0" + mod.tests).encode("utf-8")).hexdigest()
+    if key not in _MUTANTS:
+        cands = candidates(mod.source, mod.name)
+        jobs = [TestJob(mod.name, mod.source, mod.tests)] + [TestJob(mod.name, c.source, mod.tests) for c in cands]
+        runs = run_many(jobs, MUTANT_TIMEOUT_S)
+        if not runs[0].ok:
+            raise CorpusError(f"corpus module {mod.name!r}: its own tests fail ({_first_problem(runs[0])})")
+        kept = []
+        for cand, run in zip(cands, runs[1:]):
+            if run.error is None and run.failed:  # an import-time crash is no bug to localize
+                kept.append(_with_run(cand, run))
+        _MUTANTS[key] = tuple(kept)
+    return list(_MUTANTS[key])
+
+
+def mutants_of_pool(pool: str = "train") -> list[Mutation]:
+    modules = load_corpus(pool)
+    # One round of subprocesses for every module at once keeps both cores busy.
+    pending = [m for m in modules if hashlib.sha256((m.source + "\0" + m.tests).encode()).hexdigest() not in _MUTANTS]
+    if pending:
+        jobs = []
+        for mod in pending:
+            jobs.append(TestJob(mod.name, mod.source, mod.tests))
+            jobs += [TestJob(mod.name, c.source, mod.tests) for c in candidates(mod.source, mod.name)]
+        run_many(jobs, MUTANT_TIMEOUT_S)
+    return [m for mod in modules for m in mutants(mod)]
+
+
+def _with_run(cand: Mutation, run: TestRun) -> Mutation:
+    from dataclasses import replace
+
+    return replace(cand, failures=run.failed, passed=run.passed)
+
+
+def _first_problem(run: TestRun) -> str:
+    if run.error:
+        return run.error
+    if run.failed:
+        f = run.failed[0]
+        return f"{f.test}: {f.error} {f.message}".strip()
+    return "no tests ran"
