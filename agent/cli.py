@@ -20,6 +20,7 @@ app.add_typer(trajectories.app, name="trajectories")
 app.command("solve")(solve.command)
 app.command("convert")(adapters.convert_command)
 app.add_typer(adapters.app, name="adapters")
+# Other command groups register below, one import + one line each.
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
