@@ -22,10 +22,11 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# The main job: the embedded model fixes the bundled example's failing test in the sandbox,
+# with retrieved seed skills as LoRA (parametric mode). The outcome is printed as it is.
 demo: setup
 	$(AGENT) model info
-	$(AGENT) skills import memory/library --source seed
-	$(AGENT) skills list
+	$(AGENT) solve examples/buggy-stats "fix the failing test" --max-steps 6
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

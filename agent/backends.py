@@ -31,8 +31,10 @@ def _stop_after_block(tokenizer, prompt_len: int):
 class LocalChat:
     """Greedy decoding with the local model; whatever adapter is applied to it is in effect."""
 
-    def __init__(self, model, tokenizer, max_new_tokens: int = 256, context: int | None = None) -> None:
+    def __init__(self, model, tokenizer, max_new_tokens: int = 256, context: int | None = None,
+                 stop_after_block: bool = True) -> None:
         self.model = model
+        self.stop_after_block = stop_after_block
         self.tokenizer = tokenizer
         self.max_new_tokens = max_new_tokens
         self.context = context or getattr(model.config, "max_position_embeddings", 2048)
@@ -48,7 +50,7 @@ class LocalChat:
         from transformers import StoppingCriteriaList
 
         ids = ids.to(self.model.device)
-        stop = StoppingCriteriaList([_stop_after_block(self.tokenizer, ids.shape[1])])
+        stop = StoppingCriteriaList([_stop_after_block(self.tokenizer, ids.shape[1])] if self.stop_after_block else [])
         out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), stopping_criteria=stop,
                                   max_new_tokens=self.max_new_tokens, do_sample=False,
                                   pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id)

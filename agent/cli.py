@@ -21,6 +21,9 @@ app.command("solve")(solve.command)
 app.command("convert")(adapters.convert_command)
 app.add_typer(adapters.app, name="adapters")
 # Other command groups register below, one import + one line each.
+from agent.commands import evaluation  # noqa: E402
+
+app.command("eval")(evaluation.command)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -36,6 +39,12 @@ def user_errors() -> tuple[type[BaseException], ...]:
         from hypernet.config import HypernetError
 
         errors.append(HypernetError)
+    except ImportError:
+        pass
+    try:
+        from agent.synth import SynthError
+
+        errors.append(SynthError)
     except ImportError:
         pass
     try:
