@@ -40,7 +40,8 @@ class LoraWeights:
         for t in self.targets:
             a, b = self.factors[t.key]
             if a.dim() != 2 or b.dim() != 2 or not a.is_floating_point() or not b.is_floating_point():
-                raise HypernetError(f"{t.key}: factors must be 2-D float tensors, got A{tuple(a.shape)} B{tuple(b.shape)}")
+                raise HypernetError(f"{t.key}: factors must be 2-D float tensors, "
+                                    f"got A{tuple(a.shape)} B{tuple(b.shape)}")
             r = a.shape[0]
             if r < 1 or a.shape != (r, t.in_features) or b.shape != (t.out_features, r):
                 raise HypernetError(f"{t.key}: expected A (r×{t.in_features}) and B ({t.out_features}×r), "
@@ -70,7 +71,8 @@ class LoraWeights:
         return sorted((t.key, t.path, t.in_features, t.out_features) for t in self.targets)
 
     def replace(self, factors: dict[str, tuple[Tensor, Tensor]], metadata: dict[str, str] | None = None) -> LoraWeights:
-        return LoraWeights(self.base_model, self.targets, factors, dict(self.metadata if metadata is None else metadata))
+        metadata = dict(self.metadata if metadata is None else metadata)
+        return LoraWeights(self.base_model, self.targets, factors, metadata)
 
     def to(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> LoraWeights:
         return self.replace({k: (a.to(device=device, dtype=dtype), b.to(device=device, dtype=dtype))
@@ -93,7 +95,8 @@ class LoraWeights:
             a, b = self.factors[k]
             tensors[f"{k}.A"] = a.detach().cpu().contiguous()
             tensors[f"{k}.B"] = b.detach().cpu().contiguous()
-        header = {"format": FORMAT, "base_model": self.base_model,
+        # ranks are derivable from the tensors but stored too, so a reader without torch can list them
+        header = {"format": FORMAT, "base_model": self.base_model, "ranks": self.ranks,
                   "targets": [t.to_dict() for t in self.targets], "metadata": self.metadata}
         return st_save(tensors, metadata={_HEADER_KEY: json.dumps(header, sort_keys=True)})
 
@@ -112,10 +115,16 @@ class LoraWeights:
             targets = [Target.from_dict(t) for t in header["targets"]]
             factors = {t.key: (tensors.pop(f"{t.key}.A"), tensors.pop(f"{t.key}.B")) for t in targets}
             lora = cls(str(header["base_model"]), tuple(targets), factors, dict(header.get("metadata", {})))
+        except HypernetError:
+            raise
         except KeyError as e:
             raise HypernetError(f"adapter blob is missing {e}") from e
+        except (TypeError, ValueError) as e:
+            raise HypernetError(f"malformed adapter blob: {e}") from e
         if tensors:
             raise HypernetError(f"adapter blob has unexpected tensors: {sorted(tensors)}")
+        if header.get("ranks", lora.ranks) != lora.ranks:
+            raise HypernetError("adapter blob's recorded ranks do not match its tensors")
         for k, (a, b) in lora.factors.items():
             if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
                 raise HypernetError(f"adapter blob has non-finite values in {k}")
@@ -145,6 +154,7 @@ def check_same_targets(adapters: Sequence[LoraWeights]) -> None:
     first = adapters[0]
     for i, other in enumerate(adapters[1:], start=1):
         if other.base_model != first.base_model:
-            raise HypernetError(f"adapter {i} is for base model {other.base_model!r}, adapter 0 for {first.base_model!r}")
+            raise HypernetError(f"adapter {i} is for base model {other.base_model!r}, "
+                                f"adapter 0 for {first.base_model!r}")
         if other.shapes_signature() != first.shapes_signature():
             raise HypernetError(f"adapter {i} targets/shapes differ from adapter 0")

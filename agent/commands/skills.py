@@ -89,3 +89,31 @@ def export(out: Path = typer.Argument(..., help="Folder to write name/SKILL.md f
     with store.session() as s:
         paths = skill_repo.export(s, out)
     console.print(f"wrote {len(paths)} skills to {out}")
+
+
+@app.command()
+def lint(
+    paths: List[Path] = typer.Argument(None, help="Skill folders to lint (default: the current skills in the store)."),
+    db: DbOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Report skills without a checker, a split or a usable procedure; exit 1 when any has problems."""
+    from agent.lint import lint as lint_doc
+
+    if paths:
+        docs = load_docs(paths)
+    else:
+        store = Store(db)
+        with store.session() as s:
+            docs = [skill_repo.to_doc(r) for r in skill_repo.list_current(s)]
+    problems = {d.name: lint_doc(d) for d in docs}
+    bad = {k: v for k, v in problems.items() if v}
+    if json:
+        emit_json({"skills": len(docs), "problems": bad})
+    else:
+        for name, items in bad.items():
+            for p in items:
+                console.print(f"{name}: {p}", markup=False)
+        console.print(f"{len(docs)} skills, {len(bad)} with problems")
+    if bad:
+        raise typer.Exit(1)

@@ -1,0 +1,153 @@
+"""Merge + recompress k random adapters shaped like the embedded model's (SmolLM2-135M) LoRA targets.
+
+30 layers, q_proj 576→576 and v_proj 576→192, rank 8 each, merged with random weights and recompressed
+to rank ≤ 64. Reports time (median of repeats) and the bytes of the tensors the merge works on
+(stacked factors, QR factors, core and its SVD, all targets of one module type at once), vs k.
+The sweep runs with torch's default thread count and with one thread: MKL's LAPACK calls are
+erratic when their threads compete with other processes for the cores.
+
+    python bench/bench_hypernet_merge.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.machine import machine_info  # noqa: E402
+from hypernet import LoraWeights, Target, ema_update, merge  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+LAYERS, HIDDEN, KV_OUT, RANK, MAX_RANK = 30, 576, 192, 8, 64
+SHAPES = {"q_proj": (HIDDEN, HIDDEN), "v_proj": (HIDDEN, KV_OUT)}
+
+
+def targets() -> list[Target]:
+    return [Target(i, m, f"model.layers.{i}.self_attn.{m}", fin, fout)
+            for i in range(LAYERS) for m, (fin, fout) in SHAPES.items()]
+
+
+def random_adapter(seed: int) -> LoraWeights:
+    g = torch.Generator().manual_seed(seed)
+    ts = targets()
+    factors = {t.key: (torch.randn(RANK, t.in_features, generator=g) / t.in_features**0.5,
+                       torch.randn(t.out_features, RANK, generator=g) * 0.01) for t in ts}
+    return LoraWeights("smollm2-135m-instruct", tuple(ts), factors)
+
+
+def working_bytes(k: int, itemsize: int = 4) -> int:
+    """Tensors alive during one module type's batched recompression (the larger of the two), plus inputs."""
+    total_rank = k * RANK
+    per_type = []
+    for fin, fout in SHAPES.values():
+        stacked = total_rank * (fin + fout)
+        qr = (min(fout, total_rank) * (fout + total_rank) if total_rank < fout else 0) + \
+             (min(fin, total_rank) * (fin + total_rank) if total_rank < fin else 0)
+        cr, cc = min(fout, total_rank), min(fin, total_rank)
+        svd = cr * cc * 2 + min(cr, cc) * (cr + cc + 1)  # core, its copy in LAPACK, U, S, Vh
+        per_type.append(LAYERS * (stacked + qr + svd))
+    inputs = k * LAYERS * sum(RANK * (fin + fout) for fin, fout in SHAPES.values())
+    return itemsize * (inputs + max(per_type))
+
+
+def dense_merge_ms(adapters: list[LoraWeights], weights: list[float]) -> float:
+    """Baseline PEFT 'svd' style: build every dense ΔW, full SVD, truncate."""
+    t0 = time.perf_counter()
+    for key in adapters[0].keys:
+        dense = sum(w * ad.delta(key) for ad, w in zip(adapters, weights))
+        u, s, vh = torch.linalg.svd(dense, full_matrices=False)
+        _ = (u[:, :MAX_RANK] * s[:MAX_RANK]) @ vh[:MAX_RANK]
+    return 1e3 * (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="fewer k values and repeats")
+    args = ap.parse_args()
+    ks = [1, 2, 4, 8, 16, 32, 64, 100] if args.quick else [1, 2, 4, 8, 16, 32, 64, 100, 128, 256]
+    repeats = 2 if args.quick else 3
+    pool = [random_adapter(s) for s in range(max(ks))]
+    default_threads = torch.get_num_threads()
+    sweeps, ema = {}, {}
+    for threads in sorted({default_threads, 1}, reverse=True):
+        torch.set_num_threads(threads)
+        sweeps[str(threads)] = sweep(pool, ks, repeats)
+        ema[str(threads)] = ema_step_ms(pool, 5)
+        print("ema step", threads, json.dumps(ema[str(threads)]), flush=True)
+    torch.set_num_threads(default_threads)
+    shapes = {"layers": LAYERS, **{m: list(s) for m, s in SHAPES.items()}, "rank": RANK, "max_rank": MAX_RANK}
+    out = {"bench": "hypernet_merge", "machine": machine_info(), "quick": args.quick, "shapes": shapes,
+           "rows_by_threads": sweeps, "ema_step_by_threads": ema}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "hypernet_merge.json").write_text(json.dumps(out, indent=2) + "\n")
+    plot(sweeps, RESULTS / "hypernet_merge.png")
+
+
+def ema_step_ms(pool: list[LoraWeights], repeats: int) -> dict:
+    """The frequent operation: fold one new rank-8 adapter into a rank-64 persistent EMA adapter."""
+    persistent = None
+    for ad in pool[:9]:
+        persistent, _ = ema_update(persistent, ad, 0.9, max_rank=MAX_RANK)
+    times = []
+    for i in range(repeats):
+        t0 = time.perf_counter()
+        ema_update(persistent, pool[9 + i % 8], 0.9, max_rank=MAX_RANK)
+        times.append(1e3 * (time.perf_counter() - t0))
+    return {"persistent_rank": persistent.max_rank, "ms_median": statistics.median(times), "ms_min": min(times)}
+
+
+def sweep(pool: list[LoraWeights], ks: list[int], repeats: int) -> list[dict]:
+    g = torch.Generator().manual_seed(1)
+    rows = []
+    for k in (8, 100):  # warm up LAPACK for both regimes (first calls of a shape are slow)
+        merge(pool[:min(k, len(pool))], [1.0] * min(k, len(pool)), max_rank=MAX_RANK)
+    for k in ks:
+        weights = (torch.rand(k, generator=g) + 0.1).tolist()
+        times, report = [], None
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            merged, report = merge(pool[:k], weights, max_rank=MAX_RANK)
+            times.append(1e3 * (time.perf_counter() - t0))
+        row = {"k": k, "stacked_rank": k * RANK, "final_max_rank": merged.max_rank,
+               "merge_ms_median": statistics.median(times), "merge_ms_min": min(times),
+               "working_bytes": working_bytes(k), "max_rel_truncation_error": report.max_rel_error,
+               "load_avg_1m": os.getloadavg()[0]}  # the machine is shared: read times with this in mind
+        if k in (8, 32, 100):
+            row["dense_svd_baseline_ms"] = dense_merge_ms(pool[:k], weights)
+        row["threads"] = torch.get_num_threads()
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def plot(sweeps: dict[str, list[dict]], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for threads, rows in sweeps.items():
+        ks = [r["k"] for r in rows]
+        ax1.plot(ks, [r["merge_ms_median"] for r in rows], "o-", label=f"concat + QR/SVD, {threads} thread(s)")
+        dense = [(r["k"], r["dense_svd_baseline_ms"]) for r in rows if "dense_svd_baseline_ms" in r]
+        if dense:
+            ax1.plot(*zip(*dense), "s--", label=f"dense ΔW + full SVD, {threads} thread(s)")
+    ax1.axhline(100, color="grey", lw=0.8, ls=":", label="100 ms target")
+    ax1.set(xscale="log", yscale="log", xlabel="adapters merged (k)", ylabel="ms",
+            title=f"merge to rank ≤ {MAX_RANK}, 60 targets")
+    ax1.legend(fontsize=8)
+    ax2.plot(ks, [r["working_bytes"] / 2**20 for r in rows], "o-")  # same for every thread count
+    ax2.set(xscale="log", xlabel="adapters merged (k)", ylabel="MiB", title="working tensors (computed bytes)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()

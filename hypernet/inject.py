@@ -1,0 +1,118 @@
+"""Put a LoRA into a model without reloading it: forward hooks (differentiable) or merged weights.
+
+hooks: each target Linear's output gets + (x Aᵀ) Bᵀ. The factors are used as given, so generated
+    factors that carry grad train the hypernetwork through the frozen base (no peft leaf parameters).
+    Factors may be batched, A: (S, r, in), B: (S, out, r), one adapter per batch row of the input.
+merge: W ← W + B A in place for fast inference; the original weight tensors are kept and put back
+    on removal, so the base is restored bit-identically (no subtraction round-off).
+
+    with apply_lora(model, lora, mode="merge"):
+        model.generate(...)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .config import HypernetError
+from .lora import LoraWeights
+from .targets import Target, target_linears
+
+MODES = ("hooks", "merge")
+# Set on every target Linear while an adapter is applied, so the skill encoder can refuse to read
+# adapted activations (its states must come from the frozen base, or caches and training disagree).
+APPLIED_ATTR = "_hypernet_lora_depth"
+
+
+def adapter_applied(model: nn.Module) -> bool:
+    return any(getattr(m, APPLIED_ATTR, 0) for m in model.modules())
+
+
+class LoraHandle:
+    """An applied adapter; `remove()` (or leaving the `with` block) takes it out again."""
+
+    def __init__(self) -> None:
+        self._hooks: list[torch.utils.hooks.RemovableHandle] = []
+        self._saved: list[tuple[nn.Linear, Tensor]] = []
+        self._marked: list[nn.Linear] = []
+
+    def _mark(self, lin: nn.Linear) -> None:
+        setattr(lin, APPLIED_ATTR, getattr(lin, APPLIED_ATTR, 0) + 1)
+        self._marked.append(lin)
+
+    def remove(self) -> None:
+        for h in self._hooks:
+            h.remove()
+        with torch.no_grad():
+            for lin, weight in reversed(self._saved):
+                lin.weight.data = weight
+        for lin in self._marked:
+            setattr(lin, APPLIED_ATTR, getattr(lin, APPLIED_ATTR) - 1)
+        self._hooks, self._saved, self._marked = [], [], []
+
+    def __enter__(self) -> LoraHandle:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+
+def _lora_hook(a: Tensor, b: Tensor):
+    def hook(module: nn.Linear, args: tuple, output: Tensor) -> Tensor:
+        x = args[0]
+        if a.dim() == 3 and (x.dim() != 3 or x.shape[0] != a.shape[0]):
+            raise HypernetError(f"batched LoRA for {a.shape[0]} inputs, got input of shape {tuple(x.shape)}")
+        return output + (x @ a.mT) @ b.mT
+
+    return hook
+
+
+def apply_lora(model: nn.Module, lora: LoraWeights | Mapping[str, tuple[Tensor, Tensor]], mode: str = "hooks", *,
+               targets: Sequence[Target] | None = None, base_model: str | None = None) -> LoraHandle:
+    """Apply `lora` to `model` now; returns a handle that removes it (also a context manager).
+
+    `lora` is a LoraWeights, or a raw {target key: (A, B)} map (e.g. the hypernetwork's batched output)
+    together with `targets`. With `base_model`, a LoraWeights made for another base is refused.
+    """
+    if mode not in MODES:
+        raise HypernetError(f"mode must be one of {MODES}, got {mode!r}")
+    if isinstance(lora, LoraWeights):
+        targets, factors = lora.targets, lora.factors
+        linears = lora.check_model(model, base_model)
+    else:
+        if targets is None:
+            raise HypernetError("a raw factor map needs `targets`")
+        factors = lora
+        if set(factors) != {t.key for t in targets}:
+            raise HypernetError(f"factor keys {sorted(factors)} do not match targets")
+        linears = target_linears(model, targets)
+        for t in targets:
+            a, b = factors[t.key]
+            if a.shape[-1] != t.in_features or b.shape[-2] != t.out_features or a.shape[-2] != b.shape[-1] \
+                    or a.dim() != b.dim() or a.dim() not in (2, 3):
+                raise HypernetError(f"{t.key}: factors A{tuple(a.shape)} B{tuple(b.shape)} do not fit "
+                                    f"in={t.in_features} out={t.out_features}")
+    handle = LoraHandle()
+    try:
+        for t, lin in zip(targets, linears):
+            a, b = factors[t.key]
+            w = lin.weight
+            handle._mark(lin)
+            if mode == "hooks":
+                a, b = a.to(device=w.device, dtype=w.dtype), b.to(device=w.device, dtype=w.dtype)
+                handle._hooks.append(lin.register_forward_hook(_lora_hook(a, b)))
+                continue
+            if a.dim() != 2:
+                raise HypernetError("merge mode takes one adapter, not a batch of factors")
+            with torch.no_grad():
+                work = torch.float64 if w.dtype == torch.float64 else torch.float32
+                delta = b.detach().to(device=w.device, dtype=work) @ a.detach().to(device=w.device, dtype=work)
+                handle._saved.append((lin, w.data))
+                lin.weight.data = (w.data.to(work) + delta).to(w.dtype)
+    except BaseException:
+        handle.remove()
+        raise
+    return handle

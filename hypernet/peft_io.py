@@ -1,0 +1,129 @@
+"""Standard PEFT LoRA folders (adapter_config.json + adapter_model.safetensors), both ways.
+
+Export sets lora_alpha = r for every module (through rank_pattern/alpha_pattern, since merged adapters
+have per-target ranks) and use_rslora = False, so PEFT's scaling is exactly 1 and ΔW = B @ A as stored.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .config import HypernetError
+from .lora import LoraWeights
+from .targets import Target
+
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "adapter_model.safetensors"
+_PREFIX = "base_model.model."
+
+
+def peft_config_dict(lora: LoraWeights) -> dict:
+    ranks = {t.path: lora.ranks[t.key] for t in lora.targets}
+    common = max(set(ranks.values()), key=list(ranks.values()).count)
+    return {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": lora.base_model,
+        "r": common,
+        "lora_alpha": common,
+        "rank_pattern": ranks,
+        "alpha_pattern": dict(ranks),  # alpha = r per module: scaling exactly 1
+        "use_rslora": False,
+        "target_modules": sorted(ranks),
+        "lora_dropout": 0.0,
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "use_dora": False,
+        "init_lora_weights": True,
+        "inference_mode": True,
+        "modules_to_save": None,
+    }
+
+
+def export_peft(lora: LoraWeights, folder: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Write `lora` as a PEFT adapter folder, atomically (temp folder in the same parent, then rename)."""
+    folder = Path(folder)
+    if not folder.parent.is_dir():
+        raise HypernetError(f"cannot export to {folder}: parent folder {folder.parent} does not exist")
+    if folder.exists() and not overwrite:
+        raise HypernetError(f"{folder} already exists (pass overwrite=True to replace it)")
+    tensors = {}
+    for t in lora.targets:
+        a, b = lora.factors[t.key]
+        tensors[f"{_PREFIX}{t.path}.lora_A.weight"] = a.detach().cpu().contiguous()
+        tensors[f"{_PREFIX}{t.path}.lora_B.weight"] = b.detach().cpu().contiguous()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    try:
+        save_file(tensors, tmp / WEIGHTS_NAME, metadata={"format": "pt"})
+        (tmp / CONFIG_NAME).write_text(json.dumps(peft_config_dict(lora), indent=2, sort_keys=True) + "\n")
+        if folder.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
+            os.replace(folder, old / "x")
+            os.replace(tmp, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def _pattern_value(patterns: dict, path: str, default):
+    """PEFT's rule: a pattern key matches a module whose name ends with it at a dot boundary."""
+    for key, value in patterns.items():
+        if re.match(rf"(.*\.)?({key})$", path):
+            return value
+    return default
+
+
+def _target_of(path: str, in_features: int, out_features: int) -> Target:
+    parts = path.split(".")
+    layers = [int(p) for p in parts if p.isdigit()]
+    if not layers:
+        raise HypernetError(f"cannot tell the decoder layer of PEFT module {path!r}")
+    return Target(layers[-1], parts[-1], path, in_features, out_features)
+
+
+def import_peft(folder: str | os.PathLike, base_model: str | None = None) -> LoraWeights:
+    """Read a PEFT LoRA folder into LoraWeights, folding PEFT's alpha/r (or alpha/√r) scaling into B."""
+    folder = Path(folder)
+    try:
+        cfg = json.loads((folder / CONFIG_NAME).read_text())
+        tensors = load_file(folder / WEIGHTS_NAME)
+    except FileNotFoundError as e:
+        raise HypernetError(f"{folder} is not a PEFT adapter folder with safetensors weights: {e}") from e
+    except (ValueError, SafetensorError) as e:
+        raise HypernetError(f"corrupted PEFT adapter in {folder}: {e}") from e
+    if cfg.get("peft_type") != "LORA":
+        raise HypernetError(f"not a LoRA adapter: peft_type {cfg.get('peft_type')!r}")
+    if cfg.get("use_dora") or cfg.get("bias", "none") != "none" or cfg.get("fan_in_fan_out"):
+        raise HypernetError("DoRA, LoRA biases and fan_in_fan_out adapters cannot be represented as B @ A")
+    pairs: dict[str, dict[str, object]] = {}
+    for name, tensor in tensors.items():
+        m = re.fullmatch(r"base_model\.model\.(.+)\.lora_([AB])(?:\.[^.]+)?\.weight", name)
+        if m is None:
+            raise HypernetError(f"unexpected tensor {name!r} in PEFT adapter (not a LoRA factor)")
+        pairs.setdefault(m.group(1), {})[m.group(2)] = tensor
+    targets, factors = [], {}
+    for path in sorted(pairs, key=lambda p: (_target_of(p, 0, 0).layer, p)):
+        if set(pairs[path]) != {"A", "B"}:
+            raise HypernetError(f"PEFT adapter has only one factor for {path}")
+        a, b = pairs[path]["A"], pairs[path]["B"]
+        r = a.shape[0]
+        alpha = float(_pattern_value(cfg.get("alpha_pattern") or {}, path, cfg.get("lora_alpha", r)))
+        scaling = alpha / (math.sqrt(r) if cfg.get("use_rslora") else r)
+        t = _target_of(path, a.shape[1], b.shape[0])
+        targets.append(t)
+        factors[t.key] = (a, b * scaling)
+    name = base_model if base_model is not None else str(cfg.get("base_model_name_or_path") or "")
+    return LoraWeights(name, tuple(targets), factors, {})
