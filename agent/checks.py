@@ -207,7 +207,7 @@ Check = Callable[[Ctx, Any], "str | None"]
 @dataclass(frozen=True)
 class Rule:
     id: str
-    param: str  # none | int | list | str | key-int | key-list | choice:a|b
+    param: str  # none | int | list | num-list | str | key-int | key-list | choice:a|b
     check: Check
     describe: Callable[[Any], str]
     questions: Callable[[Any], list[tuple[str, str]]] = lambda v: []
@@ -249,6 +249,13 @@ def _parse_value(rule: Rule, raw: str) -> Any:
         items = [x.strip() for x in raw.split(",")]
         if not all(items):
             raise SpecError(f"rule {rule.id!r}: empty item in {raw!r}")
+        return items
+    if kind == "num-list":
+        items = [x.strip() for x in raw.split(",")]
+        try:
+            [float(x) for x in items]
+        except ValueError:
+            raise SpecError(f"rule {rule.id!r}: {raw!r} is not a comma-separated list of numbers") from None
         return items
     if kind == "str":
         return raw
@@ -427,13 +434,15 @@ def _bullets(ctx: Ctx, name: str):
 
 
 @rule("numbered", "str",
-      lambda name: f"Under `{name}`, write a numbered list (`1.`, `2.`, ...).",
+      lambda name: f"Under `{name}`, write a numbered list (`1.`, `2.`, ...), or `None.` when there is nothing to list.",
       lambda name: [(f"How is the `{name}` part formatted?", "As a numbered list: `1.`, `2.`, ...")],
       stated=lambda name: [name])
 def _numbered(ctx: Ctx, name: str):
     part = ctx.answer.part(name, ctx.spec.labels)
     if part is None:
         return f"no `{name}` part"
+    if part.prose.strip() == "None.":
+        return None
     items, stray = list_items(part.prose)
     numbers = [NUMBERED_RE.match(i) for i in items]
     if stray or not items or not all(numbers):
@@ -494,6 +503,14 @@ def _code_parses(ctx: Ctx, _):
         except SyntaxError as exc:
             return f"python block does not parse (line {exc.lineno}: {exc.msg})"
     return None
+
+
+@rule("code-only", "none", lambda v: "Answer with the code block only: no text before or after it.",
+      lambda v: [("What goes around the code block?", "Nothing: the answer is the code block alone.")])
+def _code_only(ctx: Ctx, _):
+    if len(ctx.answer.blocks) != 1:
+        return f"{len(ctx.answer.blocks)} code blocks, expected exactly 1"
+    return None if not ctx.answer.prose.strip() else "text outside the code block"
 
 
 @rule("no-headings", "none", lambda v: "Do not use markdown headings.",
@@ -782,6 +799,15 @@ def _body_bullets(ctx: Ctx, _):
         return "no body"
     items, stray = list_items("\n".join(c.body))
     return None if items and not stray and all(BULLET_RE.match(i) for i in items) else "body is not a `- ` bullet list"
+
+
+@rule("body-prose", "none", lambda v: "Write the body as prose sentences, not as a list.",
+      lambda v: [("Is the body a list?", "No: it is written as prose sentences.")], CM)
+def _body_prose(ctx: Ctx, _):
+    c = _commit(ctx)
+    if not c.body:
+        return "no body"
+    return "body is a list, expected prose" if any(BULLET_RE.match(l) or NUMBERED_RE.match(l) for l in c.body) else None
 
 
 def _trailer_value(key: str, truth: dict[str, Any]) -> str | None:
@@ -1227,9 +1253,8 @@ def _step_comments(ctx: Ctx, names: list[str]):
 def _assert_count(node: ast.FunctionDef) -> tuple[int, int]:
     asserts = sum(1 for n in ast.walk(node) if isinstance(n, ast.Assert))
     asserts += sum(1 for n in ast.walk(node) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
-                   and n.func.attr.startswith("assert") and n.func.attr != "assertRaises")
-    raises = sum(1 for n in ast.walk(node) if isinstance(n, ast.Call) and (
-        (isinstance(n.func, ast.Attribute) and n.func.attr in ("raises", "assertRaises"))))
+                   and n.func.attr.startswith("assert") and not n.func.attr.startswith("assertRaises"))
+    raises = len(_raises_calls(node))
     return asserts, raises
 
 
@@ -1313,7 +1338,7 @@ def _error_case(ctx: Ctx, _):
     got = _tests(ctx)
     if isinstance(got, str):
         return got
-    return None if re.search(r"\b(pytest\.raises|assertRaises)\(", got[1]) else "no `pytest.raises` test"
+    return None if re.search(r"\b(pytest\.raises|assertRaises|assertRaisesRegex)\(", got[1]) else "no `pytest.raises` test"
 
 
 @rule("imports-unit", "none",
@@ -1356,6 +1381,41 @@ def _covers(ctx: Ctx, conditions: list[str]):
     names = [t.name for t in got[0]]
     missing = [c for c in conditions if not any(c in n for n in names)]
     return None if not missing else f"no test named for {missing}"
+
+
+def _raises_calls(tree: ast.AST) -> list[ast.Call]:
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+            and n.func.attr in ("raises", "assertRaises", "assertRaisesRegex")]
+
+
+@rule("raises-match", "none",
+      lambda v: "Check the error message too: pass `match=` with a part of the expected message to every `pytest.raises` "
+                "(or use `assertRaisesRegex`).",
+      lambda v: [("How do you check an expected exception?", "With `pytest.raises(Error, match=...)`, matching part of the message.")], TW)
+def _raises_match(ctx: Ctx, _):
+    got = _tests(ctx)
+    if isinstance(got, str):
+        return got
+    calls = _raises_calls(ast.parse(got[1]))
+    if not calls:
+        return "no expected exception is tested"
+    for call in calls:
+        if call.func.attr == "assertRaises" or (call.func.attr == "raises" and not any(k.arg == "match" for k in call.keywords)):
+            return "an expected exception is checked without its message"
+    return None
+
+
+@rule("assert-messages", "none",
+      lambda v: "Give every `assert` a message after a comma that says which case failed: `assert got == want, \"empty list\"`.",
+      lambda v: [("What does every assert carry?", "A message after a comma naming the case.")], TW)
+def _assert_messages(ctx: Ctx, _):
+    got = _tests(ctx)
+    if isinstance(got, str):
+        return got
+    asserts = [n for n in ast.walk(ast.parse(got[1])) if isinstance(n, ast.Assert)]
+    if not asserts:
+        return "no `assert` statements"
+    return None if all(a.msg is not None for a in asserts) else "an `assert` has no message"
 
 
 @rule("test-docstrings", "none",
@@ -1600,7 +1660,7 @@ def _allowed_numbers(values: list[str]) -> set[float]:
     return {float(v) for v in values}
 
 
-@rule("no-magic-numbers", "list",
+@rule("no-magic-numbers", "num-list",
       lambda v: f"Inside functions use no numeric literal other than {_join(v)}; give every other number a name as an "
                 "UPPER_CASE module constant defined above the function.",
       lambda v: [("Which numbers may appear literally inside a function?", f"Only {_join(v)}."),

@@ -134,13 +134,18 @@ def function_nodes(tree: ast.AST) -> Iterator[tuple[str, ast.FunctionDef | ast.A
 
 
 def functions_of(source: str, module: str, origin: str = "corpus") -> list[SourceFunction]:
+    return list(_functions_of(source, module, origin))
+
+
+@lru_cache(maxsize=4096)
+def _functions_of(source: str, module: str, origin: str) -> tuple[SourceFunction, ...]:
     lines = source.splitlines()
     out = []
     for qual, node in function_nodes(ast.parse(source)):
         start = min([node.lineno] + [d.lineno for d in node.decorator_list])
         text = textwrap.dedent("\n".join(lines[start - 1 : node.end_lineno])) + "\n"
         out.append(SourceFunction(origin, module, qual, text, start, node.end_lineno or node.lineno))
-    return out
+    return tuple(out)
 
 
 def find_function(source: str, qualname: str) -> SourceFunction:
@@ -179,7 +184,7 @@ def apply_diff(source: str, diff: str, fuzz: int = 3) -> str:
     """Apply a unified diff to source; hunks may sit up to `fuzz` lines off their stated place."""
     lines = source.splitlines()
     hunks: list[tuple[int, list[str]]] = []
-    for raw in diff.splitlines():
+    for raw in diff.rstrip().splitlines():
         match = HUNK_RE.match(raw)
         if match:
             hunks.append((int(match.group(1)), []))
@@ -194,14 +199,19 @@ def apply_diff(source: str, diff: str, fuzz: int = 3) -> str:
         old = [line[1:] for line in body if line[0] in " -"]
         new = [line[1:] for line in body if line[0] in " +"]
         at = max(start - 1 + offset, 0) if old else start + offset
-        for delta in sorted(range(-fuzz, fuzz + 1), key=abs):
-            pos = at + delta
-            if 0 <= pos <= len(lines) and [l.rstrip() for l in lines[pos : pos + len(old)]] == [l.rstrip() for l in old]:
-                lines[pos : pos + len(old)] = new
-                offset += len(new) - len(old) + delta
-                break
-        else:
+        want = [l.rstrip() for l in old]
+
+        def matches(pos: int) -> bool:
+            return 0 <= pos <= len(lines) and [l.rstrip() for l in lines[pos : pos + len(old)]] == want
+
+        near = [at + d for d in sorted(range(-fuzz, fuzz + 1), key=abs) if matches(at + d)]
+        # Wrong line numbers are common in hand-written diffs: a context found exactly once still applies.
+        anywhere = [p for p in range(len(lines) + 1) if matches(p)] if not near and old else []
+        found = near[:1] or (anywhere if len(anywhere) == 1 else [])
+        if not found:
             raise PatchError(f"hunk at line {start} does not match the source")
+        lines[found[0] : found[0] + len(old)] = new
+        offset += len(new) - len(old) + found[0] - at
     return "\n".join(lines) + "\n"
 
 
@@ -396,7 +406,7 @@ OPERATORS = ("cmp-flip", "arith-swap", "off-by-one", "bool-swap", "not-drop", "v
              "drop-guard", "minmax-swap", "range-stop")
 
 
-class _Source:
+class SourceText:
     """Source text with AST positions (UTF-8 byte columns) turned into character columns."""
 
     def __init__(self, text: str):
@@ -451,7 +461,7 @@ def _local_names(func: ast.FunctionDef) -> dict[str, int]:
     return names
 
 
-def _edits_in(func: ast.FunctionDef, src: _Source, docstrings: set[int]) -> Iterator[_Edit]:
+def _edits_in(func: ast.FunctionDef, src: SourceText, docstrings: set[int]) -> Iterator[_Edit]:
     own = [n for n in ast.walk(func) if n is not func]
     nested = {id(n) for inner in own if isinstance(inner, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
               for n in ast.walk(inner)}
@@ -546,7 +556,7 @@ def _edits_in(func: ast.FunctionDef, src: _Source, docstrings: set[int]) -> Iter
 def candidates(source: str, module: str) -> list[Mutation]:
     """Every single-line mutation of the functions in source (not yet checked by tests)."""
     tree = ast.parse(source)
-    src = _Source(source)
+    src = SourceText(source)
     docstrings = _docstring_nodes(tree)
     seen: set[str] = set()
     out = []

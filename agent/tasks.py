@@ -16,7 +16,7 @@ import random
 import re
 import sys
 import types
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from functools import lru_cache
@@ -73,7 +73,7 @@ def format_failures(run_failures: Sequence[mu.TestFailure], passed: int, test_fi
             if text:
                 out.append(f"    {text}")
         first, *more = (failure.explain or failure.message).splitlines() or [""]
-        out.append(f"E   {failure.error}: {first}".rstrip(": ") if first else f"E   {failure.error}")
+        out.append(f"E   {failure.error}: {first}" if first else f"E   {failure.error}")
         out.extend(f"E   {line}" for line in more)
     out.append("=" * 24 + " short test summary info " + "=" * 24)
     for failure in run_failures[:5]:
@@ -109,16 +109,23 @@ def literal(value: Any) -> str | None:
 
 
 def _excerpt(mutation: mu.Mutation, rng: random.Random, max_lines: int = 40) -> tuple[int, int, str]:
-    """Line range around the buggy function: it, plus a neighbour when room allows."""
-    funcs = [f for f in mu.functions_of(mutation.original, mutation.module) if "." not in f.qualname or True]
+    """Line range around the buggy function: it, plus an adjacent function when room allows."""
+    funcs = mu.functions_of(mutation.original, mutation.module)
     target = next(f for f in funcs if f.qualname == mutation.function)
+    lines = mutation.original.splitlines()
+    depth = target.qualname.count(".")
+
+    def adjacent(a: mu.SourceFunction, b: mu.SourceFunction) -> bool:
+        """Only blank lines between a (above) and b (below)."""
+        return a.end < b.start and all(not lines[i - 1].strip() for i in range(a.end + 1, b.start))
+
+    neighbours = [f for f in funcs if f.qualname.count(".") == depth and f.qualname != target.qualname
+                  and (adjacent(f, target) or adjacent(target, f))]
+    rng.shuffle(neighbours)
     start, end = target.start, target.end
-    tops = [f for f in funcs if f.qualname.count(".") == target.qualname.count(".") and f.qualname != target.qualname]
-    rng.shuffle(tops)
-    for other in tops:
+    for other in neighbours:
         lo, hi = min(start, other.start), max(end, other.end)
-        if hi - lo + 1 <= max_lines and (other.end + 1 == start - 1 or other.start - 1 == end + 1 or
-                                          other.end + 2 == start or other.start - 2 == end):
+        if hi - lo + 1 <= max_lines:
             start, end = lo, hi
             break
     return start, end, numbered(mutation.source, start, end)
@@ -167,7 +174,8 @@ def _bug_truth(m: mu.Mutation) -> dict[str, Any]:
         "failing_errors": [f.error for f in m.failures],
         "frames": [[file, line, func] for file, line, func, _ in (m.failures[0].frames if m.failures else ())],
         "test_file": mu.corpus_module(m.module).test_file,
-        "failing_test_source": _test_source(m.module, m.failing_tests[0]) if m.failing_tests else "",
+        # The shortest failing test makes the most focused regression test.
+        "failing_test_source": min((_test_source(m.module, t) for t in m.failing_tests), key=len, default=""),
     }
 
 
@@ -258,6 +266,7 @@ def _cases(mod: mu.CorpusModule, func: str) -> list[dict[str, str]]:
             value = eval(call, dict(namespace))
         except Exception as exc:  # the case documents an error
             case["raises"] = type(exc).__name__
+            case["message"] = str(exc)
         else:
             text = literal(value)
             if text is None or eval(text, dict(namespace)) != value:
@@ -302,7 +311,7 @@ class _Degraded:
 def _rename(source: str, renames: dict[str, str]) -> str | None:
     """Rename local names by position; None unless the result is exactly the renamed AST."""
     tree = ast.parse(source)
-    src = mu._Source(source)
+    src = mu.SourceText(source)
     edits = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Name) and node.id in renames:
@@ -411,7 +420,7 @@ def degrade_inline_constants(source: str, constants: dict[str, str]) -> tuple[_D
     if not used:
         return None
     tree = ast.parse(source)
-    src = mu._Source(source)
+    src = mu.SourceText(source)
     edits = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Name) and node.id in used:
@@ -443,11 +452,8 @@ def degrade_strip_hints(source: str) -> _Degraded | None:
     prefix = "async def" if isinstance(func, ast.AsyncFunctionDef) else "def"
     signature = f"{prefix} {func.name}({ast.unparse(stripped.args)}):"
     lines = source.splitlines()
-    first = func.lineno - 1 + len(func.decorator_list) * 0
-    # Decorators sit above the def line; the signature spans def line .. line before the body.
-    def_line = next(i for i in range(len(lines)) if lines[i].lstrip().startswith(prefix + " "))
-    del first
-    lines[def_line:body_start - 1] = [signature]
+    # The signature runs from the def line (decorators sit above it) to the line before the body.
+    lines[func.lineno - 1 : body_start - 1] = [signature]
     out = "\n".join(lines) + "\n"
     try:
         ast.parse(out)
@@ -493,7 +499,7 @@ def _percent_piece(value: ast.FormattedValue) -> str | None:
 
 def degrade_percent_format(source: str) -> _Degraded | None:
     tree = ast.parse(source)
-    src = mu._Source(source)
+    src = mu.SourceText(source)
     edits = []
     for node in ast.walk(tree):
         if not isinstance(node, ast.JoinedStr) or src.span(node) is None:
@@ -528,7 +534,7 @@ def degrade_percent_format(source: str) -> _Degraded | None:
 
 def degrade_bare_except(source: str) -> _Degraded | None:
     tree = ast.parse(source)
-    src = mu._Source(source)
+    src = mu.SourceText(source)
     edits, caught = [], []
     for node in ast.walk(tree):
         if isinstance(node, ast.ExceptHandler) and node.type is not None and node.name is None:
@@ -572,7 +578,8 @@ def _refactor_sources(pool: str) -> tuple[_RefactorSource, ...]:
                 module_source = inspect.getsource(importlib.import_module(fn.module))
             except (OSError, TypeError):
                 continue
-            located = next((f for f in mu.functions_of(module_source, fn.module) if f.qualname == fn.qualname), None)
+            located = next((f for f in mu.functions_of(module_source, fn.module, origin="stdlib")
+                            if f.qualname == fn.qualname), None)
             if located is not None:
                 out.append(_RefactorSource(located, module_source))
     return tuple(out)
@@ -580,6 +587,12 @@ def _refactor_sources(pool: str) -> tuple[_RefactorSource, ...]:
 
 def degrade(source: str, kinds: Sequence[str], module_source: str = "") -> tuple[str, list[str], dict[str, str]] | None:
     """Apply degradations in order; None if one does not apply. Returns (code, changes, constants)."""
+    got = _degrade(source, tuple(kinds), module_source)
+    return None if got is None else (got[0], list(got[1]), dict(got[2]))
+
+
+@lru_cache(maxsize=8192)
+def _degrade(source: str, kinds: tuple[str, ...], module_source: str) -> tuple[str, tuple[str, ...], tuple] | None:
     changes: list[str] = []
     constants: dict[str, str] = {}
     current = source
@@ -599,7 +612,7 @@ def degrade(source: str, kinds: Sequence[str], module_source: str = "") -> tuple
             return None
         current = result.source
         changes.append(result.change)
-    return current, changes, constants
+    return current, tuple(changes), tuple(constants.items())
 
 
 def _refactoring_tasks(pool: str, kinds: Sequence[str] | None, rng: random.Random, n: int) -> list[Task]:
@@ -743,11 +756,9 @@ def _refactor_change(src: _RefactorSource, kind: str, rng: random.Random) -> tup
     if got is None:
         return None
     code, changes, constants = got
-    indent = ""
-    before = mu.replace_function(src.module_source, src.fn.qualname, code) if not constants else None
-    if before is None:
-        return None
-    del indent
+    if constants:
+        return None  # an inlined constant would also leave its definition behind: not a one-function diff
+    before = mu.replace_function(src.module_source, src.fn.qualname, code)
     diff = mu.unified_diff(before, src.module_source, src.fn.file)
     name = src.fn.name
     docs = kind == "strip-docstring"
@@ -854,5 +865,3 @@ def make_tasks(subtask: str, n: int, seed: int = 0, pool: str = "train", kinds: 
         return _refactoring_tasks(pool, kinds, rng, n)
     return _diff_tasks(subtask, pool, kinds, rng, n)
 
-
-TaskFilter = Callable[[Task], bool]
