@@ -1,0 +1,145 @@
+"""What the Overview screen shows, read in one go from the store (in a worker thread)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+
+from agent.tui.jobs import JobsSnapshot, read_jobs
+from agent.tui.norms import NormCache
+from agent.tui.reader import Reader
+from agent.tui.timefmt import as_utc
+from memory.models import Adapter, EvalResult, EvolutionRun, HypernetCheckpoint, Skill, Trajectory
+from memory.skills import SOURCES
+
+SUCCESS_WINDOW = 10  # trajectories per point of the moving success rate
+EMA_POINTS = 200  # the most recent EMA versions charted
+RUNS_SHOWN = 6
+
+
+@dataclass(frozen=True)
+class EmaPoint:
+    version: int
+    rank: int
+    norm: float | None  # None: weights pruned by compaction and no norm recorded
+    created: datetime
+
+
+def ema_norm(s, norms: NormCache, adapter_id: int, sha256: str, meta: dict) -> float | None:
+    """The accumulator records `total_norm` in each version's meta; older rows get it from their weights."""
+    if isinstance(meta.get("total_norm"), (int, float)):
+        return float(meta["total_norm"])
+    if meta.get("pruned"):
+        return None
+    known = norms.known(sha256)
+    if known is None:  # only blobs not seen before are read
+        known = norms.compute(sha256, s.scalar(select(Adapter.blob).where(Adapter.id == adapter_id)))
+    return known.total
+
+
+@dataclass(frozen=True)
+class RunRow:
+    id: int
+    kind: str
+    status: str
+    started: datetime
+    seconds: float | None
+    details: str
+
+
+@dataclass
+class Overview:
+    skills_by_source: dict[str, int] = field(default_factory=dict)
+    # cumulative skill count per day, per source; days are UTC midnights
+    skill_days: list[datetime] = field(default_factory=list)
+    skill_series: dict[str, list[int]] = field(default_factory=dict)
+    trajectories: int = 0
+    verified: int = 0
+    success: list[tuple[datetime, float]] = field(default_factory=list)  # (finished or started, % verified)
+    ema: list[EmaPoint] = field(default_factory=list)
+    runs: list[RunRow] = field(default_factory=list)
+    hypernet: str | None = None
+    last_eval: dict[str, float] = field(default_factory=dict)  # mode -> mean value of the latest eval run
+    jobs: JobsSnapshot = field(default_factory=JobsSnapshot)
+
+    @property
+    def empty(self) -> bool:
+        return not (sum(self.skills_by_source.values()) or self.trajectories or self.ema or self.runs)
+
+
+def _details(d: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in (d or {}).items())
+
+
+def skill_growth(first_seen: list[tuple[str, datetime]]) -> tuple[list[datetime], dict[str, list[int]]]:
+    """Cumulative counts per calendar day (UTC) by source, from each skill's first appearance."""
+    if not first_seen:
+        return [], {}
+    births = sorted((as_utc(t).replace(hour=0, minute=0, second=0, microsecond=0), src) for src, t in first_seen)
+    days = []
+    d = births[0][0]
+    while d <= births[-1][0]:
+        days.append(d)
+        d += timedelta(days=1)
+    per_day: Counter = Counter(births)
+    series = {}
+    for src in SOURCES:
+        total, out = 0, []
+        for day in days:
+            total += per_day[(day, src)]
+            out.append(total)
+        series[src] = out
+    return days, series
+
+
+def moving_rate(outcomes: list[tuple[datetime, bool]], window: int = SUCCESS_WINDOW) -> list[tuple[datetime, float]]:
+    out = []
+    for i, (when, _) in enumerate(outcomes):
+        chunk = outcomes[max(0, i - window + 1): i + 1]
+        out.append((when, 100.0 * sum(v for _, v in chunk) / len(chunk)))
+    return out
+
+
+def load_overview(reader: Reader, norms: NormCache, with_jobs: bool = True) -> Overview:
+    ov = Overview()
+    with reader.session() as s:
+        # a skill's birth is its first version; its source is the current version's
+        births = dict(s.execute(select(Skill.name, func.min(Skill.created_at)).group_by(Skill.name)).all())
+        current = s.execute(select(Skill.name, Skill.source).where(Skill.is_current.is_(True),
+                                                                     Skill.status == "active")).all()
+        ov.skills_by_source = {src: 0 for src in SOURCES} | Counter(src for _, src in current)
+        ov.skill_days, ov.skill_series = skill_growth([(src, births[name]) for name, src in current])
+
+        done = s.execute(select(Trajectory.started_at, Trajectory.finished_at, Trajectory.verified)
+                         .where(Trajectory.status != "running").order_by(Trajectory.started_at)).all()
+        ov.trajectories = s.scalar(select(func.count(Trajectory.id))) or 0
+        ov.verified = sum(bool(v) for _, _, v in done)
+        ov.success = moving_rate([(as_utc(f or st), bool(v)) for st, f, v in done])
+
+        emas = s.execute(select(Adapter.id, Adapter.version, Adapter.rank, Adapter.sha256, Adapter.created_at,
+                                Adapter.meta)
+                         .where(Adapter.kind == "ema").order_by(Adapter.version.desc()).limit(EMA_POINTS)).all()
+        for aid, version, rank, sha, created, meta in reversed(emas):
+            ov.ema.append(EmaPoint(version or 0, rank, ema_norm(s, norms, aid, sha, meta or {}), as_utc(created)))
+
+        runs = s.scalars(select(EvolutionRun).order_by(EvolutionRun.started_at.desc(), EvolutionRun.id.desc())
+                         .limit(RUNS_SHOWN)).all()
+        for r in runs:
+            secs = (as_utc(r.finished_at) - as_utc(r.started_at)).total_seconds() if r.finished_at else None
+            ov.runs.append(RunRow(r.id, r.kind, r.status, as_utc(r.started_at), secs, _details(r.details)))
+
+        ov.hypernet = s.scalar(select(HypernetCheckpoint.name).where(HypernetCheckpoint.status == "accepted")
+                               .order_by(HypernetCheckpoint.created_at.desc(), HypernetCheckpoint.id.desc())
+                               .limit(1))
+        last_run = s.scalar(select(EvalResult.run_id).order_by(EvalResult.created_at.desc(), EvalResult.id.desc())
+                            .limit(1))
+        if last_run is not None:
+            rows = s.execute(select(EvalResult.mode, func.avg(EvalResult.value))
+                             .where(EvalResult.run_id == last_run).group_by(EvalResult.mode)).all()
+            ov.last_eval = {mode: float(v) for mode, v in rows}
+    if with_jobs:
+        ov.jobs = read_jobs(reader.url)
+    return ov

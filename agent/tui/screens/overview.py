@@ -1,0 +1,105 @@
+"""Overview: how the agent's skills, persistent adapter and success rate have grown, and what runs next."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Grid, Vertical, VerticalScroll
+from textual.content import Content
+from textual.widgets import DataTable, Footer, Static
+
+from agent.tui import timefmt
+from agent.tui.overview_data import SUCCESS_WINDOW, Overview, load_overview
+from agent.tui.screens.base import DataScreen
+from agent.tui.widgets.cells import plain, tinted
+from agent.tui.widgets.charts import ChartData, Series, TimeChart, VersionChart
+
+EMPTY = """\
+This database is empty: no skills, trajectories or adapters yet.
+
+  agent skills import PATH      add skills from SKILL.md folders
+  agent solve REPO "TASK"       let the agent work (trajectories, extracted skills)
+  agent tui --demo demo.db      look around a demo database first
+"""
+
+
+class OverviewScreen(DataScreen):
+    MODE = "overview"
+
+    def compose(self) -> ComposeResult:
+        yield self.nav()
+        yield Static("loading…", id="summary")
+        yield Static(EMPTY, id="overview-empty", classes="empty")
+        with VerticalScroll(id="overview-body"):
+            with Grid(id="overview-grid"):
+                yield TimeChart(id="chart-skills", classes="panel")
+                yield TimeChart(id="chart-success", classes="panel")
+                yield VersionChart(id="chart-ema", classes="panel")
+                with Vertical(id="overview-tables", classes="panel"):
+                    yield DataTable(id="runs", cursor_type="none", show_cursor=False)
+                    yield DataTable(id="jobs-mini", cursor_type="none", show_cursor=False)
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#chart-skills").border_title = "Skills over time"
+        self.query_one("#chart-success").border_title = f"Solve rate (last {SUCCESS_WINDOW})"
+        self.query_one("#chart-ema").border_title = "EMA adapter by version"
+        self.query_one("#overview-tables").border_title = "Evolution runs · jobs"
+        runs = self.query_one("#runs", DataTable)
+        runs.add_columns("run", "status", "started")
+        jobs = self.query_one("#jobs-mini", DataTable)
+        jobs.add_columns("job", "next run")
+
+    def load(self) -> Overview:
+        return load_overview(self.tui.reader, self.tui.norms)
+
+    def show(self, ov: Overview) -> None:
+        self.set_class(ov.empty, "-empty")
+        self.query_one("#summary", Static).update(self.summary(ov))
+        if ov.empty:
+            return
+        days = ov.skill_days
+        self.query_one("#chart-skills", TimeChart).show(ChartData(
+            series=[Series(src, days, [float(v) for v in ov.skill_series[src]]) for src in ov.skill_series],
+        ))
+        self.query_one("#chart-success", TimeChart).show(ChartData(
+            series=[Series("% verified", [w for w, _ in ov.success], [r for _, r in ov.success])],
+            ylim=(0, 100), empty_text="no finished trajectories yet",
+        ))
+        ema = self.query_one("#chart-ema", VersionChart)
+        ema.show(ChartData(
+            series=[Series("‖ΔW‖", [p.version for p in ov.ema if p.norm is not None],
+                           [p.norm for p in ov.ema if p.norm is not None]),
+                    Series("rank", [p.version for p in ov.ema], [float(p.rank) for p in ov.ema], right_axis=True)],
+            empty_text="no EMA versions yet",
+        ))
+        ema.border_title = "EMA adapter by version" + (f" · v{ov.ema[-1].version}" if ov.ema else "")
+        runs = self.query_one("#runs", DataTable)
+        runs.clear()
+        for r in ov.runs:
+            runs.add_row(plain(r.kind), tinted(self.app, r.status), plain(timefmt.short(r.started)))
+        if not ov.runs:
+            runs.add_row(plain("no evolution runs yet"), "", "")
+        jobs = self.query_one("#jobs-mini", DataTable)
+        jobs.clear()
+        now = self.tui.clock()
+        for j in ov.jobs.jobs:
+            jobs.add_row(plain(j.id), tinted(self.app, "paused") if j.paused else plain(timefmt.relative(j.next_run, now)))
+        if not ov.jobs.jobs:
+            jobs.add_row(plain(ov.jobs.error or "no scheduled jobs"), "")
+
+    def summary(self, ov: Overview) -> Content:
+        """One line, most important first: a narrow terminal crops the end."""
+        if ov.empty:
+            return Content("")
+        parts = [f"[b]{sum(ov.skills_by_source.values())}[/] skills",
+                 f"[b]{ov.trajectories}[/] runs ([b]{ov.verified}[/] verified)"]
+        if ov.ema:
+            last = ov.ema[-1]
+            norm = f" ‖ΔW‖ {last.norm:.2f}" if last.norm is not None else ""
+            parts.append(f"EMA [b]v{last.version}[/] r{last.rank}{norm}")
+        if ov.hypernet:
+            parts.append(f"hypernet {ov.hypernet}")
+        if ov.last_eval:
+            parts.append("eval " + " ".join(f"{m} {v:.2f}" for m, v in sorted(ov.last_eval.items(),
+                                                                           key=lambda kv: -kv[1])))
+        return Content.from_markup(" · ".join(parts))
