@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Column,
     DateTime,
     Float,
     ForeignKey,
@@ -18,7 +19,9 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Table,
     Text,
+    Unicode,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -60,6 +63,8 @@ class Skill(Base):
     content_hash: Mapped[str] = mapped_column(String(64), index=True)
     use_count: Mapped[int] = mapped_column(Integer, default=0)
     win_count: Mapped[int] = mapped_column(Integer, default=0)
+    # the EMA version that folded this row in (set in the same transaction that writes that version)
+    ema_version: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
@@ -130,6 +135,8 @@ class Trajectory(Base):
     verified: Mapped[bool] = mapped_column(default=False)
     # pending | extracted | skipped: whether skill extraction has looked at it
     extraction: Mapped[str] = mapped_column(String(16), default="pending")
+    # what extraction did: ADD/EDIT/AGREE and the skill, or why it skipped (written with `extraction`)
+    extraction_info: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     active_skills: Mapped[list[Any]] = mapped_column(JSON, default=list)
     tokens: Mapped[int] = mapped_column(Integer, default=0)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -184,3 +191,36 @@ class EvolutionRun(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class QueuedTask(Base):
+    """A task submitted with `agent submit`, run by `agent daemon`."""
+
+    __tablename__ = "task_queue"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    repo: Mapped[str] = mapped_column(Text)
+    task: Mapped[str] = mapped_column(Text)
+    # solve options: mode, test_cmd, limits ...
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # queued | running | done | failed | cancelled
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    # host:pid of the daemon that claimed it, so a restart can requeue work of a dead daemon
+    worker: Mapped[str | None] = mapped_column(String(128))
+    trajectory_id: Mapped[int | None] = mapped_column(ForeignKey("trajectories.id", ondelete="SET NULL"))
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+# APScheduler 3's SQLAlchemyJobStore table, declared here (same columns as the job store builds) so the
+# schema stays under Alembic and autogenerate does not want to drop it. Job state is APScheduler's pickle.
+apscheduler_jobs = Table(
+    "apscheduler_jobs",
+    Base.metadata,
+    Column("id", Unicode(191), primary_key=True),
+    Column("next_run_time", Float(25), index=True),
+    Column("job_state", LargeBinary, nullable=False),
+)

@@ -166,3 +166,43 @@ def merge(
     data = {"adapter_id": aid, "rank": merged.max_rank, "max_rel_truncation_error": report.max_rel_error}
     emit_json(data) if json else console.print(
         f"merged {list(ids)} -> adapter {aid}: rank {data['rank']}, truncation error {report.max_rel_error:.3g}")
+
+
+@app.command()
+def diff(
+    old: int = typer.Argument(..., help="An EMA version (see `agent adapters list --kind ema`)."),
+    new: int = typer.Argument(None, help="Another EMA version (default: the one after OLD)."),
+    db: DbOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Compare two EMA versions: norms, ‖ΔW_new − ΔW_old‖, cosine, and which skills came, went or were reweighted."""
+    from agent.accumulate import diff as diff_versions
+
+    data = diff_versions(Store(db), old, old + 1 if new is None else new).to_dict()
+    if json:
+        emit_json(data)
+        return
+    table([{"": side, **{k: data[side][k] for k in ("version", "op", "skill", "beta", "updates", "rank",
+                                                      "total_norm", "max_rel_error", "skills", "pruned")}}
+           for side in ("old", "new")],
+          ["", "version", "op", "skill", "beta", "updates", "rank", "total_norm", "max_rel_error", "skills", "pruned"])
+    if data["diff_norm"] is not None:
+        console.print(f"‖ΔW_new − ΔW_old‖ = {data['diff_norm']:.4g}   cosine = {data['cosine']:.4f}")
+    else:
+        console.print("weights of a pruned version are gone: comparing stored norms only")
+    console.print(f"skills added: {', '.join(data['added']) or '-'}   removed: {', '.join(data['removed']) or '-'}")
+    if data["reweighted"]:
+        table(data["reweighted"], ["skill", "old", "new"], title="EMA weights")
+    if data["modules"]:
+        table(data["modules"], ["module", "old", "new", "change"], title="largest norm changes")
+
+
+@app.command()
+def rollback(version: int = typer.Argument(..., help="The EMA version to return to."), db: DbOption = None,
+             json: JsonOption = False) -> None:
+    """Make a new EMA version equal to VERSION (history is never rewritten)."""
+    from agent.accumulate import rollback as rollback_to
+
+    info = rollback_to(Store(db), version)
+    emit_json(info.row()) if json else console.print(
+        f"EMA version {info.version} = version {version} ({len(info.contributors)} skills, norm {info.total_norm})")

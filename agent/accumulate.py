@@ -1,0 +1,325 @@
+"""Accumulation: accepted skills folded into the persistent adapter with the EMA, as versions.
+
+Every fold writes a new EMA version (Adapter kind "ema", version N+1) and marks the skill with that version
+in ONE transaction, after re-reading the latest version inside it: a crash leaves either both or neither,
+and two accumulators cannot both build on version N (the second re-reads, or hits the unique version).
+Versions are never rewritten: a rollback to V writes version N+1 equal to V.
+
+Version meta: op (update | rollback | compact), beta, updates, skill (the one folded in), skills_added,
+contributors (every skill still in the adapter with its effective EMA weight), max_rel_error (truncation),
+norms per module, total_norm, rank, parent_version.
+
+Compaction (the `compact` job) frees space without losing history:
+- the latest version is recompressed to `max_rank` if it is above it (a new version, op "compact");
+- skill adapters that nothing will read again are deleted: those of rejected or superseded skill
+  versions, and all but the newest adapter of each skill (older hypernetworks' conversions); they are
+  a cache that conversion rebuilds (adapters converted from a folder, with no skill row, are kept);
+- EMA versions older than the last `keep_last` keep their row (meta, norms, contributors, the original
+  sha256 under meta.pruned) but lose their weights; rollback to them is refused with that reason;
+- hypernetwork checkpoint files in the checkpoint folder that no row names (a retrain killed between
+  writing the file and registering it) are deleted once an hour old.
+The SQLite file itself only shrinks with VACUUM (`sqlite3 skills.db VACUUM` when nothing else uses it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, select
+
+from agent.forgetting import cosine, diff_norm
+from hypernet.ema import ema_update
+from hypernet.lora import LoraWeights
+from hypernet.merge import recompress
+from hypernet.norms import delta_norms
+from memory import adapters as adapter_repo
+from memory import evolution as evo_repo
+from memory import skills as skill_repo
+from memory.errors import StoreError
+from memory.models import Adapter, HypernetCheckpoint, Skill, utcnow
+
+if TYPE_CHECKING:
+    from agent.evolve import EvolveContext
+
+MIN_WEIGHT = 1e-4  # contributors whose EMA weight fell below this are dropped from the list (not the math)
+
+
+def load_version(row: Adapter) -> LoraWeights:
+    if (row.meta or {}).get("pruned"):
+        raise StoreError(f"EMA version {row.version}'s weights were pruned by compaction "
+                         "(rows stay; weights are kept for the last versions only)")
+    return LoraWeights.from_safetensors_bytes(adapter_repo.checked_blob(row), expected_sha256=row.sha256)
+
+
+def _norm_meta(lora: LoraWeights) -> dict[str, Any]:
+    norms = delta_norms(lora)
+    return {"norms": {k: round(v, 6) for k, v in norms.items()},
+            "total_norm": round(sum(v * v for v in norms.values()) ** 0.5, 6), "rank": lora.max_rank}
+
+
+def write_version(session, lora: LoraWeights, *, op: str, parent: Adapter | None, meta: dict[str, Any],
+                  hypernet_id: int | None = None) -> Adapter:
+    """Insert the next EMA version (inside the caller's transaction)."""
+    from agent.conversion import describe
+
+    info = describe(lora)
+    version = adapter_repo.next_ema_version(session)
+    full = {"op": op, "parent_version": parent.version if parent else None, **meta, **_norm_meta(lora)}
+    return adapter_repo.add(session, kind="ema", blob=lora.to_safetensors_bytes(), base_model=lora.base_model,
+                            rank=info["rank"], targets=info["targets"], shapes=info["shapes"],
+                            hypernet_id=hypernet_id, version=version, meta=full)
+
+
+def _contributors(parent: Adapter | None, beta: float, added: dict[str, Any]) -> list[dict[str, Any]]:
+    old = list((parent.meta or {}).get("contributors") or []) if parent else []
+    if parent is None:
+        return [{**added, "weight": 1.0}]
+    out = [{**c, "weight": c["weight"] * beta} for c in old if c["weight"] * beta >= MIN_WEIGHT]
+    return out + [{**added, "weight": round(1.0 - beta, 10)}]
+
+
+# --- the accumulate job ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Converted:
+    lora: LoraWeights
+    adapter_id: int | None
+    hypernet_id: int | None
+
+
+def run(ctx: EvolveContext) -> dict[str, Any]:
+    beta, max_rank = ctx.settings.beta, ctx.settings.max_rank
+    folded: list[dict[str, Any]] = []
+    errors: list[str] = []
+    done: set[int] = set()
+    while not ctx.stopping():
+        with ctx.store.session() as s:
+            todo = [(r.id, r.name, r.version, skill_repo.to_doc(r))
+                    for r in evo_repo.pending_skills(s, ctx.settings.sources, limit=ctx.settings.batch + len(done))
+                    if r.id not in done][: ctx.settings.batch]
+        if not todo:
+            break
+        for skill_id, name, skill_version, doc in todo:
+            if ctx.stopping():
+                break
+            done.add(skill_id)
+            ctx.fault("accumulate:convert")
+            try:
+                conv = ctx.convert(doc, skill_id)
+                with ctx.store.session() as s:
+                    out = fold(s, ctx, skill_id, conv, beta, max_rank)
+            except Exception as exc:  # noqa: BLE001 - one bad skill must not block the others; it stays pending
+                errors.append(f"{name}: {type(exc).__name__}: {exc}"[:300])
+                continue
+            if out is not None:
+                folded.append(out)
+    return {"folded": folded, "errors": errors, "beta": beta, "stopped": ctx.stopping()}
+
+
+def fold(session, ctx: EvolveContext, skill_id: int, conv: Converted, beta: float, max_rank: int) -> dict | None:
+    """One EMA step for one skill: re-check, read the latest version, write N+1, mark the skill."""
+    row = session.get(Skill, skill_id)
+    if row is None or not row.is_current or row.status != "active" or row.ema_version is not None:
+        return None  # someone else folded it, or it changed meanwhile
+    parent = adapter_repo.latest_ema(session, conv.lora.base_model)
+    persistent = load_version(parent) if parent is not None else None
+    new, info = ema_update(persistent, conv.lora, beta, max_rank=max_rank)
+    added = {"name": row.name, "skill_id": row.id, "version": row.version, "adapter_id": conv.adapter_id}
+    ctx.fault("accumulate:in-txn")
+    ver = write_version(session, new, op="update", parent=parent, hypernet_id=conv.hypernet_id, meta={
+        "beta": beta, "updates": info.updates, "skill": row.name, "skills_added": [added],
+        "contributors": _contributors(parent, beta, added), "max_rel_error": round(info.max_rel_error, 6),
+        "max_rank": max_rank})
+    ctx.fault("accumulate:before-mark")
+    row.ema_version = ver.version
+    return {"skill": row.name, "version": ver.version, "updates": info.updates,
+            "max_rel_error": round(info.max_rel_error, 6), "total_norm": ver.meta["total_norm"]}
+
+
+# --- listing, diff, rollback ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class VersionInfo:
+    version: int
+    adapter_id: int
+    base_model: str
+    op: str
+    beta: float | None
+    updates: int | None
+    skill: str | None
+    rank: int
+    total_norm: float | None
+    max_rel_error: float | None
+    contributors: list[dict[str, Any]]
+    norms: dict[str, float]
+    pruned: bool
+    created_at: str | None
+
+    @classmethod
+    def of(cls, row: Adapter) -> VersionInfo:
+        m = row.meta or {}
+        return cls(row.version, row.id, row.base_model, m.get("op", "update"), m.get("beta"), m.get("updates"),
+                   m.get("skill"), row.rank, m.get("total_norm"), m.get("max_rel_error"),
+                   list(m.get("contributors") or []), dict(m.get("norms") or {}), bool(m.get("pruned")),
+                   row.created_at.isoformat() if row.created_at else None)
+
+    def row(self) -> dict[str, Any]:
+        return {"version": self.version, "op": self.op, "skill": self.skill, "beta": self.beta,
+                "updates": self.updates, "rank": self.rank, "total_norm": self.total_norm,
+                "max_rel_error": self.max_rel_error, "skills": len(self.contributors), "pruned": self.pruned,
+                "created_at": self.created_at}
+
+
+def versions(ctx_store, base_model: str | None = None) -> list[VersionInfo]:
+    with ctx_store.session() as s:
+        return [VersionInfo.of(r) for r in evo_repo.ema_versions(s, base_model)]
+
+
+@dataclass
+class VersionDiff:
+    old: VersionInfo
+    new: VersionInfo
+    diff_norm: float | None  # ‖ΔW_new − ΔW_old‖_F (None when a side's weights were pruned)
+    cosine: float | None
+    modules: list[dict[str, Any]] = field(default_factory=list)  # largest per-module norm changes
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    reweighted: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"old": self.old.row(), "new": self.new.row(), "diff_norm": self.diff_norm, "cosine": self.cosine,
+                "modules": self.modules, "added": self.added, "removed": self.removed, "reweighted": self.reweighted}
+
+
+def diff(store, v_old: int, v_new: int, top: int = 10) -> VersionDiff:
+    with store.session() as s:
+        a, b = evo_repo.ema_version(s, v_old), evo_repo.ema_version(s, v_new)
+        ia, ib = VersionInfo.of(a), VersionInfo.of(b)
+        la = None if ia.pruned else load_version(a)
+        lb = None if ib.pruned else load_version(b)
+    if ia.base_model != ib.base_model:
+        raise StoreError(f"versions {v_old} and {v_new} belong to different base models")
+    dn = cs = None
+    if la is not None and lb is not None:
+        dn, cs = round(diff_norm(lb, la), 6), round(cosine(lb, la), 6)
+    keys = sorted(set(ia.norms) | set(ib.norms))
+    modules = sorted(({"module": k, "old": ia.norms.get(k, 0.0), "new": ib.norms.get(k, 0.0),
+                       "change": round(ib.norms.get(k, 0.0) - ia.norms.get(k, 0.0), 6)} for k in keys),
+                     key=lambda m: -abs(m["change"]))[:top]
+    wa = {(c["name"], c.get("version")): c["weight"] for c in ia.contributors}
+    wb = {(c["name"], c.get("version")): c["weight"] for c in ib.contributors}
+    fmt = lambda k: f"{k[0]}@v{k[1]}" if k[1] is not None else k[0]  # noqa: E731
+    return VersionDiff(ia, ib, dn, cs, modules, [fmt(k) for k in wb if k not in wa],
+                       [fmt(k) for k in wa if k not in wb],
+                       [{"skill": fmt(k), "old": round(wa[k], 6), "new": round(wb[k], 6)}
+                        for k in wb if k in wa and abs(wa[k] - wb[k]) > 1e-9])
+
+
+def rollback(store, version: int) -> VersionInfo:
+    """A new version equal to `version` (same weights and contributors); history is never rewritten."""
+    with store.session() as s:
+        src = evo_repo.ema_version(s, version)
+        lora = load_version(src)
+        parent = adapter_repo.latest_ema(s, src.base_model)
+        if parent is not None and parent.id == src.id:
+            raise StoreError(f"version {version} is already the latest EMA version: nothing to roll back")
+        m = src.meta or {}
+        kept = {c["name"] for c in m.get("contributors") or []}
+        dropped = [c["name"] for c in (parent.meta or {}).get("contributors") or [] if c["name"] not in kept]
+        row = write_version(s, lora, op="rollback", parent=parent, hypernet_id=src.hypernet_id, meta={
+            "from_version": version, "beta": m.get("beta"), "updates": m.get("updates"), "skill": None,
+            "skills_added": [], "contributors": list(m.get("contributors") or []),
+            "max_rel_error": 0.0, "dropped_skills": dropped})
+        return VersionInfo.of(row)
+
+
+# --- compaction -------------------------------------------------------------------------------------------
+
+def compact(ctx: EvolveContext) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    ctx.fault("compact:recompress")
+    out["recompressed"] = _recompress_latest(ctx)
+    ctx.fault("compact:prune-skills")
+    out["skill_adapters_deleted"] = _prune_skill_adapters(ctx)
+    ctx.fault("compact:prune-ema")
+    out["ema_blobs_pruned"] = _prune_ema_blobs(ctx)
+    out["checkpoint_files_deleted"] = _prune_checkpoint_files(ctx)
+    return out
+
+
+def _recompress_latest(ctx: EvolveContext) -> list[int]:
+    written = []
+    with ctx.store.session() as s:
+        models = {r.base_model for r in s.scalars(select(Adapter).where(Adapter.kind == "ema"))}
+        for base in sorted(models):
+            latest = adapter_repo.latest_ema(s, base)
+            if latest is None or latest.rank <= ctx.settings.max_rank:
+                continue
+            lora, errors = recompress(load_version(latest), ctx.settings.max_rank)
+            m = latest.meta or {}
+            row = write_version(s, lora, op="compact", parent=latest, hypernet_id=latest.hypernet_id, meta={
+                "beta": m.get("beta"), "updates": m.get("updates"), "skill": None, "skills_added": [],
+                "contributors": list(m.get("contributors") or []),
+                "max_rel_error": round(max(errors.values(), default=0.0), 6), "max_rank": ctx.settings.max_rank})
+            written.append(row.version)
+    return written
+
+
+def _prune_skill_adapters(ctx: EvolveContext) -> int:
+    with ctx.store.session() as s:
+        rows = list(s.scalars(select(Adapter).where(Adapter.kind == "skill").order_by(Adapter.id.desc())))
+        newest_of: dict[int, int] = {}
+        doomed = []
+        for r in rows:
+            skill = r.skill
+            if r.skill_id is None:
+                continue  # converted from a folder, not from the store: nothing says it is unused
+            if not skill.is_current or skill.status != "active":
+                doomed.append(r.id)
+            elif r.skill_id in newest_of:
+                doomed.append(r.id)  # an older conversion of the same skill (e.g. by an older hypernetwork)
+            else:
+                newest_of[r.skill_id] = r.id
+        if doomed:
+            s.execute(delete(Adapter).where(Adapter.id.in_(doomed)))
+        return len(doomed)
+
+
+def _prune_ema_blobs(ctx: EvolveContext) -> list[int]:
+    keep = ctx.settings.keep_last
+    if keep <= 0:
+        return []
+    pruned = []
+    empty_sha = hashlib.sha256(b"").hexdigest()
+    with ctx.store.session() as s:
+        rows = evo_repo.ema_versions(s)
+        by_model: dict[str, list[Adapter]] = {}
+        for r in rows:
+            by_model.setdefault(r.base_model, []).append(r)
+        for chain in by_model.values():
+            for r in chain[:-keep]:
+                if (r.meta or {}).get("pruned"):
+                    continue
+                r.meta = {**(r.meta or {}), "pruned": {"sha256": r.sha256, "bytes": len(r.blob),
+                                                       "at": utcnow().isoformat()}}
+                r.blob, r.sha256 = b"", empty_sha
+                pruned.append(r.version)
+    return pruned
+
+
+def _prune_checkpoint_files(ctx: EvolveContext, min_age_s: float = 3600.0) -> list[str]:
+    folder = ctx.checkpoint_dir
+    if not folder.is_dir():
+        return []
+    with ctx.store.session() as s:
+        known = {str(Path(p).resolve()) for p in s.scalars(select(HypernetCheckpoint.path)) if p}
+    gone = []
+    for f in folder.glob("*.safetensors"):
+        if str(f.resolve()) not in known and time.time() - f.stat().st_mtime > min_age_s:
+            f.unlink(missing_ok=True)
+            gone.append(f.name)
+    return gone

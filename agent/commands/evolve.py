@@ -1,0 +1,225 @@
+"""`agent evolve`, `agent daemon`, `agent submit` and `agent jobs`: the self-evolution loop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from agent.commands import DbOption, JsonOption
+from agent.output import console, emit_json, err_console, fail, table
+
+jobs_app = typer.Typer(help="The scheduled jobs: extract, accumulate, retrain, compact.", no_args_is_help=True)
+
+ConfigOption = typer.Option(None, "--config", help="Job config file (TOML or YAML; default ./agent.toml if present).")
+ModelFlag = typer.Option(None, "--model", "-m", help="Base model (default: config [daemon] model, else the embedded one).")
+HypernetFlag = typer.Option(None, "--hypernet", help="Hypernetwork checkpoint (default: newest accepted, else shipped).")
+BetaFlag = typer.Option(None, "--beta", help="EMA β (default from the forgetting benchmark).")
+WriterFlag = typer.Option(None, "--writer", help="Skill writer: auto | template | local | endpoint.")
+EndpointFlag = typer.Option(None, "--endpoint", help="OpenAI-compatible teacher endpoint that writes skills.")
+EndpointModelFlag = typer.Option(None, "--endpoint-model", help="Model name at --endpoint.")
+NoSandboxFlag = typer.Option(False, "--no-sandbox", help="Allow verification runs without bubblewrap (DANGEROUS).")
+
+
+def _config(config: Optional[Path], intervals: list[str] | None = None, **settings):
+    from agent.scheduler import ConfigError, load_config
+
+    try:
+        return load_config(config, intervals, settings)
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+def _context(db, cfg, model, hypernet):
+    from agent.evolve import EvolveContext
+    from agent.models import DEFAULT_MODEL
+    from memory.db import Store
+
+    return EvolveContext(Store(db), cfg.settings, model_name=model or cfg.model or DEFAULT_MODEL,
+                         hypernet_path=str(hypernet) if hypernet else cfg.hypernet)
+
+
+def _settings(beta, writer, endpoint, endpoint_model, no_sandbox) -> dict:
+    return {"beta": beta, "writer": writer, "endpoint": endpoint, "endpoint_model": endpoint_model,
+            "allow_unconfined": True if no_sandbox else None}
+
+
+def _print_report(report) -> None:
+    d = report.details
+    line = f"{report.name}: {report.status} (run {report.run_id})"
+    if "counts" in d:
+        line += "  " + ", ".join(f"{k}={v}" for k, v in d["counts"].items())
+    if report.name == "accumulate":
+        line += f"  folded={len(d.get('folded', []))}" + (f" errors={len(d['errors'])}" if d.get("errors") else "")
+        for f in d.get("folded", []):
+            console.print(f"  EMA v{f['version']} <- {f['skill']} (truncation {f['max_rel_error']:.3g})")
+    for key in ("skipped", "error"):
+        if d.get(key):
+            line += f"  {key}: {d[key]}"
+    for g in d.get("gated", []) or []:
+        console.print(f"  checkpoint {g['candidate']}: {g['status']} ({g.get('reason', '')})")
+    console.print(line, markup=False, highlight=False)
+
+
+def evolve_command(
+    config: Optional[Path] = ConfigOption,
+    skip: List[str] = typer.Option(None, "--skip", help="Step to leave out (repeatable): extract, accumulate, retrain, compact."),
+    model: Optional[str] = ModelFlag,
+    hypernet: Optional[Path] = HypernetFlag,
+    beta: Optional[float] = BetaFlag,
+    writer: Optional[str] = WriterFlag,
+    endpoint: Optional[str] = EndpointFlag,
+    endpoint_model: Optional[str] = EndpointModelFlag,
+    no_sandbox: bool = NoSandboxFlag,
+    db: DbOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Run one full self-evolution cycle now: extract → accumulate → retrain (gated) → compact."""
+    from agent.evolve import JOB_NAMES, run_cycle
+
+    for name in skip or []:
+        if name not in JOB_NAMES:
+            fail(f"unknown step {name!r} to skip (steps: {', '.join(JOB_NAMES)})")
+    cfg = _config(config, None, **_settings(beta, writer, endpoint, endpoint_model, no_sandbox))
+    ctx = _context(db, cfg, model, hypernet)
+    report = run_cycle(ctx, tuple(skip or ()))
+    if json:
+        emit_json(report.to_dict())
+    else:
+        for step in report.steps:
+            _print_report(step)
+        console.print(f"cycle {report.run_id}: {report.status}")
+    if report.status == "failed":
+        raise typer.Exit(1)
+
+
+def daemon_command(
+    config: Optional[Path] = ConfigOption,
+    interval: List[str] = typer.Option(None, "--interval", help="NAME=INTERVAL, e.g. extract=5m (repeatable; beats the config)."),
+    poll: Optional[str] = typer.Option(None, "--poll", help="How often to check the queue, e.g. 2s."),
+    model: Optional[str] = ModelFlag,
+    hypernet: Optional[Path] = HypernetFlag,
+    beta: Optional[float] = BetaFlag,
+    writer: Optional[str] = WriterFlag,
+    endpoint: Optional[str] = EndpointFlag,
+    endpoint_model: Optional[str] = EndpointModelFlag,
+    no_sandbox: bool = NoSandboxFlag,
+    db: DbOption = None,
+) -> None:
+    """Run the scheduled jobs and the queue of submitted tasks until Ctrl-C / SIGTERM (stops after the current step)."""
+    import logging
+
+    from agent.daemon import Daemon
+    from agent.library import ensure_seeded
+    from agent.scheduler import ConfigError, parse_interval
+
+    cfg = _config(config, list(interval or []), **_settings(beta, writer, endpoint, endpoint_model, no_sandbox))
+    if poll is not None:
+        try:
+            cfg.poll_s = parse_interval(poll, "--poll")
+        except ConfigError as exc:
+            fail(str(exc))
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx = _context(db, cfg, model, hypernet)
+    ensure_seeded(ctx.store)
+    say = lambda text: err_console.print(text, markup=False, highlight=False)  # noqa: E731
+    say(f"agent daemon: {ctx.store.url}, model {ctx.model_name}, config {cfg.source}; Ctrl-C stops")
+    Daemon(ctx, cfg, say=say).run()
+
+
+def submit_command(
+    repo: Path = typer.Argument(..., help="The repository to work on (it is only read)."),
+    task: str = typer.Argument(..., help='What to do, e.g. "fix the failing test".'),
+    mode: str = typer.Option("parametric", help="parametric | icl | none."),
+    test_cmd: Optional[str] = typer.Option(None, help="The repo's test command (default: detected)."),
+    max_steps: int = typer.Option(20, min=1, help="Step limit."),
+    top_k: int = typer.Option(3, min=0, help="How many skills to retrieve."),
+    no_sandbox: bool = typer.Option(False, "--no-sandbox", help="Allow running without bubblewrap (DANGEROUS)."),
+    db: DbOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Queue TASK on REPO for `agent daemon` to solve."""
+    from agent.solve import MODES
+    from memory import queue as queue_repo
+    from memory.db import Store
+
+    if mode not in MODES:
+        fail(f"unknown mode {mode!r} (one of {', '.join(MODES)})")
+    if not repo.is_dir():
+        fail(f"{repo}: no such folder")
+    if not task.strip():
+        fail('the task is empty: say what to do, e.g. "fix the failing test"')
+    options = {"mode": mode, "test_cmd": test_cmd, "max_steps": max_steps, "top_k": top_k, "no_sandbox": no_sandbox}
+    store = Store(db)
+    with store.session() as s:
+        task_id = queue_repo.submit(s, repo=str(repo.resolve()), task=task, options=options)
+        queued = len(queue_repo.listing(s, "queued"))
+    if json:
+        emit_json({"task_id": task_id, "queued": queued})
+    else:
+        console.print(f"queued task {task_id} ({queued} waiting); `agent daemon` runs it")
+
+
+@jobs_app.command("list")
+def jobs_list(config: Optional[Path] = ConfigOption, db: DbOption = None, json: JsonOption = False) -> None:
+    """The jobs: interval, next run (or paused), and the last run's status."""
+    from agent.scheduler import list_jobs
+    from memory.db import Store
+
+    cfg = _config(config)
+    rows = [r.to_dict() for r in list_jobs(Store(db), cfg)]
+    if json:
+        emit_json(rows)
+    else:
+        table(rows, ["name", "interval", "state", "next_run", "last_status", "last_finished"])
+
+
+@jobs_app.command("run")
+def jobs_run(
+    name: str = typer.Argument(..., help="extract | accumulate | retrain | compact"),
+    config: Optional[Path] = ConfigOption,
+    model: Optional[str] = ModelFlag,
+    hypernet: Optional[Path] = HypernetFlag,
+    beta: Optional[float] = BetaFlag,
+    writer: Optional[str] = WriterFlag,
+    no_sandbox: bool = NoSandboxFlag,
+    db: DbOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Run one job now, in this process (safe alongside a running daemon: work is claimed per item)."""
+    from agent.evolve import JOB_NAMES, run_job
+
+    if name not in JOB_NAMES:
+        fail(f"unknown job {name!r} (jobs: {', '.join(JOB_NAMES)})")
+    cfg = _config(config, None, **_settings(beta, writer, None, None, no_sandbox))
+    report = run_job(_context(db, cfg, model, hypernet), name)
+    emit_json(report.to_dict()) if json else _print_report(report)
+    if report.status == "failed":
+        raise typer.Exit(1)
+
+
+@jobs_app.command("pause")
+def jobs_pause(name: str = typer.Argument(..., help="The job to pause."), db: DbOption = None) -> None:
+    """Pause a scheduled job (a running daemon sees it at its next poll)."""
+    from agent.scheduler import ConfigError, pause
+    from memory.db import Store
+
+    try:
+        pause(Store(db), name)
+    except ConfigError as exc:
+        fail(str(exc))
+    console.print(f"paused {name}")
+
+
+@jobs_app.command("resume")
+def jobs_resume(name: str = typer.Argument(..., help="The job to resume."), db: DbOption = None) -> None:
+    """Resume a paused job; it next runs one interval from now."""
+    from agent.scheduler import ConfigError, resume
+    from memory.db import Store
+
+    try:
+        nxt = resume(Store(db), name)
+    except ConfigError as exc:
+        fail(str(exc))
+    console.print(f"resumed {name}; next run {nxt.isoformat() if nxt else 'none'}")
