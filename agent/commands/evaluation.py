@@ -23,6 +23,9 @@ def command(
     hypernet: Path = typer.Option(None, help="Hypernetwork checkpoint (default: the shipped one, if any)."),
     max_new_tokens: int = typer.Option(200, min=8, help="Answer length limit."),
     out: Path = typer.Option(Path("bench/results"), help="Folder for eval_<split>.json and .png."),
+    forgetting: bool = typer.Option(False, "--forgetting", help="Instead: add the store's skill adapters one by "
+                                    "one through the EMA (several β) and report how much of each earlier skill "
+                                    "stays in the persistent adapter (adapter-space proxy)."),
     db: DbOption = None,
     json: JsonOption = False,
 ) -> None:
@@ -33,6 +36,8 @@ def command(
     from agent.synth import make_eval_items
     from memory.db import Store
 
+    if forgetting:
+        return forgetting_report(db, out, json)
     modes = list(mode) if mode else list(MODES)
     for m in modes:
         if m not in MODES:
@@ -77,3 +82,28 @@ def command(
     table(rows, ["mode", "subtask", "n", "adherence", "check_score", "token_f1", "bertscore"],
           title=f"eval {report.run_id}: {len(items)} tasks, {split} skills")
     console.print(f"wrote {json_path} and {png_path}")
+
+
+def forgetting_report(db: str | None, out: Path, as_json: bool) -> None:
+    """`agent eval --forgetting`: the continual-learning curve on the adapters in the store."""
+    import json as jsonlib
+
+    from agent.forgetting import balance, default_strategies, from_store, measure, report
+    from memory.db import Store
+
+    skills = from_store(Store(db))
+    if len(skills) < 2:
+        fail("--forgetting needs at least 2 converted skills in the store (`agent convert NAME`); "
+             "bench/bench_forgetting.py measures on synthetic adapters")
+    curves = measure(skills, default_strategies())
+    data = {"skills": len(skills), "curves": report(curves),
+            "balance": {c.strategy.name: round(balance(c), 4) for c in curves}}
+    if not out.is_dir():
+        fail(f"cannot write results to {out}: not a folder")
+    (out / "forgetting_store.json").write_text(jsonlib.dumps(data, indent=2))
+    if as_json:
+        emit_json(data)
+        return
+    table([{"strategy": k, "balance": v, "final mean cosine":
+            round(sum(data["curves"][k]["final"]["cosine"]) / len(skills), 4)} for k, v in data["balance"].items()],
+          ["strategy", "balance", "final mean cosine"], title=f"forgetting over {len(skills)} skills")
