@@ -60,3 +60,22 @@ def cli(capsys, monkeypatch, tmp_path):
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny QR/SVD/matmuls: extra torch threads only contend on a shared 2-core machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def store(db_url):
+    """A fresh store on SQLite, and on PostgreSQL when AGENT_TEST_PG_URL is set."""
+    from memory.db import Store
+
+    return Store(db_url)

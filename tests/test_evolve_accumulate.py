@@ -17,17 +17,7 @@ from memory.skillfile import SkillDoc
 from tests.test_evolve_fakes import fake_context
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture
-def store(db_url):
-    return Store(db_url)  # SQLite, and PostgreSQL when AGENT_TEST_PG_URL is set
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def add_skills(store, names, source="extracted"):

@@ -16,18 +16,7 @@ from memory.skillfile import SkillDoc
 from tests.test_evolve_fakes import CMP_DIFF, FIX_ACTIONS, FIX_DIFF, add_trajectory, fake_context
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny QR/SVD/matmuls: extra threads only contend on a shared 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture
-def store(db_url):
-    return Store(db_url)  # SQLite, and PostgreSQL when AGENT_TEST_PG_URL is set
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def view(diff=FIX_DIFF, actions=FIX_ACTIONS, verified=True) -> TrajectoryView:

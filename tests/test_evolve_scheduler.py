@@ -18,17 +18,7 @@ from memory.models import Trajectory
 from tests.test_evolve_fakes import add_trajectory, fake_context
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture
-def store(db_url):
-    return Store(db_url)  # SQLite, and PostgreSQL when AGENT_TEST_PG_URL is set
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("text,seconds", [("30s", 30), ("10m", 600), ("1h30m", 5400), ("2d", 172800), (45, 45),
