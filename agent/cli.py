@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from agent.commands import adapters, db, model, skills, solve, trajectories
+from agent.commands import adapters, data, db, evaluation, evolve, model, skills, solve, trajectories, tui
+from agent.commands import hypernet as hypernet_cmd
 
 app = typer.Typer(
     name="agent",
@@ -13,17 +14,25 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-app.add_typer(skills.app, name="skills")
-app.add_typer(model.app, name="model")
-app.add_typer(db.app, name="db")
-app.add_typer(trajectories.app, name="trajectories")
+# the main job and what it produces
 app.command("solve")(solve.command)
+app.add_typer(trajectories.app, name="trajectories")
+# skills and their adapters
+app.add_typer(skills.app, name="skills")
 app.command("convert")(adapters.convert_command)
 app.add_typer(adapters.app, name="adapters")
-# Other command groups register below, one import + one line each.
-from agent.commands import evaluation  # noqa: E402
-
+# learning: data, training, evaluation, self-evolution
+app.add_typer(data.app, name="data")
+app.add_typer(hypernet_cmd.app, name="hypernet")
 app.command("eval")(evaluation.command)
+app.command("evolve")(evolve.evolve_command)
+app.command("daemon")(evolve.daemon_command)
+app.command("submit")(evolve.submit_command)
+app.add_typer(evolve.jobs_app, name="jobs")
+# looking at it all
+app.command("tui")(tui.command)
+app.add_typer(model.app, name="model")
+app.add_typer(db.app, name="db")
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -39,6 +48,12 @@ def user_errors() -> tuple[type[BaseException], ...]:
         from hypernet.config import HypernetError
 
         errors.append(HypernetError)
+    except ImportError:
+        pass
+    try:
+        from hypernet.trainstate import TrainingError
+
+        errors.append(TrainingError)
     except ImportError:
         pass
     try:

@@ -1,0 +1,172 @@
+"""`agent hypernet train|list` and agent/training.py on a tiny model: stages chain, rows are stored,
+bad inputs are refused with exit 2 and the previous good checkpoint stays as it was."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from sqlalchemy import select
+
+from memory.db import Store
+from memory.models import HypernetCheckpoint
+from tests.test_skills_io import make_skill
+from tests.tiny import tiny_model_dir
+
+SKILLS = {
+    "commit-style": ("Write commit subjects.", "## Rules\n\n- Start with fix: and a short summary.\n"),
+    "shell-style": ("Answer with a shell block.", "## Steps\n\n1. Answer with ```bash\nls\n```\n"),
+    "test-steps": ("Test first.", "## Steps\n\n1. Reproduce the failure.\n2. Locate the bug.\n3. Write the fix.\n"),
+}
+ANSWERS = {"commit-style": "fix: handle empty input in parser", "shell-style": "```bash\nls\n```",
+           "test-steps": "1. Reproduce the failure.\n2. Locate the bug."}
+FAST = ("--steps", "2", "--batch-size", "2", "--no-progress", "--rank", "2")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return tiny_model_dir(tmp_path_factory)
+
+
+def sample(skill: str, stage: int, type_: str) -> str:
+    messages = [{"role": "user", "content": "Run the tests first, read the failing code."},
+                {"role": "assistant", "content": ANSWERS[skill]}]
+    return json.dumps({"skill": skill, "subtask": "bug-fixing", "stage": stage, "type": type_,
+                       "messages": messages, "reference": ANSWERS[skill]})
+
+
+def make_data(root: Path, manifest: dict | None = None) -> Path:
+    """synth's layout: train-stage{1,2}.jsonl + manifest.json; the skills travel in DIR/skills."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name, (description, body) in SKILLS.items():
+        make_skill(root / "skills", name, body=body, description=description)
+    (root / "train-stage1.jsonl").write_text("".join(sample(s, 1, "reconstruct") + "\n" for s in SKILLS) * 2)
+    (root / "train-stage2.jsonl").write_text("".join(sample(s, 2, "qa") + "\n" for s in SKILLS) * 2)
+    (root / "manifest.json").write_text(json.dumps(manifest or {"format_version": 1}))
+    return root
+
+
+def rows(db: str) -> list[HypernetCheckpoint]:
+    with Store(db).session() as s:
+        return list(s.scalars(select(HypernetCheckpoint).order_by(HypernetCheckpoint.id)))
+
+
+def test_train_all_stages_chains_and_registers(cli, tmp_path, tiny):
+    db, data, out = f"sqlite:///{tmp_path / 's.db'}", make_data(tmp_path / "data"), tmp_path / "ck" / "hn.safetensors"
+    res = cli("hypernet", "train", "--stage", "all", "--data", str(data), "--model", tiny, "--db", db,
+              "--out", str(out), "--json", *FAST)
+    assert res.code == 0, res.err
+    stages = json.loads(res.out)["stages"]
+    assert [s["stage"] for s in stages] == [1, 2, 3] and "no train-stage3.jsonl" in stages[2]["skipped"]
+    one, two = stages[0], stages[1]
+    assert two["parent_id"] == one["checkpoint_id"]  # stage 2 starts from stage 1's checkpoint
+    assert one["metrics"]["steps"] == 2 and one["metrics"]["val_loss"] is not None  # one skill held out
+    assert one["data"]["val_skills"] == 1 and one["data"]["train_skills"] == 2
+    assert one["metrics"]["skills_encoded"] == 3 and two["metrics"]["skills_encoded"] == 0  # once per run
+    assert Path(one["path"]).name == "hn.stage1.safetensors" and out.read_bytes() == Path(two["path"]).read_bytes()
+    saved = rows(db)
+    assert [(r.stage, r.status) for r in saved] == [("1", "candidate"), ("2", "candidate")]
+    assert saved[1].parent_id == saved[0].id and len(saved[0].data_manifest_hash) == 64
+    assert saved[0].config["train"]["kd_weight"] == 0.5 and saved[1].config["train"]["kd_weight"] == 0.0
+    assert saved[0].config["hypernet"]["rank"] == 2 and "val_loss" in saved[0].metrics
+    listed = json.loads(cli("hypernet", "list", "--db", db, "--json").out)
+    assert [r["id"] for r in listed] == [saved[1].id, saved[0].id]
+
+    # checkpoints load like the shipped one, in float32, from float16 files
+    from hypernet.checkpoint import load_hypernet
+
+    hn = load_hypernet(out, base_model_id=tiny)
+    assert hn.dtype == torch.float32 and hn.config.rank == 2
+
+
+def test_a_later_stage_starts_from_the_stored_checkpoint(cli, tmp_path, tiny, monkeypatch):
+    db, data, out = f"sqlite:///{tmp_path / 's.db'}", make_data(tmp_path / "data"), tmp_path / "hn.safetensors"
+    missing = cli("hypernet", "train", "--stage", "2", "--data", str(data), "--model", tiny, "--db", db, *FAST)
+    assert missing.code == 2 and "--stage 1" in missing.err
+    assert cli("hypernet", "train", "--stage", "1", "--data", str(data), "--model", tiny, "--db", db,
+               "--out", str(out), *FAST).code == 0
+    import agent.training as training
+    from hypernet.checkpoint import load_hypernet
+
+    seen = {}
+    real_train = training.train
+
+    def spy(base, hn, *args, **kwargs):
+        seen["start"] = {k: v.clone() for k, v in hn.state_dict().items()}
+        return real_train(base, hn, *args, **kwargs)
+
+    monkeypatch.setattr(training, "train", spy)
+    res = cli("hypernet", "train", "--stage", "2", "--data", str(data), "--model", tiny, "--db", db,
+              "--out", str(tmp_path / "elsewhere.safetensors"), "--json", *FAST)
+    assert res.code == 0, res.err
+    stage1 = load_hypernet(tmp_path / "hn.stage1.safetensors").state_dict()
+    assert all(torch.equal(seen["start"][k], stage1[k]) for k in stage1)
+    two = json.loads(res.out)["stages"][0]
+    assert two["parent_id"] == rows(db)[0].id and two["data"]["started_from"].endswith("hn.stage1.safetensors")
+
+
+def test_bad_inputs_exit_2_and_leave_the_good_checkpoint(cli, tmp_path, tiny):
+    db, out = f"sqlite:///{tmp_path / 's.db'}", tmp_path / "hn.safetensors"
+    data = make_data(tmp_path / "data")
+    args = ("hypernet", "train", "--model", tiny, "--db", db, "--out", str(out), *FAST)
+    assert cli(*args, "--stage", "1", "--data", str(data)).code == 0
+    good = out.read_bytes()
+    n_rows = len(rows(db))
+
+    def refused(*extra: str, match: str) -> None:
+        res = cli(*args, *extra)
+        assert res.code == 2, res.err
+        assert match in res.err.replace("\n", " "), res.err
+        assert out.read_bytes() == good and len(rows(db)) == n_rows
+
+    other_model = make_data(tmp_path / "other-model", {"base_model": "some-other-model"})
+    refused("--stage", "1", "--data", str(other_model), match="made for base model 'some-other-model'")
+    other_tok = make_data(tmp_path / "other-tok", {"tokenizer": "0123456789abcdef"})
+    refused("--stage", "1", "--data", str(other_tok), match="another tokenizer")
+
+    from hypernet import Hypernetwork, HypernetConfig, save_hypernet
+    from transformers import AutoModelForCausalLM
+
+    foreign = Hypernetwork.for_model(AutoModelForCausalLM.from_pretrained(tiny), HypernetConfig(rank=2), "other-base")
+    save_hypernet(foreign, tmp_path / "foreign.safetensors")
+    refused("--stage", "2", "--data", str(data), "--init", str(tmp_path / "foreign.safetensors"),
+            match="trained for base model 'other-base'")
+    (tmp_path / "broken.safetensors").write_bytes(good[: len(good) // 2])
+    refused("--stage", "2", "--data", str(data), "--init", str(tmp_path / "broken.safetensors"), match="corrupted")
+    refused("--stage", "1", "--data", str(tmp_path / "nowhere"), match="no such folder")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "train-stage1.jsonl").write_text('{"skill": "commit-style"}\n')
+    refused("--stage", "1", "--data", str(tmp_path / "bad"), match="'messages' list")
+    (tmp_path / "bad" / "train-stage1.jsonl").write_text(sample("commit-style", 1, "qa") + "\n")
+    refused("--stage", "1", "--data", str(tmp_path / "bad"), match="no text for skill(s) commit-style")
+
+
+def test_an_interrupted_run_resumes_from_the_cli(cli, tmp_path, tiny):
+    from agent.models import load_model
+    from agent.training import TrainOptions, run_training, stage_paths
+    from hypernet import HypernetConfig
+    from hypernet.trainstate import load_state
+
+    db, data, out = f"sqlite:///{tmp_path / 's.db'}", make_data(tmp_path / "data"), tmp_path / "hn.safetensors"
+    opts = TrainOptions(stages=(1, 2), data=data, out=out, steps=4, hypernet=HypernetConfig(rank=2, alpha=4.0),
+                        train={"batch_size": 2, "save_every": 1}, progress=False)
+    first = run_training(Store(db), load_model(tiny), opts, stop_at=2)  # "crashes" after step 2 of stage 1
+    assert [o.finished for o in first] == [False] and rows(db) == [] and not out.exists()
+    assert load_state(stage_paths(out, 1)[1]).step == 2
+    res = cli("hypernet", "train", "--stage", "all", "--data", str(data), "--model", tiny, "--db", db,
+              "--out", str(out), "--resume", "--steps", "4", "--batch-size", "2", "--rank", "2", "--no-progress",
+              "--json")
+    assert res.code == 0, res.err
+    one, two = json.loads(res.out)["stages"][:2]
+    assert one["metrics"]["steps"] == 4 and one["metrics"]["first_loss"] == first[0].metrics["first_loss"]
+    assert two["parent_id"] == one["checkpoint_id"] and out.is_file()
