@@ -176,8 +176,7 @@ class Daemon:
 
     def run(self, install_signals: bool = True) -> None:
         """Until stopped: run queued tasks, and let the scheduler's thread run the jobs."""
-        if install_signals:
-            self._install_signals()
+        previous = self._install_signals() if install_signals else {}
         actions = self.start()
         self.say("jobs: " + ", ".join(f"{k} {v}" for k, v in actions.items()))
         try:
@@ -190,11 +189,14 @@ class Daemon:
         finally:
             self.say("stopping: waiting for the current step to finish")
             self.shutdown()
+            for signum, old in previous.items():  # an embedding process (a test, a notebook) gets Ctrl-C back
+                signal.signal(signum, old)
             self.say("stopped")
 
-    def _install_signals(self) -> None:
+    def _install_signals(self) -> dict:
+        """Stop cleanly on SIGINT/SIGTERM; returns the handlers it replaced."""
         if threading.current_thread() is not threading.main_thread():
-            return
+            return {}
 
         def handler(signum, _frame) -> None:
             self._signals += 1
@@ -206,5 +208,7 @@ class Daemon:
             self.say(f"{signal.Signals(signum).name}: stopping after the current step (Ctrl-C again to force)")
             self.stop()
 
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
         signal.signal(signal.SIGINT, handler)
         signal.signal(signal.SIGTERM, handler)
+        return previous
