@@ -110,11 +110,16 @@ def plot(result: dict, path: Path) -> None:
         m = s["metrics"]
         hist = [h for h in result["history"] if h["stage"] == s["stage"]]
         steps = [h["step"] for h in hist]
-        ax.plot(steps, [h["loss"] for h in hist], alpha=0.35, label=f"stage {s['stage']} train loss (per step)")
         k = 10
-        smooth = [sum(h["loss"] for h in hist[max(0, i - k + 1):i + 1]) / len(hist[max(0, i - k + 1):i + 1])
-                  for i in range(len(hist))]
-        ax.plot(steps, smooth, label=f"stage {s['stage']} train loss ({k}-step mean)")
+
+        def smooth(key: str) -> list[float]:
+            return [sum(h[key] for h in hist[max(0, i - k + 1):i + 1]) / len(hist[max(0, i - k + 1):i + 1])
+                    for i in range(len(hist))]
+
+        if "kd" in hist[0]:
+            ax.plot(steps, smooth("loss"), alpha=0.6, label=f"stage {s['stage']} train CE + KD·w ({k}-step mean)")
+        ax.plot(steps, [h["ce"] for h in hist], alpha=0.3, label=f"stage {s['stage']} train CE (per step)")
+        ax.plot(steps, smooth("ce"), label=f"stage {s['stage']} train CE ({k}-step mean)")
         val = [(0, m.get("val_loss_base"))] + [(h["step"], h["val_loss"]) for h in hist if h.get("val_loss") is not None]
         ax.plot([v[0] for v in val], [v[1] for v in val], "o-", label=f"stage {s['stage']} val CE, held-out skills")
         for key, style in (("val_loss_icl", ":"), ("val_loss_shuffled", "--")):
