@@ -298,7 +298,10 @@ def _check_resumable(state: TrainState, hn: Hypernetwork, cfg: TrainConfig, iden
                                 f"({head.get('identity', {}).get(key)!r} != {value!r})")
     if saved_hn.get("config") != hn.config.to_dict() or saved_hn.get("targets") != [t.to_dict() for t in hn.targets]:
         raise TrainingError("cannot resume: the hypernetwork's config or targets differ from the interrupted run's")
-    saved = TrainConfig(**head.get("train", {})).resume_fields()
+    try:
+        saved = TrainConfig(**head.get("train", {})).resume_fields()
+    except TypeError as e:
+        raise TrainingError(f"the training state's settings are unreadable: {e}") from None
     changed = {k: (saved[k], v) for k, v in cfg.resume_fields().items() if saved.get(k) != v}
     if changed:
         raise TrainingError("cannot resume with different settings: "
