@@ -177,21 +177,23 @@ class Daemon:
     def run(self, install_signals: bool = True) -> None:
         """Until stopped: run queued tasks, and let the scheduler's thread run the jobs."""
         previous = self._install_signals() if install_signals else {}
-        actions = self.start()
-        self.say("jobs: " + ", ".join(f"{k} {v}" for k, v in actions.items()))
         try:
-            while not self.ctx.stopping():
-                if self.step():
-                    continue
-                # pick up changes other processes made to the job store (pause, resume, run-now)
-                self.scheduler.wakeup()
-                self.ctx.stop_event.wait(self.config.poll_s)
+            actions = self.start()
+            self.say("jobs: " + ", ".join(f"{k} {v}" for k, v in actions.items()))
+            try:
+                while not self.ctx.stopping():
+                    if self.step():
+                        continue
+                    # pick up changes other processes made to the job store (pause, resume, run-now)
+                    self.scheduler.wakeup()
+                    self.ctx.stop_event.wait(self.config.poll_s)
+            finally:
+                self.say("stopping: waiting for the current step to finish")
+                self.shutdown()
+                self.say("stopped")
         finally:
-            self.say("stopping: waiting for the current step to finish")
-            self.shutdown()
             for signum, old in previous.items():  # an embedding process (a test, a notebook) gets Ctrl-C back
                 signal.signal(signum, old)
-            self.say("stopped")
 
     def _install_signals(self) -> dict:
         """Stop cleanly on SIGINT/SIGTERM; returns the handlers it replaced."""

@@ -233,12 +233,15 @@ def test_cleanup_on_exception_and_keyboard_interrupt(dirty_repo: Path) -> None:
 def test_ctrl_c_during_sandboxed_run_leaves_nothing(dirty_repo: Path) -> None:
     marker = "1000.4242"
     timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    # Python's own Ctrl-C behaviour, whatever an earlier test in this process left installed
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     with pytest.raises(KeyboardInterrupt):
         with Workspace.create(dirty_repo) as ws:
             root = ws.root
             timer.start()
             Sandbox(ws, limits=TEST_LIMITS).run(f"sleep {marker}", timeout=30)
     timer.join()
+    signal.signal(signal.SIGINT, previous)
     assert not root.exists()
     assert processes_matching(f"sleep {marker}") == []
 
