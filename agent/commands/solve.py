@@ -11,7 +11,7 @@ from agent import loop
 from agent.commands import DbOption, JsonOption, ModelOption
 from agent.models import DEFAULT_MODEL
 from agent.output import console, emit_json, err_console
-from agent.solve import MODES, SolveError, SolveRequest, solve
+from agent.solve import SolveError, SolveRequest, solve
 
 
 def command(
@@ -42,10 +42,10 @@ def command(
     from agent.library import ensure_seeded
     from memory.db import Store
 
-    if mode not in MODES:
-        raise SolveError(f"unknown mode {mode!r} (one of {', '.join(MODES)})")
-    if not task.strip():
-        raise SolveError('the task is empty: say what to do, e.g. "fix the failing test"')
+    request = SolveRequest(repo=repo.resolve(), task=task, mode=mode, model_name=endpoint_model or model,
+                           test_cmd=test_cmd, python=python or sys.executable, sandbox=not no_sandbox, apply=apply,
+                           limits=loop.Limits(steps=max_steps, seconds=max_seconds, tokens=max_tokens))
+    request.validate()  # mode and task, before anything slow
     if not repo.exists():
         raise SolveError(f"{repo}: no such folder")
     if endpoint and mode == "parametric":
@@ -63,9 +63,6 @@ def command(
     if no_sandbox:
         err_console.print("[bold red]WARNING: --no-sandbox: if bubblewrap cannot run, commands run UNCONFINED "
                           "(rlimits and a workspace copy only) and can see this machine[/]")
-    request = SolveRequest(repo=repo.resolve(), task=task, mode=mode, model_name=endpoint_model or model,
-                           test_cmd=test_cmd, python=python or sys.executable, sandbox=not no_sandbox, apply=apply,
-                           limits=loop.Limits(steps=max_steps, seconds=max_seconds, tokens=max_tokens))
     store = Store(db)
     ensure_seeded(store)
     say = err_console.print if json else console.print
