@@ -28,6 +28,16 @@ def _stop_after_block(tokenizer, prompt_len: int):
     return StopAfterBlock()
 
 
+def prompt_ids(tokenizer, messages: list[dict[str, str]], budget: int) -> torch.Tensor:
+    """(1, T) chat-template ids with the generation prompt, cut to `budget` tokens."""
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                        return_dict=True)["input_ids"]
+    if ids.shape[1] > budget:
+        # keep the system prompt's effect by keeping the start and the most recent turns
+        ids = torch.cat([ids[:, : budget // 4], ids[:, -(budget - budget // 4):]], dim=1)
+    return ids
+
+
 class LocalChat:
     """Greedy decoding with the local model; whatever adapter is applied to it is in effect."""
 
@@ -41,12 +51,7 @@ class LocalChat:
 
     @torch.no_grad()
     def chat(self, messages: list[dict[str, str]]) -> tuple[str, int]:
-        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                                 return_dict=True)["input_ids"]
-        budget = self.context - self.max_new_tokens
-        if ids.shape[1] > budget:
-            # keep the system prompt's effect by keeping the start and the most recent turns
-            ids = torch.cat([ids[:, : budget // 4], ids[:, -(budget - budget // 4):]], dim=1)
+        ids = prompt_ids(self.tokenizer, messages, self.context - self.max_new_tokens)
         from transformers import StoppingCriteriaList
 
         ids = ids.to(self.model.device)

@@ -5,6 +5,8 @@ hooks: each target Linear's output gets + (x Aᵀ) Bᵀ. The factors are used as
     Factors may be batched, A: (S, r, in), B: (S, out, r), one adapter per batch row of the input.
 merge: W ← W + B A in place for fast inference; the original weight tensors are kept and put back
     on removal, so the base is restored bit-identically (no subtraction round-off).
+apply_lora_rows: a different LoraWeights (or none) per batch row, as hooks, for batched generation
+    where rows need different skills' adapters.
 
     with apply_lora(model, lora, mode="merge"):
         model.generate(...)
@@ -112,6 +114,52 @@ def apply_lora(model: nn.Module, lora: LoraWeights | Mapping[str, tuple[Tensor, 
                 delta = b.detach().to(device=w.device, dtype=work) @ a.detach().to(device=w.device, dtype=work)
                 handle._saved.append((lin, w.data))
                 lin.weight.data = (w.data.to(work) + delta).to(w.dtype)
+    except BaseException:
+        handle.remove()
+        raise
+    return handle
+
+
+def _stack_rows(loras: Sequence[LoraWeights | None], target: Target, like: Tensor) -> tuple[Tensor, Tensor]:
+    """Row factors for one target as (S, r_max, in) and (S, out, r_max), zero-padded.
+
+    Zero rank padding and zero factors for rows without this target add exactly 0, so every row sees
+    only its own ΔW = B A (scaling already folded in, as everywhere in LoraWeights).
+    """
+    ranks = [lora.ranks[target.key] for lora in loras if lora is not None and target.key in lora.factors]
+    r = max(ranks)
+    a = like.new_zeros((len(loras), r, target.in_features))
+    b = like.new_zeros((len(loras), target.out_features, r))
+    for i, lora in enumerate(loras):
+        if lora is not None and target.key in lora.factors:
+            ai, bi = lora.factors[target.key]
+            a[i, : ai.shape[0]] = ai.detach().to(a)
+            b[i, :, : bi.shape[1]] = bi.detach().to(b)
+    return a, b
+
+
+def apply_lora_rows(model: nn.Module, loras: Sequence[LoraWeights | None], *,
+                    base_model: str | None = None) -> LoraHandle:
+    """Apply `loras[i]` to batch row i only (None: that row runs the base model); returns the handle.
+
+    Adapters may differ in rank and in which targets they cover; each is checked against `model`
+    (and `base_model`, if given) like apply_lora does. Every forward while applied must have batch
+    size len(loras): the hook is a batched matmul, x (S,T,in) · Aᵀ (S,in,r) · Bᵀ (S,r,out).
+    """
+    by_key: dict[str, tuple[Target, nn.Linear]] = {}
+    for lora in loras:
+        if lora is None:
+            continue
+        for t, lin in zip(lora.targets, lora.check_model(model, base_model)):
+            seen = by_key.setdefault(t.key, (t, lin))
+            if seen[1] is not lin:
+                raise HypernetError(f"adapters disagree on the module for {t.key}: {seen[0].path} vs {t.path}")
+    handle = LoraHandle()
+    try:
+        for t, lin in by_key.values():
+            a, b = _stack_rows(loras, t, lin.weight.detach())
+            handle._mark(lin)
+            handle._hooks.append(lin.register_forward_hook(_lora_hook(a, b)))
     except BaseException:
         handle.remove()
         raise
