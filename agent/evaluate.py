@@ -4,8 +4,13 @@ For each (skill, task, reference) item the model answers the task
   none        without the skill,
   icl         with the skill text as the system message,
   parametric  with the skill's generated LoRA applied and no skill in context,
-  random      with a LoRA generated from unrelated text (the control: it must score lower than parametric).
-Adherence is the skill's own checker passing; token F1 and BERTScore compare with the reference.
+  random      with a LoRA generated from unrelated text (the control: it must score lower than parametric),
+and with fixed-adapter baselines (`Baseline`: one PEFT LoRA for every item, or one per skill).
+Adherence is the skill's own checker passing; token F1 and BERTScore compare with the reference; an
+optional LLM judge (agent.judge) scores 1-10.
+
+Generation is batched across items and modes: left-padded rows, greedy, each row with its own adapter
+(hypernet.inject.apply_lora_rows), so an adapter mode costs no more than a plain one.
 """
 
 from __future__ import annotations
@@ -19,13 +24,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from agent.backends import LocalChat
+import torch
+
+from agent.backends import prompt_ids
 from agent.checks import check
 from agent.conversion import convert_skill
 from agent.hypernets import HypernetHandle
 from agent.metrics import bertscore_f1, token_f1
 from agent.models import LoadedModel
-from hypernet.inject import apply_lora
+from hypernet.config import HypernetError
+from hypernet.inject import apply_lora_rows
+from hypernet.lora import LoraWeights
+from hypernet.peft_io import CONFIG_NAME, import_peft
 from memory.db import Store
 from memory.models import EvalResult
 from memory.skillfile import SkillDoc
@@ -54,7 +64,9 @@ class ItemResult:
     bertscore: float
     failures: list[str]
     response: str
-    seconds: float
+    seconds: float  # this row's share of its generation batch's wall time
+    judge: float | None = None  # 1-10; None when not judged or the judge's reply had no score
+    judge_missing: bool = False  # judged, but the reply could not be parsed
 
 
 @dataclass
@@ -67,6 +79,9 @@ class EvalReport:
     n_items: int
     table: dict[str, dict[str, dict[str, float]]]  # mode -> subtask|overall -> metric -> value
     items: list[ItemResult] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)  # baseline mode -> items whose skill has no adapter
+    baselines: dict[str, str] = field(default_factory=dict)  # baseline mode -> PEFT path
+    judge_model: str | None = None
 
     def to_dict(self, with_items: bool = False) -> dict:
         d = asdict(self)
@@ -75,39 +90,194 @@ class EvalReport:
         return d
 
 
-def _answer(chat: LocalChat, task_prompt: str, system: str | None) -> str:
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": task_prompt}]
-    return chat.chat(messages)[0]
+# --- fixed-adapter baselines -----------------------------------------------------------------------
+
+@dataclass
+class Baseline:
+    """A PEFT LoRA applied to every item (multi-task LoRA), or one per skill by folder name (oracle)."""
+
+    label: str
+    path: Path
+    shared: LoraWeights | None = None
+    per_skill: dict[str, LoraWeights] = field(default_factory=dict)
+
+    def lora_for(self, skill: str) -> LoraWeights | None:
+        return self.shared if self.shared is not None else self.per_skill.get(skill)
+
+
+def _import_checked(folder: Path, loaded: LoadedModel, label: str) -> LoraWeights:
+    lora = import_peft(folder)
+    known = {"", loaded.name, str(getattr(loaded.model.config, "_name_or_path", "") or "")}
+    if lora.base_model not in known:
+        raise HypernetError(f"baseline {label}: {folder} was trained on base model {lora.base_model!r}, "
+                            f"not {loaded.name!r}")
+    try:
+        lora.check_model(loaded.model)
+    except HypernetError as e:
+        raise HypernetError(f"baseline {label}: {folder} does not fit {loaded.name}: {e}") from None
+    return lora
+
+
+def load_baseline(label: str, path: Path, loaded: LoadedModel) -> Baseline:
+    path = Path(path)
+    if (path / CONFIG_NAME).is_file():
+        return Baseline(label, path, shared=_import_checked(path, loaded, label))
+    if not path.is_dir():
+        raise HypernetError(f"baseline {label}: {path} is not a folder")
+    per_skill = {sub.name: _import_checked(sub, loaded, label)
+                 for sub in sorted(path.iterdir()) if (sub / CONFIG_NAME).is_file()}
+    if not per_skill:
+        raise HypernetError(f"baseline {label}: {path} is neither a PEFT adapter folder nor a folder of them")
+    return Baseline(label, path, per_skill=per_skill)
+
+
+def skipped_counts(items, baselines: dict[str, Baseline]) -> dict[str, int]:
+    return {label: sum(b.lora_for(it.skill.name) is None for it in items) for label, b in baselines.items()}
+
+
+# --- batched generation ------------------------------------------------------------------------------
+
+@dataclass
+class Request:
+    messages: list[dict[str, str]]
+    lora: LoraWeights | None = None
+
+
+def _left_pad(rows: list[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r):] = r
+        mask[i, width - len(r):] = 1
+    return ids, mask
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    eos = model.generation_config.eos_token_id
+    eos = tokenizer.eos_token_id if eos is None else eos
+    return set(eos) if isinstance(eos, (list, tuple)) else {eos}
+
+
+def _cut_at_eos(tokens: list[int], eos: set[int]) -> list[int]:
+    for i, t in enumerate(tokens):
+        if t in eos:
+            return tokens[: i + 1]
+    return tokens
+
+
+def _prompt(model, tokenizer, request: Request, max_new_tokens: int) -> torch.Tensor:
+    context = getattr(model.config, "max_position_embeddings", 2048)  # as LocalChat
+    return prompt_ids(tokenizer, request.messages, context - max_new_tokens)[0]
+
+
+@torch.no_grad()
+def generate_batch(model, tokenizer, requests: list[Request], max_new_tokens: int) -> list[str]:
+    """Greedy answers for one batch: left-padded prompts, row i under requests[i].lora (or the base).
+
+    Prompts and decoding match LocalChat's, so a row's answer is what LocalChat gives for it alone.
+    """
+    rows = [_prompt(model, tokenizer, r, max_new_tokens) for r in requests]
+    pad_id = tokenizer.pad_token_id or tokenizer.eos_token_id  # as LocalChat
+    ids, mask = _left_pad(rows, pad_id)
+    device = next(model.parameters()).device
+    with apply_lora_rows(model, [r.lora for r in requests]):
+        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
+                             max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id)
+    eos = _eos_ids(model, tokenizer)
+    # finished rows are padded to the batch's length: cut each at its first EOS before decoding
+    return [tokenizer.decode(_cut_at_eos(row.tolist(), eos), skip_special_tokens=True)
+            for row in out[:, ids.shape[1]:].cpu()]
+
+
+def generate_all(model, tokenizer, requests: list[Request], max_new_tokens: int, batch_size: int,
+                 on_batch: Callable[[list[int], float], None] | None = None) -> list[str]:
+    """Answers in request order; batches are formed longest prompt first, so rows pad little and
+    the largest batch (the most memory) comes first."""
+    lengths = [len(_prompt(model, tokenizer, r, max_new_tokens)) for r in requests]
+    order = sorted(range(len(requests)), key=lambda i: -lengths[i])
+    answers: list[str] = [""] * len(requests)
+    for k in range(0, len(order), batch_size):
+        chunk = order[k:k + batch_size]
+        start = time.perf_counter()
+        for i, text in zip(chunk, generate_batch(model, tokenizer, [requests[i] for i in chunk], max_new_tokens)):
+            answers[i] = text
+        if on_batch:
+            on_batch(chunk, time.perf_counter() - start)
+    return answers
+
+
+# --- the evaluation ----------------------------------------------------------------------------------
+
+def _messages(task_prompt: str, system: str | None) -> list[dict[str, str]]:
+    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": task_prompt}]
+
+
+def _adapter(mode: str, item, loaded: LoadedModel, handle: HypernetHandle | None, store: Store | None,
+             baselines: dict[str, Baseline], cache: dict) -> LoraWeights | None:
+    if mode in baselines:
+        return baselines[mode].lora_for(item.skill.name)
+    key = (mode, item.skill.name)
+    if key not in cache:  # one conversion per skill, however many tasks it has
+        doc = item.skill if mode == "parametric" else SkillDoc(
+            item.skill.name + "-control", "control", control_text(item.skill))
+        cache[key] = convert_skill(store if mode == "parametric" else None, loaded, handle, doc).lora
+    return cache[key]
 
 
 def evaluate(items, loaded: LoadedModel, handle: HypernetHandle | None, modes=MODES, store: Store | None = None,
              max_new_tokens: int = 200, bertscore: bool = True,
-             progress: Callable[[str], None] | None = None) -> list[ItemResult]:
-    chat = LocalChat(loaded.model, loaded.tokenizer, max_new_tokens=max_new_tokens, stop_after_block=False)
-    results = []
+             progress: Callable[[str], None] | None = None, batch_size: int = 8,
+             baselines: dict[str, Baseline] | None = None, judge=None) -> list[ItemResult]:
+    """Every item under every mode; a baseline mode skips items whose skill it has no adapter for.
+
+    `judge` (agent.judge.Judge) scores each response after generation; its EndpointError propagates.
+    """
+    baselines = baselines or {}
+    unknown = [m for m in modes if m not in MODES and m not in baselines]
+    if unknown:
+        raise ValueError(f"unknown modes {unknown}")
+    cache: dict = {}
+    jobs, requests = [], []
     for item in items:
-        spec = item.skill.metadata.get("checks", "")
         for mode in modes:
-            start = time.perf_counter()
-            if mode in ("parametric", "random"):
-                doc = item.skill if mode == "parametric" else SkillDoc(
-                    item.skill.name + "-control", "control", control_text(item.skill))
-                lora = convert_skill(store if mode == "parametric" else None, loaded, handle, doc).lora
-                with apply_lora(loaded.model, lora, mode="merge"):
-                    response = _answer(chat, item.task.prompt, None)
-            else:
-                response = _answer(chat, item.task.prompt, item.skill.text if mode == "icl" else None)
-            verdict = check(response, spec, item.task)
-            results.append(ItemResult(
-                item.skill.name, item.skill.subtask or "", item.task.id, mode, verdict.passed, verdict.score,
-                token_f1(response, item.reference), bertscore_f1(response, item.reference) if bertscore else 0.0,
-                verdict.failures, response, round(time.perf_counter() - start, 2)))
+            lora = _adapter(mode, item, loaded, handle, store, baselines, cache) if mode not in ("none", "icl") \
+                else None
+            if mode in baselines and lora is None:
+                continue
+            jobs.append((item, mode))
+            requests.append(Request(_messages(item.task.prompt, item.skill.text if mode == "icl" else None), lora))
+    seconds = [0.0] * len(jobs)
+
+    def batch_done(rows: list[int], elapsed: float) -> None:
+        for i in rows:
+            seconds[i] = round(elapsed / len(rows), 2)
             if progress:
-                progress(f"{item.skill.name} [{mode}] {'pass' if verdict.passed else 'fail'}")
+                progress(f"{jobs[i][0].skill.name} [{jobs[i][1]}]")
+
+    answers = generate_all(loaded.model, loaded.tokenizer, requests, max_new_tokens, batch_size, batch_done)
+    results = []
+    for (item, mode), response, secs in zip(jobs, answers, seconds):
+        verdict = check(response, item.skill.metadata.get("checks", ""), item.task)
+        results.append(ItemResult(
+            item.skill.name, item.skill.subtask or "", item.task.id, mode, verdict.passed, verdict.score,
+            token_f1(response, item.reference), bertscore_f1(response, item.reference) if bertscore else 0.0,
+            verdict.failures, response, secs))
+    if judge is not None:
+        for (item, _), r in zip(jobs, results):
+            r.judge = judge.score(item.skill.text, item.task.prompt, item.reference, r.response)
+            r.judge_missing = r.judge is None
     return results
 
 
+def _judge_metrics(rs: list[ItemResult]) -> dict[str, float | int | None]:
+    scored = [r.judge for r in rs if r.judge is not None]
+    return {"judge": round(sum(scored) / len(scored), 2) if scored else None,
+            "judge_n": len(scored), "judge_missing": sum(r.judge_missing for r in rs)}
+
+
 def aggregate(results: list[ItemResult]) -> dict[str, dict[str, dict[str, float]]]:
+    judged = any(r.judge is not None or r.judge_missing for r in results)
     groups: dict[tuple[str, str], list[ItemResult]] = defaultdict(list)
     for r in results:
         groups[(r.mode, r.subtask)].append(r)
@@ -121,7 +291,7 @@ def aggregate(results: list[ItemResult]) -> dict[str, dict[str, dict[str, float]
             "token_f1": round(100 * sum(r.token_f1 for r in rs) / n, 2),
             "bertscore": round(100 * sum(r.bertscore for r in rs) / n, 2),
             "n": n,
-        }
+        } | (_judge_metrics(rs) if judged else {})
     return dict(table)
 
 
@@ -134,6 +304,17 @@ def record(store: Store, report: EvalReport, hypernet_id: int | None) -> None:
                                      metric=metric, value=metrics[metric], n=int(metrics["n"]),
                                      base_model=report.base_model, hypernet_id=hypernet_id,
                                      details={"hypernet": report.hypernet}))
+                if metrics.get("judge") is not None:
+                    s.add(EvalResult(run_id=report.run_id, mode=mode, split=report.split, subtask=subtask,
+                                     metric="judge", value=metrics["judge"], n=int(metrics["judge_n"]),
+                                     base_model=report.base_model, hypernet_id=hypernet_id,
+                                     details={"hypernet": report.hypernet, "judge_model": report.judge_model,
+                                              "missing": metrics["judge_missing"]}))
+
+
+def mode_order(table: dict) -> list[str]:
+    """Built-in modes in their usual order, then the baselines by name."""
+    return [m for m in MODES if m in table] + [m for m in table if m not in MODES]
 
 
 def write_results(report: EvalReport, out_dir: Path) -> tuple[Path, Path]:
@@ -152,7 +333,7 @@ def write_results(report: EvalReport, out_dir: Path) -> tuple[Path, Path]:
         "cpus": torch.get_num_threads(), "cuda": torch.cuda.is_available()}}
     json_path = out_dir / f"eval_{report.split}.json"
     json_path.write_text(json.dumps(data, indent=2, default=str))
-    modes = [m for m in MODES if m in report.table]
+    modes = mode_order(report.table)
     subtasks = sorted({s for m in modes for s in report.table[m] if s != "overall"}) + ["overall"]
     fig, ax = plt.subplots(figsize=(10, 4))
     width = 0.8 / max(1, len(modes))

@@ -1,4 +1,5 @@
-"""`agent eval`: adherence, token F1 and BERTScore per subtask, with no skill, in context, or as a LoRA."""
+"""`agent eval`: adherence, token F1, BERTScore (and an optional LLM judge) per subtask, with no skill, in
+context, as a generated LoRA, or under fixed PEFT baselines."""
 
 from __future__ import annotations
 
@@ -22,6 +23,12 @@ def command(
     model: ModelOption = DEFAULT_MODEL,
     hypernet: Path = typer.Option(None, help="Hypernetwork checkpoint (default: the shipped one, if any)."),
     max_new_tokens: int = typer.Option(200, min=8, help="Answer length limit."),
+    batch_size: int = typer.Option(8, min=1, help="Answers generated at once (rows of one padded batch)."),
+    baseline: List[str] = typer.Option(None, "--baseline", help="LABEL=PATH (repeatable): an extra mode LABEL "
+                                       "with a PEFT LoRA folder applied to every item, or a folder of PEFT "
+                                       "folders named after skills (items of other skills are skipped)."),
+    judge: str = typer.Option(None, "--judge", help="OpenAI-compatible endpoint URL for an LLM judge (1-10)."),
+    judge_model: str = typer.Option(None, "--judge-model", help="Model name for --judge."),
     out: Path = typer.Option(Path("bench/results"), help="Folder for eval_<split>.json and .png."),
     forgetting: bool = typer.Option(False, "--forgetting", help="Instead: add the store's skill adapters one by "
                                     "one through the EMA (several β) and report how much of each earlier skill "
@@ -30,7 +37,8 @@ def command(
     json: JsonOption = False,
 ) -> None:
     """Evaluate skill following on the seed library's tasks; results go to the store and to --out."""
-    from agent.evaluate import MODES, EvalReport, aggregate, evaluate, new_run_id, record, write_results
+    from agent.evaluate import MODES, EvalReport, aggregate, evaluate, load_baseline, mode_order, new_run_id, \
+        record, skipped_counts, write_results
     from agent.hypernets import load as load_hypernet
     from agent.models import load_model
     from agent.synth import make_eval_items
@@ -42,46 +50,92 @@ def command(
     for m in modes:
         if m not in MODES:
             fail(f"unknown mode {m!r} (one of {', '.join(MODES)})")
+    baseline_paths = parse_baselines(baseline or [])
     if split not in ("heldout", "train"):
         fail(f"unknown split {split!r} (heldout or train)")
     if not out.parent.is_dir():
         fail(f"cannot write results to {out}: folder {out.parent} does not exist")
+    if bool(judge) != bool(judge_model):
+        fail("--judge and --judge-model go together")
     items = make_eval_items(split=split, subtask=subtask, n=n, seed=seed)
     if max_skills:
-        kept, per = [], {}
-        for it in items:
-            names = per.setdefault(it.skill.subtask, [])
-            if it.skill.name in names or len(names) < max_skills:
-                if it.skill.name not in names:
-                    names.append(it.skill.name)
-                kept.append(it)
-        items = kept
+        items = first_skills(items, max_skills)
+    judge_client = None
+    if judge:
+        from agent.judge import Judge
+
+        judge_client = Judge(judge, judge_model)
+        judge_client.check()  # unreachable: one-line error now, before an hour of generation
     store = Store(db)
     with err_console.status(f"loading {model} ..."):
         loaded = load_model(model)
+    baselines = {label: load_baseline(label, path, loaded) for label, path in baseline_paths.items()}
     handle = load_hypernet(loaded, store, str(hypernet) if hypernet else None)
     if not handle.trained and any(m in ("parametric", "random") for m in modes):
         err_console.print("[yellow]hypernetwork: untrained (no checkpoint yet): parametric = base model[/]")
+    skipped = skipped_counts(items, baselines)
+    for label, count in skipped.items():
+        if count:
+            err_console.print(f"[yellow]baseline {label}: {count} of {len(items)} items skipped "
+                              f"(no adapter for their skill)[/]")
+    modes += list(baselines)
+    total = len(items) * len(modes) - sum(skipped.values())
     from rich.progress import Progress
 
     with Progress(console=err_console, transient=True) as bar:
-        job = bar.add_task("evaluating", total=len(items) * len(modes))
-        results = evaluate(items, loaded, handle, modes, store, max_new_tokens,
+        job = bar.add_task("evaluating", total=total)
+        results = evaluate(items, loaded, handle, modes, store, max_new_tokens, batch_size=batch_size,
+                           baselines=baselines, judge=judge_client,
                            progress=lambda text: bar.update(job, advance=1, description=text[:50]))
     report = EvalReport(new_run_id(), loaded.name, handle.source, handle.trained, split, len(items),
-                        aggregate(results), results)
+                        aggregate(results), results, skipped,
+                        {label: str(b.path) for label, b in baselines.items()}, judge_model)
     record(store, report, handle.checkpoint_id)
     json_path, png_path = write_results(report, out)
     if json:
         emit_json(report.to_dict())
         return
     rows = []
-    for m, per_subtask in report.table.items():
-        for st, metrics in per_subtask.items():
+    for m in mode_order(report.table):
+        for st, metrics in report.table[m].items():
             rows.append({"mode": m, "subtask": st, **metrics})
-    table(rows, ["mode", "subtask", "n", "adherence", "check_score", "token_f1", "bertscore"],
+    columns = ["mode", "subtask", "n", "adherence", "check_score", "token_f1", "bertscore"]
+    table(rows, columns + (["judge", "judge_missing"] if judge_client else []),
           title=f"eval {report.run_id}: {len(items)} tasks, {split} skills")
     console.print(f"wrote {json_path} and {png_path}")
+
+
+def parse_baselines(specs: list[str]) -> dict[str, Path]:
+    """LABEL=PATH options; labels become mode names, so they must be new, distinct and plain."""
+    import re
+
+    from agent.evaluate import MODES
+
+    found: dict[str, Path] = {}
+    for spec in specs:
+        label, sep, path = spec.partition("=")
+        if not sep or not path:
+            fail(f"--baseline {spec!r}: expected LABEL=PATH")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", label):
+            fail(f"--baseline label {label!r}: use letters, digits, '_', '.', '-'")
+        if label in MODES or label in found:
+            fail(f"--baseline label {label!r} is already a mode")
+        if not Path(path).exists():
+            fail(f"--baseline {label}: {path} does not exist")
+        found[label] = Path(path)
+    return found
+
+
+def first_skills(items: list, max_skills: int) -> list:
+    """Items of at most `max_skills` skills per subtask (quick runs)."""
+    kept, per = [], {}
+    for it in items:
+        names = per.setdefault(it.skill.subtask, [])
+        if it.skill.name in names or len(names) < max_skills:
+            if it.skill.name not in names:
+                names.append(it.skill.name)
+            kept.append(it)
+    return kept
 
 
 def forgetting_report(db: str | None, out: Path, as_json: bool) -> None:
