@@ -114,3 +114,98 @@ def list_(db: DbOption = None, json: JsonOption = False) -> None:
             for key in ("val_loss", "train_loss"):
                 r[key] = None if r[key] is None else f"{r[key]:.3f}"
         table(rows, ["id", "name", "stage", "parent_id", "status", "steps", "train_loss", "val_loss", "base_model"])
+
+
+baseline_app = typer.Typer(help="LoRA baselines for the hypernetwork: multi-task LoRA and per-skill oracles.",
+                           no_args_is_help=True)
+app.add_typer(baseline_app, name="baseline")
+
+
+def _lora_options(steps: Optional[int], epochs: Optional[float], default_epochs: float, lr: float, batch_size: int,
+                  max_tokens: int, seed: int, progress: bool, threads: Optional[int]):
+    import torch
+
+    from agent.baselines import LoraOptions
+
+    if steps is not None and epochs is not None:
+        fail("give --steps or --epochs, not both")
+    if threads:
+        torch.set_num_threads(threads)
+    return LoraOptions(steps=steps, epochs=default_epochs if epochs is None else epochs, lr=lr,
+                       batch_size=batch_size, max_tokens=max_tokens, seed=seed, progress=progress)
+
+
+def _load(model: str):
+    from agent.models import load_model
+
+    with err_console.status(f"loading {model} ..."):
+        return load_model(model)
+
+
+def _summary(r: dict) -> str:
+    return (f"{r['steps']} steps, {r['tokens']} tokens in {r['seconds']:.0f} s ({r['tokens_per_s']} tokens/s), "
+            f"loss {r['first_loss']:.3f} -> {r['final_loss']:.3f}")
+
+
+@baseline_app.command("multitask")
+def multitask_command(
+    data: Path = typer.Option(..., "--data", help="Folder of train-stage2.jsonl (all training skills)."),
+    out: Path = typer.Option(..., "--out", help="PEFT adapter folder to write (report.json inside)."),
+    val_data: Optional[Path] = typer.Option(None, "--val-data", help="Folder of heldout-stage2.jsonl: val loss."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Optimizer steps (default: --epochs)."),
+    epochs: Optional[float] = typer.Option(None, "--epochs", min=0.01, help="Passes over the data (default 1)."),
+    lr: float = typer.Option(5e-4, "--lr", help="Peak learning rate (cosine schedule with warm-up)."),
+    batch_size: int = typer.Option(4, "--batch-size", min=1),
+    max_tokens: int = typer.Option(512, "--max-tokens", min=8, help="Truncate samples to this many tokens."),
+    seed: int = typer.Option(0, "--seed"),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar on stderr."),
+    model: ModelOption = DEFAULT_MODEL,
+    json: JsonOption = False,
+) -> None:
+    """One LoRA trained on every training skill's samples, with no skill in context."""
+    from agent.baselines import run_multitask
+
+    opts = _lora_options(steps, epochs, 1.0, lr, batch_size, max_tokens, seed, progress, threads)
+    report = run_multitask(_load(model), data, out, opts, val_data=val_data, overwrite=overwrite)
+    if json:
+        emit_json({k: v for k, v in report.items() if k != "losses"})
+        return
+    val = f", held-out val loss {report['val_loss']:.3f} (base {report['val_loss_base']:.3f})" \
+        if "val_loss" in report else ""
+    console.print(f"multi-task LoRA: {_summary(report)}{val} -> {out}")
+
+
+@baseline_app.command("oracle")
+def oracle_command(
+    data: Path = typer.Option(..., "--data", help="Folder of heldout-stage2.jsonl (else train-stage2.jsonl)."),
+    out: Path = typer.Option(..., "--out", help="Folder for <skill>/ PEFT adapters and report.json."),
+    skill: Optional[List[str]] = typer.Option(None, "--skill", help="Skill to train an oracle for (repeatable)."),
+    all_: bool = typer.Option(False, "--all", help="Every skill of the data file."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Optimizer steps per skill (default: --epochs)."),
+    epochs: Optional[float] = typer.Option(None, "--epochs", min=0.01, help="Passes over a skill's data (default 25)."),
+    lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate (cosine schedule with warm-up)."),
+    batch_size: int = typer.Option(4, "--batch-size", min=1),
+    max_tokens: int = typer.Option(512, "--max-tokens", min=8, help="Truncate samples to this many tokens."),
+    seed: int = typer.Option(0, "--seed"),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing <out>/<skill> folders."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar on stderr."),
+    model: ModelOption = DEFAULT_MODEL,
+    json: JsonOption = False,
+) -> None:
+    """Per-skill "oracle" LoRAs, each fine-tuned on that skill's own samples, timed."""
+    from agent.baselines import run_oracle
+
+    if bool(skill) == all_:
+        fail("name the skills with --skill NAME (repeatable) or pass --all, not both")
+    opts = _lora_options(steps, epochs, 25.0, lr, batch_size, max_tokens, seed, progress, threads)
+    summary = run_oracle(_load(model), data, None if all_ else skill, out, opts, overwrite=overwrite)
+    names = list(dict.fromkeys(skill)) if skill else list(summary.get("skills", {}))
+    if json:
+        emit_json({**summary, "trained": names})
+        return
+    for name in names:
+        r = summary["skills"][name]
+        console.print(f"oracle {name}: {_summary(r)}, {r['seconds_to_adapter']:.1f} s to the adapter -> {out / name}")
