@@ -225,14 +225,9 @@ def _adapter(mode: str, item, loaded: LoadedModel, handle: HypernetHandle | None
     return cache[key]
 
 
-def evaluate(items, loaded: LoadedModel, handle: HypernetHandle | None, modes=MODES, store: Store | None = None,
-             max_new_tokens: int = 200, bertscore: bool = True,
-             progress: Callable[[str], None] | None = None, batch_size: int = 8,
-             baselines: dict[str, Baseline] | None = None, judge=None) -> list[ItemResult]:
-    """Every item under every mode; a baseline mode skips items whose skill it has no adapter for.
-
-    `judge` (agent.judge.Judge) scores each response after generation; its EndpointError propagates.
-    """
+def plan(items, loaded: LoadedModel, handle: HypernetHandle | None, modes=MODES, store: Store | None = None,
+         baselines: dict[str, Baseline] | None = None) -> tuple[list[tuple], list[Request]]:
+    """The (item, mode) pairs to answer and their prompts + adapters; converts each skill once."""
     baselines = baselines or {}
     unknown = [m for m in modes if m not in MODES and m not in baselines]
     if unknown:
@@ -247,6 +242,18 @@ def evaluate(items, loaded: LoadedModel, handle: HypernetHandle | None, modes=MO
                 continue
             jobs.append((item, mode))
             requests.append(Request(_messages(item.task.prompt, item.skill.text if mode == "icl" else None), lora))
+    return jobs, requests
+
+
+def evaluate(items, loaded: LoadedModel, handle: HypernetHandle | None, modes=MODES, store: Store | None = None,
+             max_new_tokens: int = 200, bertscore: bool = True,
+             progress: Callable[[str], None] | None = None, batch_size: int = 8,
+             baselines: dict[str, Baseline] | None = None, judge=None) -> list[ItemResult]:
+    """Every item under every mode; a baseline mode skips items whose skill it has no adapter for.
+
+    `judge` (agent.judge.Judge) scores each response after generation; its EndpointError propagates.
+    """
+    jobs, requests = plan(items, loaded, handle, modes, store, baselines)
     seconds = [0.0] * len(jobs)
 
     def batch_done(rows: list[int], elapsed: float) -> None:
