@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from .config import HypernetError
 from .lora import LoraWeights
-from .merge import merge
+from .merge import check_recompression, merge
 
 UPDATES_KEY = "ema_updates"
 BETA_KEY = "ema_beta"
@@ -25,24 +25,26 @@ class EmaInfo:
         return max(self.rel_errors.values(), default=0.0)
 
 
-def ema_update(persistent: LoraWeights | None, new: LoraWeights, beta: float,
-               max_rank: int = 64) -> tuple[LoraWeights, EmaInfo]:
-    """One EMA step as a weighted rank concatenation recompressed to max_rank.
+def ema_update(persistent: LoraWeights | None, new: LoraWeights, beta: float, max_rank: int = 64,
+               method: str = "auto", seed: int = 0) -> tuple[LoraWeights, EmaInfo]:
+    """One EMA step as a weighted rank concatenation recompressed to max_rank (`method`: see merge.METHODS).
 
     With no persistent adapter yet, the result is `new` itself (recompressed only if above max_rank).
     """
     beta = float(beta)
     if not (math.isfinite(beta) and 0.0 <= beta < 1.0):
         raise HypernetError(f"EMA beta must be in [0, 1), got {beta}")
+    check_recompression(max_rank, method)
     if persistent is None:
         previous = 0
-        out, report = merge([new], [1.0], max_rank=max_rank if new.max_rank > max_rank else None)
+        out, report = merge([new], [1.0], max_rank=max_rank if new.max_rank > max_rank else None,
+                            method=method, seed=seed)
     else:
         try:
             previous = int(persistent.metadata.get(UPDATES_KEY, "1"))  # a plain adapter counts as one
         except ValueError as e:
             raise HypernetError(f"persistent adapter has malformed EMA metadata: {e}") from e
-        out, report = merge([persistent, new], [beta, 1.0 - beta], max_rank=max_rank)
+        out, report = merge([persistent, new], [beta, 1.0 - beta], max_rank=max_rank, method=method, seed=seed)
     metadata = {UPDATES_KEY: str(previous + 1), BETA_KEY: repr(beta)}
     out = out.replace(out.factors, metadata)
     return out, EmaInfo(previous + 1, beta, out.ranks, report.rel_errors)

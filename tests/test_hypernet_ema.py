@@ -66,3 +66,23 @@ def test_beta_outside_unit_interval_is_refused(beta):
     ad = random_lora(TARGETS)
     with pytest.raises(HypernetError, match=r"beta must be in \[0, 1\)"):
         ema_update(ad, ad, beta)
+
+
+def test_randomized_ema_with_sufficient_rank_equals_dense_ema():
+    beta, persistent, dense = 0.7, None, {}
+    for i in range(3):
+        ad = random_lora(TARGETS, rank=2, seed=i)
+        persistent, info = ema_update(persistent, ad, beta, max_rank=8, method="randomized", seed=1)
+        for key in ad.keys:
+            dense[key] = ad.delta(key) if i == 0 else beta * dense[key] + (1 - beta) * ad.delta(key)
+        assert info.max_rel_error < 1e-6
+    for key in dense:
+        assert rel(persistent.delta(key), dense[key]) < 1e-6
+
+
+def test_bad_recompression_method_is_refused():
+    ad = random_lora(TARGETS)
+    with pytest.raises(HypernetError, match="method"):
+        ema_update(ad, ad, 0.5, method="fast")
+    with pytest.raises(HypernetError, match="max_rank"):
+        ema_update(None, ad, 0.5, max_rank=0)

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hypernet import HypernetError, LoraWeights, merge, recompress
-from hypernet.merge import recompress_factors
+from hypernet.merge import choose_method, recompress_factors
 from hypernet_fixtures import random_lora, synthetic_targets
 
 TARGETS = synthetic_targets([(24, 24), (24, 8)], layers=2)
@@ -180,3 +180,95 @@ def test_recompress_factors_batched_matches_single():
         na, nb, err = recompress_factors(a[i:i + 1], b[i:i + 1], 4)[0]
         assert torch.allclose(nb @ na, batched[i][1] @ batched[i][0], atol=1e-12)
         assert err == pytest.approx(batched[i][2])
+
+
+# --- randomized recompression -----------------------------------------------------------------------------
+
+def low_rank_plus_noise(shape, n_noise, seed=0, dtype=torch.float64):
+    """A strong rank-4 adapter plus n_noise weak rank-8 ones: a spectrum with a gap after 4, then a tail."""
+    targets = synthetic_targets([shape], layers=3)
+    signal = random_lora(targets, rank=4, seed=seed, scale=1.0, dtype=dtype)
+    noise = [random_lora(targets, rank=8, seed=seed + 1 + i, scale=0.05, dtype=dtype) for i in range(n_noise)]
+    return [signal, *noise], [1.0] + [0.5] * n_noise
+
+
+# (64, 64) with 3 noise adapters: stacked rank 28, R·(in+out) < in·out, the factored route;
+# (48, 40) with 6: stacked rank 52, the dense-ΔW route.
+@pytest.mark.parametrize("shape, n_noise", [((64, 64), 3), ((48, 40), 6)])
+@pytest.mark.parametrize("max_rank", [4, 6])
+def test_randomized_is_near_optimal_and_reports_its_true_error(shape, n_noise, max_rank):
+    adapters, weights = low_rank_plus_noise(shape, n_noise)
+    merged, report = merge(adapters, weights, max_rank=max_rank, method="randomized", seed=3)
+    for key in merged.keys:
+        dense = dense_sum(adapters, weights, key)
+        s = torch.linalg.svdvals(dense)
+        optimal = math.sqrt(float((s[max_rank:] ** 2).sum() / (s**2).sum()))
+        actual = rel(merged.delta(key), dense)
+        assert merged.ranks[key] == max_rank
+        assert actual <= 1.05 * optimal + 1e-6
+        assert report.rel_errors[key] == pytest.approx(actual, rel=1e-6, abs=1e-9)
+        assert report.methods[key] == "randomized"
+
+
+def test_randomized_is_exact_when_the_stacked_rank_fits():
+    adapters = [random_lora(TARGETS, rank=3, seed=i) for i in range(3)]
+    weights = [1.0, -0.5, 2.0]
+    merged, report = merge(adapters, weights, max_rank=9, method="randomized")
+    for key in merged.keys:
+        assert rel(merged.delta(key), dense_sum(adapters, weights, key)) < 1e-10
+        assert report.rel_errors[key] < 1e-7
+
+
+def test_randomized_float32_error_is_accurate():
+    adapters, weights = low_rank_plus_noise((48, 40), 6, dtype=torch.float32)
+    merged, report = merge(adapters, weights, max_rank=4, method="randomized")
+    for key in merged.keys:
+        dense = sum(w * ad.delta(key).double() for ad, w in zip(adapters, weights))
+        assert merged.factors[key][0].dtype == torch.float32
+        assert report.rel_errors[key] == pytest.approx(rel(merged.delta(key).double(), dense), abs=1e-5)
+
+
+def test_randomized_is_deterministic_for_a_seed():
+    adapters, weights = low_rank_plus_noise((48, 40), 6)
+    first, r1 = merge(adapters, weights, max_rank=5, method="randomized", seed=7)
+    again, r2 = merge(adapters, weights, max_rank=5, method="randomized", seed=7)
+    other, _ = merge(adapters, weights, max_rank=5, method="randomized", seed=8)
+    assert first.sha256 == again.sha256 and r1.rel_errors == r2.rel_errors
+    assert first.sha256 != other.sha256  # another test matrix: other rounding, same subspace up to the tail
+
+
+def test_auto_uses_randomized_only_for_wide_cores():
+    assert choose_method("auto", 800, 576, 576, 64) == "randomized"  # 100 adapters of rank 8
+    assert choose_method("auto", 72, 576, 576, 64) == "exact"  # an EMA step: rank 64 + 8
+    assert choose_method("auto", 800, 576, 100, 64) == "exact"  # the core is only 100 wide
+    assert choose_method("exact", 800, 576, 576, 64) == "exact"
+    assert choose_method("auto", 200, 576, 576, 4) == "randomized"
+    assert choose_method("auto", 100, 576, 576, 4) == "exact"  # small cores: exact costs nothing
+    adapters, weights = low_rank_plus_noise((48, 40), 6)
+    _, report = merge(adapters, weights, max_rank=4)
+    assert set(report.methods.values()) == {"exact"}
+
+
+def test_recompress_methods_agree_where_both_are_exact():
+    ad = random_lora(TARGETS, rank=5)
+    exact, e1 = recompress(ad, max_rank=8, method="exact")
+    rand, e2 = recompress(ad, max_rank=8, method="randomized")
+    for key in ad.keys:
+        assert rel(rand.delta(key), exact.delta(key)) < 1e-10
+        assert e1[key] < 1e-7 and e2[key] < 1e-7
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(max_rank=4, method="svd"), "method must be one of"),
+    (dict(max_rank=0, method="randomized"), "max_rank"),
+    (dict(max_rank=2.5), "max_rank"),
+])
+def test_bad_recompression_arguments_are_refused(kwargs, match):
+    ads = [random_lora(TARGETS, seed=i) for i in range(2)]
+    with pytest.raises(HypernetError, match=match):
+        merge(ads, [1.0, 1.0], **kwargs)
+    with pytest.raises(HypernetError, match=match):
+        recompress(ads[0], **kwargs)
+    a, b = torch.randn(1, 4, 6, dtype=torch.float64), torch.randn(1, 5, 4, dtype=torch.float64)
+    with pytest.raises(HypernetError, match=match):
+        recompress_factors(a, b, **kwargs)

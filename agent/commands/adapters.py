@@ -148,22 +148,29 @@ def import_(folder: Path = typer.Argument(..., help="A PEFT LoRA folder."),
 def merge(
     ids: List[int] = typer.Argument(..., help="Adapter ids to merge."),
     weight: List[float] = typer.Option(None, "--weight", "-w", help="One weight per adapter (default: equal)."),
-    max_rank: int = typer.Option(None, min=1, help="Recompress to at most this rank (optimal truncation)."),
+    max_rank: int = typer.Option(None, min=1, help="Recompress to at most this rank."),
+    method: str = typer.Option("auto", help="Recompression: exact (optimal truncation), randomized (fast for "
+                               "many adapters, near-optimal) or auto (randomized only where it pays)."),
     db: DbOption = None,
     json: JsonOption = False,
 ) -> None:
     """Merge adapters exactly by rank concatenation: ΔW = Σ wᵢ Bᵢ Aᵢ (optionally recompressed)."""
     from agent.conversion import load_lora, store_lora
+    from hypernet.merge import METHODS
     from hypernet.merge import merge as merge_loras
 
     weights = list(weight) if weight else [1.0 / len(ids)] * len(ids)
     if len(weights) != len(ids):
         fail(f"{len(ids)} adapters but {len(weights)} weights")
+    if method not in METHODS:
+        fail(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
     store = Store(db)
-    merged, report = merge_loras([load_lora(store, i) for i in ids], weights, max_rank=max_rank)
+    merged, report = merge_loras([load_lora(store, i) for i in ids], weights, max_rank=max_rank, method=method)
+    methods = sorted(set(report.methods.values()))  # what "auto" chose; empty without --max-rank
     aid = store_lora(store, merged, "merge", meta={"inputs": list(ids), "weights": weights, "max_rank": max_rank,
-                                                   "max_rel_error": report.max_rel_error})
-    data = {"adapter_id": aid, "rank": merged.max_rank, "max_rel_truncation_error": report.max_rel_error}
+                                                   "method": methods, "max_rel_error": report.max_rel_error})
+    data = {"adapter_id": aid, "rank": merged.max_rank, "max_rel_truncation_error": report.max_rel_error,
+            "method": methods}
     emit_json(data) if json else console.print(
         f"merged {list(ids)} -> adapter {aid}: rank {data['rank']}, truncation error {report.max_rel_error:.3g}")
 
