@@ -184,9 +184,10 @@ def oracle_command(
     skill: Optional[List[str]] = typer.Option(None, "--skill", help="Skill to train an oracle for (repeatable)."),
     all_: bool = typer.Option(False, "--all", help="Every skill of the data file."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Optimizer steps per skill (default: --epochs)."),
-    epochs: Optional[float] = typer.Option(None, "--epochs", min=0.01, help="Passes over a skill's data (default 25)."),
-    lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate (cosine schedule with warm-up)."),
-    batch_size: int = typer.Option(4, "--batch-size", min=1),
+    epochs: Optional[float] = typer.Option(None, "--epochs", min=0.01, help="Passes over a skill's data (default 6)."),
+    lr: float = typer.Option(2e-3, "--lr", help="Peak learning rate (cosine schedule with warm-up)."),
+    # 2 rows a batch: a skill's short QA rows and long task rows pair up by length instead of padding
+    batch_size: int = typer.Option(2, "--batch-size", min=1),
     max_tokens: int = typer.Option(512, "--max-tokens", min=8, help="Truncate samples to this many tokens."),
     seed: int = typer.Option(0, "--seed"),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch."),
@@ -200,7 +201,7 @@ def oracle_command(
 
     if bool(skill) == all_:
         fail("name the skills with --skill NAME (repeatable) or pass --all, not both")
-    opts = _lora_options(steps, epochs, 25.0, lr, batch_size, max_tokens, seed, progress, threads)
+    opts = _lora_options(steps, epochs, 6.0, lr, batch_size, max_tokens, seed, progress, threads)
     summary = run_oracle(_load(model), data, None if all_ else skill, out, opts, overwrite=overwrite)
     names = list(dict.fromkeys(skill)) if skill else list(summary.get("skills", {}))
     if json:
