@@ -1,0 +1,101 @@
+"""`agent eval --judge URL --judge-model NAME` against a local fake OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from agent.judge import parse_score
+from memory.db import Store
+from memory.models import EvalResult
+from tests.test_eval_baselines import one_line_error
+from tests.tiny import tiny_model_dir
+
+
+@pytest.mark.parametrize("reply, score", [
+    ("Score: 7", 7.0), ("score = 8/10", 8.0), ("The response follows step 2.\n**Score:** 9", 9.0), ("6", 6.0),
+    ("7/10", 7.0), ("Score: 11", None), ("Score: 0", None), ("I cannot grade this.", None), ("", None),
+])
+def test_parse_score(reply, score):
+    assert parse_score(reply) == score
+
+
+class FakeJudge:
+    """Answers the reachability probe, then alternates a score and an unparseable reply."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict] = []
+        judge = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                judge.requests.append(body | {"path": self.path})
+                graded = [r for r in judge.requests if r["messages"][0]["role"] == "system"]
+                text = "Score: 10" if not graded else ("Score: 8" if len(graded) % 2 else "no idea, sorry")
+                data = json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def fake_judge():
+    judge = FakeJudge()
+    yield judge
+    judge.server.shutdown()
+    judge.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return tiny_model_dir(tmp_path_factory)
+
+
+def run_eval(cli, tiny, tmp_path, *args):
+    return cli("eval", "--model", tiny, "--db", f"sqlite:///{tmp_path / 's.db'}", "--subtask", "code-review",
+               "--max-skills", "2", "--max-new-tokens", "8", "--mode", "none", "--mode", "icl",
+               "--out", str(tmp_path / "res"), *args)
+
+
+def test_judge_scores_each_answer_and_counts_unparseable_replies(cli, tiny, tmp_path, fake_judge, one_thread):
+    r = run_eval(cli, tiny, tmp_path, "--judge", fake_judge.url, "--judge-model", "grader-1", "--json")
+    assert r.code == 0, r.err
+    table = json.loads(r.out)["table"]
+    graded = [q for q in fake_judge.requests if q["messages"][0]["role"] == "system"]
+    assert len(graded) == 4  # 2 items × 2 modes
+    assert all(q["model"] == "grader-1" and q["path"] == "/v1/chat/completions" for q in fake_judge.requests)
+    assert "## Reference answer" in graded[0]["messages"][1]["content"]
+    overall = [table[m]["overall"] for m in ("none", "icl")]
+    assert sum(o["judge_n"] for o in overall) == 2 and sum(o["judge_missing"] for o in overall) == 2
+    assert {o["judge"] for o in overall if o["judge_n"]} == {8.0}
+    items = json.loads((tmp_path / "res" / "eval_heldout.json").read_text())["items"]
+    assert sorted((str(it["judge"]), it["judge_missing"]) for it in items) == [
+        ("8.0", False), ("8.0", False), ("None", True), ("None", True)]
+    with Store(f"sqlite:///{tmp_path / 's.db'}").session() as s:
+        rows = s.query(EvalResult).filter_by(metric="judge", subtask="overall").all()
+        assert rows and all(row.value == 8.0 and row.details["judge_model"] == "grader-1" for row in rows)
+
+
+def test_unreachable_judge_is_a_one_line_error_and_writes_nothing(cli, tiny, tmp_path):
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = run_eval(cli, tiny, tmp_path, "--judge", f"http://127.0.0.1:{port}/v1", "--judge-model", "grader-1")
+    assert r.code == 2 and one_line_error(r.err, "unreachable"), r.err
+    assert not (tmp_path / "res").exists() and not (tmp_path / "s.db").exists()
+    r = run_eval(cli, tiny, tmp_path, "--judge", f"http://127.0.0.1:{port}/v1")
+    assert r.code == 2 and one_line_error(r.err, "--judge and --judge-model go together"), r.err
