@@ -8,7 +8,11 @@ default config (timings do not depend on training) and a random rank-8 q/v adapt
 - decode tokens/s: base model, adapter merged into the weights, adapter as forward hooks;
 - time to first token for a task prompt: skill as a LoRA (merged) vs the skill in the system prompt (ICL).
 
-    python bench/bench_hypernet_latency.py [--quick] [--model-dir DIR] [--save-model-dir DIR]
+    python bench/bench_hypernet_latency.py [--quick] [--threads N] [--lengths 200 1000 4000] [--note TEXT]
+                                           [--model-dir DIR] [--save-model-dir DIR]
+
+Ratios (base vs merged vs hooks decode, LoRA vs ICL time to first token, encode vs one prefill) are
+measured side by side in one run, so they hold on a shared machine; absolute times follow its load.
 
 The model comes from --model-dir (a float32 safetensors folder), else from the project's loader
 `agent.models.load_model` (which caches the dequantised GGUF), else straight from the GGUF file of
@@ -93,17 +97,30 @@ def random_lora(hn: Hypernetwork, seed: int = 0) -> LoraWeights:
     return LoraWeights(MODEL_ID, hn.targets, factors)
 
 
+@torch.no_grad()
+def prefill_ms(model, tok, text: str) -> float:
+    """One forward pass over the skill text as a prompt (up to the encoder's chunk length): encode's yardstick."""
+    ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"][:1024]])
+    t0 = time.perf_counter()
+    model(ids, use_cache=True)
+    return 1e3 * (time.perf_counter() - t0)
+
+
 def bench_convert(hn, model, tok, lengths, repeats) -> list[dict]:
     rows = []
     for n in lengths:
         text = skill_text(tok, n)
-        runs = [convert(hn, model, tok, text)[1] for _ in range(repeats)]
+        runs, prefills = [], []
+        for _ in range(repeats):  # interleaved with a prefill of the same text, under the same load
+            runs.append(convert(hn, model, tok, text)[1])
+            prefills.append(prefill_ms(model, tok, text))
         row = {"skill_tokens": runs[0].n_tokens, "chunks": runs[0].n_chunks,
                "encode_ms_median": statistics.median(r.encode_ms for r in runs),
                "encode_ms_min": min(r.encode_ms for r in runs),
                "generate_ms_median": statistics.median(r.generate_ms for r in runs),
                "generate_ms_min": min(r.generate_ms for r in runs),
-               "tokenize_ms_median": statistics.median(r.tokenize_ms for r in runs)}
+               "tokenize_ms_median": statistics.median(r.tokenize_ms for r in runs),
+               "prefill_ms_median": statistics.median(prefills), "prefill_ms_min": min(prefills)}
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows
@@ -142,6 +159,18 @@ def decode_tps(model, tok, new_tokens: int, repeats: int) -> float:
     return best
 
 
+def decode_side_by_side(model, tok, lora, new_tokens: int, repeats: int) -> dict:
+    """Best tokens/s of base, merged and hooks, the three interleaved round by round (same load for each)."""
+    best = {"base_tps": 0.0, "merged_tps": 0.0, "hooks_tps": 0.0}
+    for _ in range(repeats):
+        best["base_tps"] = max(best["base_tps"], decode_tps(model, tok, new_tokens, 1))
+        with apply_lora(model, lora, mode="merge"):
+            best["merged_tps"] = max(best["merged_tps"], decode_tps(model, tok, new_tokens, 1))
+        with apply_lora(model, lora, mode="hooks"):
+            best["hooks_tps"] = max(best["hooks_tps"], decode_tps(model, tok, new_tokens, 1))
+    return best
+
+
 @torch.no_grad()
 def ttft_ms(model, ids: torch.Tensor, repeats: int) -> dict:
     model(ids[:, :8])  # warm up
@@ -158,7 +187,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer repeats and decode tokens")
     ap.add_argument("--model-dir", help="a saved safetensors copy of the embedded model")
     ap.add_argument("--save-model-dir", help="after loading the GGUF, save the float32 model here")
+    ap.add_argument("--threads", type=int, help="torch threads (torch.set_num_threads); default: torch's own")
+    ap.add_argument("--lengths", type=int, nargs="+", default=[200, 1000, 4000], help="skill lengths in tokens")
+    ap.add_argument("--note", default="", help="machine conditions, stored in the JSON")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     repeats = 3 if args.quick else 5
     new_tokens = 24 if args.quick else 64
 
@@ -168,23 +202,21 @@ def main() -> None:
     hn = Hypernetwork.for_model(model, HypernetConfig(), MODEL_ID).eval()
     n_params = sum(p.numel() for p in hn.parameters())
 
-    conversion = bench_convert(hn, model, tok, [200, 1000, 4000], 1 if args.quick else 3)
+    conversion = bench_convert(hn, model, tok, args.lengths, 1 if args.quick else 3)
     generator_only = bench_generator_only(hn, model, tok, 10 if args.quick else 30)
     print("generator only", json.dumps(generator_only), flush=True)
 
     lora = random_lora(hn)
-    decode = {"new_tokens": new_tokens, "base_tps": decode_tps(model, tok, new_tokens, repeats)}
-    with apply_lora(model, lora, mode="merge"):
-        decode["merged_tps"] = decode_tps(model, tok, new_tokens, repeats)
-    with apply_lora(model, lora, mode="hooks"):
-        decode["hooks_tps"] = decode_tps(model, tok, new_tokens, repeats)
+    decode = {"new_tokens": new_tokens, **decode_side_by_side(model, tok, lora, new_tokens, repeats)}
+    decode["merged_over_base"] = decode["merged_tps"] / decode["base_tps"]
+    decode["hooks_over_base"] = decode["hooks_tps"] / decode["base_tps"]
     print("decode", json.dumps(decode), flush=True)
 
     ttft = []
     task_ids = chat_ids(tok, None)
     with apply_lora(model, lora, mode="merge"):
         lora_ms = ttft_ms(model, task_ids, repeats)
-    for n in (200, 1000):
+    for n in [n for n in args.lengths if n <= 1000]:
         text = skill_text(tok, n)
         icl_ids = chat_ids(tok, text)
         _, timing = convert(hn, model, tok, text)
@@ -197,7 +229,8 @@ def main() -> None:
         print("ttft", json.dumps(row), flush=True)
 
     out = {"bench": "hypernet_latency", "machine": machine_info(), "load_avg_1m_at_start": load_at_start,
-           "quick": args.quick, "model": MODEL_ID,
+           "load_avg_at_end": os.getloadavg(), "note": args.note, "torch_threads": torch.get_num_threads(),
+           "quick": args.quick, "lengths": args.lengths, "model": MODEL_ID,
            "model_load_s": load_s, "hypernet_config": hn.config.to_dict(), "hypernet_params": n_params,
            "conversion": conversion, "generator_only": generator_only, "decode": decode, "ttft": ttft}
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -1,12 +1,12 @@
 """Merge + recompress k random adapters shaped like the embedded model's (SmolLM2-135M) LoRA targets.
 
 30 layers, q_proj 576→576 and v_proj 576→192, rank 8 each, merged with random weights and recompressed
-to rank ≤ 64. Reports time (median of repeats) and the bytes of the tensors the merge works on
-(stacked factors, QR factors, core and its SVD, all targets of one module type at once), vs k.
-The sweep runs with torch's default thread count and with one thread: MKL's LAPACK calls are
-erratic when their threads compete with other processes for the cores.
+to rank ≤ 64 by the exact (QR + SVD) and the randomized method side by side, interleaved at every k:
+time (median and min of repeats), relative truncation error (max and mean over targets), the peak
+resident memory above the baseline while merging (sampled), and the bytes of the exact path's tensors
+(computed). The sweep runs with torch's default thread count and with one thread, or with --threads.
 
-    python bench/bench_hypernet_merge.py [--quick]
+    python bench/bench_hypernet_merge.py [--quick] [--threads N] [--note "beside a 1-thread training job"]
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import json
 import os
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.machine import machine_info  # noqa: E402
 from hypernet import LoraWeights, Target, ema_update, merge  # noqa: E402
+from hypernet.merge import OVERSAMPLE, POWER_ITERS, choose_method  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LAYERS, HIDDEN, KV_OUT, RANK, MAX_RANK = 30, 576, 192, 8, 64
@@ -44,7 +46,7 @@ def random_adapter(seed: int) -> LoraWeights:
 
 
 def working_bytes(k: int, itemsize: int = 4) -> int:
-    """Tensors alive during one module type's batched recompression (the larger of the two), plus inputs."""
+    """Exact path: tensors alive during one module type's batched recompression (the larger of the two), plus inputs."""
     total_rank = k * RANK
     per_type = []
     for fin, fout in SHAPES.values():
@@ -71,27 +73,58 @@ def dense_merge_ms(adapters: list[LoraWeights], weights: list[float]) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer k values and repeats")
+    ap.add_argument("--threads", type=int, help="torch threads (default: the default count, then 1)")
+    ap.add_argument("--note", default="", help="machine conditions, stored in the JSON")
     args = ap.parse_args()
     ks = [1, 2, 4, 8, 16, 32, 64, 100] if args.quick else [1, 2, 4, 8, 16, 32, 64, 100, 128, 256]
     repeats = 2 if args.quick else 3
     pool = [random_adapter(s) for s in range(max(ks))]
     default_threads = torch.get_num_threads()
+    thread_counts = [args.threads] if args.threads else sorted({default_threads, 1}, reverse=True)
     sweeps, ema = {}, {}
-    for threads in sorted({default_threads, 1}, reverse=True):
+    load_at_start = os.getloadavg()
+    for threads in thread_counts:
         torch.set_num_threads(threads)
         sweeps[str(threads)] = sweep(pool, ks, repeats)
-        ema[str(threads)] = ema_step_ms(pool, 5)
+        ema[str(threads)] = {m: ema_step_ms(pool, 5, m) for m in ("exact", "randomized")}
         print("ema step", threads, json.dumps(ema[str(threads)]), flush=True)
     torch.set_num_threads(default_threads)
     shapes = {"layers": LAYERS, **{m: list(s) for m, s in SHAPES.items()}, "rank": RANK, "max_rank": MAX_RANK}
-    out = {"bench": "hypernet_merge", "machine": machine_info(), "quick": args.quick, "shapes": shapes,
+    out = {"bench": "hypernet_merge", "machine": machine_info(), "note": args.note,
+           "load_avg_at_start": load_at_start, "load_avg_at_end": os.getloadavg(), "quick": args.quick,
+           "shapes": shapes, "randomized": {"oversample": OVERSAMPLE, "power_iters": POWER_ITERS, "seed": 0},
            "rows_by_threads": sweeps, "ema_step_by_threads": ema}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "hypernet_merge.json").write_text(json.dumps(out, indent=2) + "\n")
     plot(sweeps, RESULTS / "hypernet_merge.png")
 
 
-def ema_step_ms(pool: list[LoraWeights], repeats: int) -> dict:
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss_delta(fn) -> tuple[object, int]:
+    """fn() and the peak resident memory above the level before it, sampled every ~1 ms from a thread
+    (torch releases the GIL in its kernels; large tensors are mmapped, so freeing them lowers RSS)."""
+    base, peak, done = rss_bytes(), [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_bytes())
+            time.sleep(0.001)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    try:
+        result = fn()
+    finally:
+        done.set()
+        t.join()
+    return result, max(peak[0], rss_bytes()) - base
+
+
+def ema_step_ms(pool: list[LoraWeights], repeats: int, method: str) -> dict:
     """The frequent operation: fold one new rank-8 adapter into a rank-64 persistent EMA adapter."""
     persistent = None
     for ad in pool[:9]:
@@ -99,30 +132,44 @@ def ema_step_ms(pool: list[LoraWeights], repeats: int) -> dict:
     times = []
     for i in range(repeats):
         t0 = time.perf_counter()
-        ema_update(persistent, pool[9 + i % 8], 0.9, max_rank=MAX_RANK)
+        _, info = ema_update(persistent, pool[9 + i % 8], 0.9, max_rank=MAX_RANK, method=method)
         times.append(1e3 * (time.perf_counter() - t0))
-    return {"persistent_rank": persistent.max_rank, "ms_median": statistics.median(times), "ms_min": min(times)}
+    return {"persistent_rank": persistent.max_rank, "ms_median": statistics.median(times), "ms_min": min(times),
+            "max_rel_truncation_error": info.max_rel_error}
+
+
+def measure(pool: list[LoraWeights], weights: list[float], method: str) -> dict:
+    t0 = time.perf_counter()
+    (merged, report), peak = peak_rss_delta(lambda: merge(pool, weights, max_rank=MAX_RANK, method=method))
+    errors = list(report.rel_errors.values())
+    return {"ms": 1e3 * (time.perf_counter() - t0), "peak_rss_delta_bytes": peak, "final_max_rank": merged.max_rank,
+            "max_rel_truncation_error": max(errors), "mean_rel_truncation_error": statistics.mean(errors),
+            "used": sorted(set(report.methods.values()))}
 
 
 def sweep(pool: list[LoraWeights], ks: list[int], repeats: int) -> list[dict]:
     g = torch.Generator().manual_seed(1)
     rows = []
     for k in (8, 100):  # warm up LAPACK for both regimes (first calls of a shape are slow)
-        merge(pool[:min(k, len(pool))], [1.0] * min(k, len(pool)), max_rank=MAX_RANK)
+        for method in ("exact", "randomized"):
+            merge(pool[:min(k, len(pool))], [1.0] * min(k, len(pool)), max_rank=MAX_RANK, method=method)
     for k in ks:
         weights = (torch.rand(k, generator=g) + 0.1).tolist()
-        times, report = [], None
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            merged, report = merge(pool[:k], weights, max_rank=MAX_RANK)
-            times.append(1e3 * (time.perf_counter() - t0))
-        row = {"k": k, "stacked_rank": k * RANK, "final_max_rank": merged.max_rank,
-               "merge_ms_median": statistics.median(times), "merge_ms_min": min(times),
-               "working_bytes": working_bytes(k), "max_rel_truncation_error": report.max_rel_error,
-               "load_avg_1m": os.getloadavg()[0]}  # the machine is shared: read times with this in mind
+        runs: dict[str, list[dict]] = {"exact": [], "randomized": []}
+        for _ in range(repeats):  # interleaved, so both methods see the same machine load
+            for method in runs:
+                runs[method].append(measure(pool[:k], weights, method))
+        auto = {m: choose_method("auto", k * RANK, fin, fout, MAX_RANK) for m, (fin, fout) in SHAPES.items()}
+        row = {"k": k, "stacked_rank": k * RANK, "auto_picks": auto, "working_bytes_exact": working_bytes(k),
+               "load_avg_1m": os.getloadavg()[0], "threads": torch.get_num_threads()}
+        for method, rs in runs.items():
+            times = [r["ms"] for r in rs]
+            row[method] = {"ms_median": statistics.median(times), "ms_min": min(times),
+                           "peak_rss_delta_bytes": max(r["peak_rss_delta_bytes"] for r in rs),
+                           **{key: rs[0][key] for key in ("final_max_rank", "max_rel_truncation_error",
+                                                           "mean_rel_truncation_error", "used")}}
         if k in (8, 32, 100):
             row["dense_svd_baseline_ms"] = dense_merge_ms(pool[:k], weights)
-        row["threads"] = torch.get_num_threads()
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows
@@ -132,19 +179,28 @@ def plot(sweeps: dict[str, list[dict]], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 4))
     for threads, rows in sweeps.items():
         ks = [r["k"] for r in rows]
-        ax1.plot(ks, [r["merge_ms_median"] for r in rows], "o-", label=f"concat + QR/SVD, {threads} thread(s)")
+        for method, style in (("exact", "o-"), ("randomized", "^-")):
+            ax1.plot(ks, [r[method]["ms_median"] for r in rows], style, label=f"{method}, {threads} thread(s)")
+            ax2.plot(ks, [r[method]["max_rel_truncation_error"] for r in rows], style,
+                     label=f"{method}, {threads} thread(s)")
+            ax3.plot(ks, [r[method]["peak_rss_delta_bytes"] / 2**20 for r in rows], style,
+                     label=f"{method} (measured), {threads} thread(s)")
         dense = [(r["k"], r["dense_svd_baseline_ms"]) for r in rows if "dense_svd_baseline_ms" in r]
         if dense:
             ax1.plot(*zip(*dense), "s--", label=f"dense ΔW + full SVD, {threads} thread(s)")
     ax1.axhline(100, color="grey", lw=0.8, ls=":", label="100 ms target")
     ax1.set(xscale="log", yscale="log", xlabel="adapters merged (k)", ylabel="ms",
             title=f"merge to rank ≤ {MAX_RANK}, 60 targets")
-    ax1.legend(fontsize=8)
-    ax2.plot(ks, [r["working_bytes"] / 2**20 for r in rows], "o-")  # same for every thread count
-    ax2.set(xscale="log", xlabel="adapters merged (k)", ylabel="MiB", title="working tensors (computed bytes)")
+    ax1.legend(fontsize=7)
+    ax2.set(xscale="log", xlabel="adapters merged (k)", ylabel="max relative error",
+            title="truncation error (worst target)")
+    ax2.legend(fontsize=7)
+    ax3.plot(ks, [r["working_bytes_exact"] / 2**20 for r in rows], "k:", label="exact path (computed)")
+    ax3.set(xscale="log", xlabel="adapters merged (k)", ylabel="MiB", title="peak memory above baseline")
+    ax3.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
