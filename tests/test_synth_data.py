@@ -108,7 +108,7 @@ def test_bad_input_raises_clear_errors(small_lib, tmp_path):
     with pytest.raises(sy.SynthError, match="unknown split"):
         sy.synth(small_lib, (1,), 1, 0, tmp_path / "a", "test")
     with pytest.raises(sy.SynthError, match="stages"):
-        sy.synth(small_lib, (3,), 1, 0, tmp_path / "a", "train")
+        sy.synth(small_lib, (4,), 1, 0, tmp_path / "a", "train")
     with pytest.raises(sy.SynthError, match="n_per_skill"):
         sy.synth(small_lib, (1,), 0, 0, tmp_path / "a", "train")
     empty = tmp_path / "empty"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import typer
 
@@ -13,26 +13,60 @@ from agent.output import console, emit_json, fail, table
 app = typer.Typer(help="Synthesize skill-exploitation training data.", no_args_is_help=True)
 
 
+def parse_stages(values: list[str]) -> tuple[int, ...]:
+    """`--stage 1 --stage 3`, `--stage 2,3` or `--stage all` -> (1, 3), (2, 3), (1, 2, 3)."""
+    stages: set[int] = set()
+    for value in values:
+        for part in value.split(","):
+            part = part.strip().lower()
+            if part == "all":
+                stages |= {1, 2, 3}
+            elif part in ("1", "2", "3"):
+                stages.add(int(part))
+            else:
+                fail(f"unknown stage {part!r}: use 1, 2, 3 or all")
+    return tuple(sorted(stages))
+
+
 @app.command()
 def synth(
     out: Path = typer.Option(..., "--out", help="Folder to write (created; refused if it exists unless --overwrite)."),
-    stage: List[int] = typer.Option([1, 2], "--stage", help="1 (self-supervised) and/or 2 (single-turn); repeatable."),
-    n: int = typer.Option(4, "--n", min=1, help="Samples of each type per skill."),
+    stage: List[str] = typer.Option(["all"], "--stage",
+                                    help="1 (self-supervised), 2 (single-turn), 3 (multi-turn, sandbox-verified) "
+                                         "or all; repeatable."),
+    n: int = typer.Option(4, "--n", min=1, help="Samples of each type per skill (stage 3: trajectories per bug skill)."),
     split: str = typer.Option("train", help="train (for training) or heldout (validation material)."),
     seed: int = typer.Option(0, help="Seed: the same seed writes byte-identical files."),
     library: Path = typer.Option(None, help="Skill library folder (default: the shipped seed library)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
+    teacher: Optional[str] = typer.Option(None, "--teacher", metavar="URL",
+                                          help="OpenAI-compatible endpoint that rewrites task references "
+                                               "(kept only where the skill's checker accepts them)."),
+    teacher_model: Optional[str] = typer.Option(None, "--teacher-model", metavar="NAME",
+                                                help="Model name to ask the --teacher endpoint for."),
     json: JsonOption = False,
 ) -> None:
     """Write {split}-stage{N}.jsonl files and manifest.json (counts, discards, seed) to --out."""
     from agent.synth import synth as run_synth
+    from agent.teacher import Teacher
 
+    stages = parse_stages(stage)
+    if (teacher is None) != (teacher_model is None):
+        fail("--teacher and --teacher-model go together: give both or neither")
     if not out.parent.is_dir():
         fail(f"cannot write to {out}: folder {out.parent} does not exist")
+    chosen = Teacher(teacher, teacher_model) if teacher else None
     with console.status("synthesizing ..."):
-        result = run_synth(library, stages=stage, n_per_skill=n, seed=seed, out_dir=out, split=split,
-                           overwrite=overwrite)
+        result = run_synth(library, stages=stages, n_per_skill=n, seed=seed, out_dir=out, split=split,
+                           overwrite=overwrite, teacher=chosen)
     if json:
         emit_json({"out_dir": str(result.out_dir), "files": result.files, "manifest": result.manifest})
         return
     table([{"file": f, "samples": c} for f, c in result.files.items()], ["file", "samples"], title=str(out))
+    if "stage3" in result.manifest:
+        s3 = result.manifest["stage3"]
+        console.print(f"stage 3: {s3['kept']} verified of {s3['trajectories_run']} trajectories run; "
+                      f"discarded: {s3['unverified'] or 'none'}")
+    if "teacher" in result.manifest:
+        t = result.manifest["teacher"]
+        console.print(f"teacher {t['model']}: {t['kept']} rewrites kept, {t['rejected']} rejected")
