@@ -102,7 +102,8 @@ def tokenize_samples(loaded: LoadedModel, samples: Sequence[Sample], max_tokens:
 
 
 # --- the LoRA --------------------------------------------------------------------------------------
-def init_factors(targets: Sequence[Target], rank: int, seed: int, device: torch.device) -> dict[str, tuple[nn.Parameter, nn.Parameter]]:
+def init_factors(targets: Sequence[Target], rank: int, seed: int,
+                 device: torch.device) -> dict[str, tuple[nn.Parameter, nn.Parameter]]:
     """PEFT's default init: A ~ U(±1/√in) (kaiming_uniform with a=√5), B = 0, so training starts at the base."""
     g = torch.Generator().manual_seed(seed)
     params = {}
@@ -244,7 +245,9 @@ def _umask_modes(folder: Path) -> None:
 def _options_dict(opts: LoraOptions, cfg: TrainConfig, shape: HypernetConfig) -> dict[str, Any]:
     return {**{k: v for k, v in asdict(opts).items() if k != "progress"}, "steps": cfg.steps,
             "warmup": cfg.warmup, "min_lr": cfg.min_lr, "weight_decay": cfg.weight_decay, "grad_clip": cfg.grad_clip,
-            "rank": shape.rank, "alpha": shape.alpha, "target_modules": list(shape.target_modules)}
+            "rank": shape.rank, "alpha": shape.alpha, "target_modules": list(shape.target_modules),
+            # wall times mean little without the machine's load (shared CPUs)
+            "threads": torch.get_num_threads(), "load_avg_1m": round(os.getloadavg()[0], 2)}
 
 
 # --- the two baselines -----------------------------------------------------------------------------
