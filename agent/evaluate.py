@@ -124,8 +124,9 @@ def load_baseline(label: str, path: Path, loaded: LoadedModel) -> Baseline:
         return Baseline(label, path, shared=_import_checked(path, loaded, label))
     if not path.is_dir():
         raise HypernetError(f"baseline {label}: {path} is not a folder")
-    per_skill = {sub.name: _import_checked(sub, loaded, label)
-                 for sub in sorted(path.iterdir()) if (sub / CONFIG_NAME).is_file()}
+    # hidden folders are a trainer's staging folders, not skills
+    per_skill = {sub.name: _import_checked(sub, loaded, label) for sub in sorted(path.iterdir())
+                 if not sub.name.startswith(".") and (sub / CONFIG_NAME).is_file()}
     if not per_skill:
         raise HypernetError(f"baseline {label}: {path} is neither a PEFT adapter folder nor a folder of them")
     return Baseline(label, path, per_skill=per_skill)

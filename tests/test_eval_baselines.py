@@ -46,6 +46,7 @@ def test_single_folder_applies_to_every_skill_and_per_skill_folders_skip_the_res
     (tmp_path / "oracle").mkdir()
     mine = peft_folder(loaded, tmp_path / "oracle" / items[0].skill.name, seed=1)
     (tmp_path / "oracle" / "notes").mkdir()  # not an adapter: ignored
+    peft_folder(loaded, tmp_path / "oracle" / ".x.tmp-1", seed=2)  # a trainer's staging folder: ignored
     multi, oracle = load_baseline("mt", tmp_path / "multi", loaded), load_baseline("orc", tmp_path / "oracle", loaded)
     assert multi.shared is not None and set(oracle.per_skill) == {items[0].skill.name}
     assert torch.allclose(multi.lora_for("anything").delta(shared.keys[0]), shared.delta(shared.keys[0]))
