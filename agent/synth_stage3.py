@@ -21,7 +21,6 @@ from __future__ import annotations
 import random
 import re
 import tempfile
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -303,7 +302,3 @@ def replay(sample: dict[str, Any]) -> Replay:
         final = env.tools.run_tests()
     return Replay(not mismatches, before.exit_code not in (0, None), final.exit_code == 0
                   and last_test is not None and last_test.exit_code == 0, mismatches)
-
-
-def count(outcomes: list[Outcome]) -> Counter:
-    return Counter(o.reason for o in outcomes if o.reason)
