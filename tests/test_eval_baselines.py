@@ -120,7 +120,8 @@ def test_cli_reports_baselines_as_modes(cli, loaded, items, tmp_path):
 @pytest.mark.parametrize("spec, message", [
     ("multitask", "expected LABEL=PATH"),
     ("icl={multi}", "already a mode"),
-    ("bad label={multi}", "use letters"),
+    ("bad label={multi}", "use up to 16 letters"),
+    ("a-very-long-baseline-label={multi}", "use up to 16 letters"),
     ("mt={tmp}/missing", "does not exist"),
     ("mt={other}", "trained on base model"),
 ])

@@ -116,8 +116,8 @@ def parse_baselines(specs: list[str]) -> dict[str, Path]:
         label, sep, path = spec.partition("=")
         if not sep or not path:
             fail(f"--baseline {spec!r}: expected LABEL=PATH")
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", label):
-            fail(f"--baseline label {label!r}: use letters, digits, '_', '.', '-'")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,15}", label):  # the store's mode column is 16 wide
+            fail(f"--baseline label {label!r}: use up to 16 letters, digits, '_', '.', '-'")
         if label in MODES or label in found:
             fail(f"--baseline label {label!r} is already a mode")
         if not Path(path).exists():
