@@ -107,6 +107,7 @@ class Baseline:
 
 def _import_checked(folder: Path, loaded: LoadedModel, label: str) -> LoraWeights:
     lora = import_peft(folder)
+    # "": the adapter does not say (shapes are still checked); a folder path: PEFT saved from this model
     known = {"", loaded.name, str(getattr(loaded.model.config, "_name_or_path", "") or "")}
     if lora.base_model not in known:
         raise HypernetError(f"baseline {label}: {folder} was trained on base model {lora.base_model!r}, "

@@ -2,6 +2,7 @@
 merged per answer, as `agent eval` did) against left-padded batches with one adapter per row.
 
     python bench/bench_eval_generation.py [--skills 4] [--batch-size 8] [--max-new-tokens 200] [--threads N]
+                                          [--skip-old]
 
 Requests: the first --skills held-out skills (spread over subtasks) × modes none, icl, parametric, random,
 built exactly as `agent eval` builds them. Writes bench/results/eval_generation.json.
@@ -47,6 +48,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--hypernet", default=None)
+    ap.add_argument("--skip-old", action="store_true", help="Only the batched path (full-size runs).")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "eval_generation.json")
     args = ap.parse_args()
     import torch
@@ -69,9 +71,12 @@ def main() -> None:
     # CPU time as well as wall time: on a shared machine wall time mostly measures the neighbours
     start, cpu = time.perf_counter(), time.process_time()
     new = generate_all(loaded.model, loaded.tokenizer, requests, args.max_new_tokens, args.batch_size,
-                       lambda rows, s: print(f"new batch of {len(rows)}: {s:.1f} wall s", flush=True))
+                       lambda rows, s: print(f"new batch of {len(rows)}: {s:.1f} wall s, "
+                                         f"{time.process_time() - cpu:.1f} cpu s so far", flush=True))
     new_s, new_cpu = time.perf_counter() - start, time.process_time() - cpu
     print(f"new: {new_s:.1f} wall s, {new_cpu:.1f} cpu s", flush=True)
+    if args.skip_old:
+        return
     start, cpu = time.perf_counter(), time.process_time()
     old = one_at_a_time(loaded, requests, args.max_new_tokens)
     old_s, old_cpu = time.perf_counter() - start, time.process_time() - cpu
