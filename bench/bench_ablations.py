@@ -1,0 +1,184 @@
+"""Ablations of the hypernetwork at one equal training budget: stages, rank, encoder pooling.
+
+Every variant trains from scratch through `agent.training.run_training` (the code behind
+`agent hypernet train`) with the same steps per stage, then is measured the same way: cross-entropy
+on the assistant tokens of the held-out skills' stage-2 samples (questions about the skill, tasks
+solved its way), with
+
+- the variant's adapter generated from the right skill (`real`),
+- the same hypernetwork fed another held-out skill's text (`shuffled`: does it read the skill?),
+- the plain base model (`base`).
+
+`shuffled - real` is the skill-specificity gap: near zero means the adapter is a generic one.
+
+    python bench/bench_ablations.py --data data/synth-train --val-data data/synth-heldout \
+        [--stage3-data data/synth-train-s3] [--steps 30] [--variants stages-1,rank-4,...] [--threads 1]
+
+Writes bench/results/ablations.json and ablations.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.machine import machine_info  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+MODEL = "smollm2-135m-instruct"
+# name -> (stages, HypernetConfig overrides); "stages-1+2" is the reference the others change one thing of
+VARIANTS: dict[str, tuple[tuple[int, ...], dict]] = {
+    "stages-1": ((1,), {}),
+    "stages-1+2": ((1, 2), {}),
+    "stages-1+2+3": ((1, 2, 3), {}),
+    "rank-4": ((1, 2), {"rank": 4}),
+    "rank-16": ((1, 2), {"rank": 16}),
+    "pooling-mean": ((1, 2), {"pooling": "mean"}),
+}
+
+
+def data_folder(data: Path, stage3: Path | None, work: Path) -> Path:
+    """synth's stage-1/2 folder, plus stage 3's train file when it lives in another folder."""
+    if stage3 is None or (data / "train-stage3.jsonl").is_file():
+        return data
+    joined = work / "data"
+    joined.mkdir()
+    for p in data.iterdir():
+        (joined / p.name).symlink_to(p.resolve())
+    (joined / "train-stage3.jsonl").symlink_to((stage3 / "train-stage3.jsonl").resolve())
+    return joined
+
+
+def measure(loaded, hn, val_data: Path, data: Path, libraries, max_tokens: int, batch_size: int,
+            n_examples: int) -> dict:
+    """CE on (an even spread of) the held-out stage-2 samples: right skill, another skill's text, no adapter."""
+    from agent.training import load_stage_data
+    from hypernet.batching import SkillBank
+    from hypernet.train import evaluate, shuffled_skills
+
+    sd = load_stage_data(loaded, 2, data, val_data, libraries, max_tokens, teacher=False)
+    val, pad = sd.data.val, sd.data.pad_id
+    val = val[::max(1, len(val) // n_examples)][:n_examples]  # the same examples for every variant
+    bank = SkillBank(loaded.model, hn, sd.data.skills)
+    hn.eval()
+    dev = torch.device("cpu")
+    with torch.no_grad():
+        real = evaluate(loaded.model, hn, bank, val, batch_size, pad, dev)
+        shuffled = evaluate(loaded.model, hn, bank, shuffled_skills(val), batch_size, pad, dev)
+        base = evaluate(loaded.model, None, None, val, batch_size, pad, dev)
+    return {"real": round(real, 4), "shuffled": round(shuffled, 4), "base": round(base, 4),
+            "gap": round(shuffled - real, 4), "val_examples": len(val)}
+
+
+def run_variant(name: str, loaded, args, data: Path, work: Path) -> dict:
+    from agent.synth import DEFAULT_LIBRARY
+    from agent.training import TrainOptions, load_checkpoint_file, run_training
+    from hypernet.config import HypernetConfig
+    from memory.db import Store
+
+    stages, overrides = VARIANTS[name]
+    folder = work / name
+    folder.mkdir()
+    store = Store(f"sqlite:///{folder / 'run.db'}")
+    train = {"batch_size": args.batch_size, "lr": args.lr, "eval_every": 0, "save_every": 0,
+             "max_val_examples": args.val_examples}
+    if args.kd_weight is not None:
+        train["kd_weight"] = args.kd_weight
+    opts = TrainOptions(stages=stages, data=data, val_data=args.val_data, libraries=(DEFAULT_LIBRARY,),
+                        out=folder / "hypernet.safetensors", steps=args.steps, max_tokens=args.max_tokens,
+                        hypernet=replace(HypernetConfig(), **overrides), train=train, progress=True)
+    t0 = time.perf_counter()
+    outcomes = run_training(store, loaded, opts)
+    wall = time.perf_counter() - t0
+    trained = [o for o in outcomes if o.path]
+    if [o.stage for o in trained] != list(stages):
+        raise SystemExit(f"{name}: stages {[o.stage for o in trained]} trained, expected {list(stages)} "
+                         f"({'; '.join(o.skipped for o in outcomes if o.skipped)})")
+    hn, _ = load_checkpoint_file(Path(trained[-1].path), loaded.name)
+    result = measure(loaded, hn, args.val_data, args.data, (DEFAULT_LIBRARY,), args.max_tokens, args.batch_size,
+                     args.val_examples)
+    result.update(stages=list(stages), config=overrides, train_wall_s=round(wall, 1),
+                  parameters=sum(p.numel() for p in hn.parameters()),
+                  tokens=sum(o.metrics.get("tokens", 0) or 0 for o in trained))
+    print(f"{name}: real {result['real']}, shuffled {result['shuffled']}, base {result['base']}, "
+          f"gap {result['gap']} ({wall:.0f} s)", flush=True)
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, required=True, help="synth folder with train-stage1/2.jsonl")
+    ap.add_argument("--val-data", type=Path, required=True, help="synth folder with heldout-stage*.jsonl")
+    ap.add_argument("--stage3-data", type=Path, help="folder with train-stage3.jsonl (for stages-1+2+3)")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ", ".join(VARIANTS))
+    ap.add_argument("--steps", type=int, default=30, help="optimizer steps per stage, equal for every variant")
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--kd-weight", type=float, help="stage-1 context distillation weight (default: the stage's)")
+    ap.add_argument("--max-tokens", type=int, default=384)
+    ap.add_argument("--val-examples", type=int, default=32)
+    ap.add_argument("--threads", type=int, help="torch threads (1 is steadier on a shared machine)")
+    ap.add_argument("--out", default=str(RESULTS / "ablations"))
+    args = ap.parse_args()
+    names = [v for v in args.variants.split(",") if v]
+    unknown = [v for v in names if v not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    if "stages-1+2+3" in names and args.stage3_data is None and not (args.data / "train-stage3.jsonl").is_file():
+        ap.error("stages-1+2+3 needs stage-3 data: pass --stage3-data DIR (agent data synth --stage 3)")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from agent.models import load_model
+
+    loaded = load_model(MODEL, device="cpu", dtype="float32")
+    work = Path(tempfile.mkdtemp(prefix="hn-ablation-"))
+    data = data_folder(args.data, args.stage3_data, work)
+    load_before = os.getloadavg()[0]
+    variants = {name: run_variant(name, loaded, args, data, work) for name in names}
+    result = {
+        "benchmark": "ablations", "model": MODEL, "device": "cpu", "dtype": "float32",
+        "measure": "CE (nats/assistant token) on held-out skills' stage-2 samples",
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "variants": variants,
+        "machine": {**machine_info(), "threads": torch.get_num_threads(), "load_avg_1m_before": load_before,
+                    "load_avg_1m_after": os.getloadavg()[0]},
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, out.with_suffix(".png"))
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(result["variants"])
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    width = 0.27
+    for i, key in enumerate(("real", "shuffled", "base")):
+        ax.bar([x + i * width for x in range(len(names))], [result["variants"][n][key] for n in names], width,
+               label={"real": "generated from the skill", "shuffled": "from another skill",
+                      "base": "no adapter"}[key])
+    ax.set_xticks([x + width for x in range(len(names))], names, rotation=15)
+    ax.set_ylabel("held-out CE (nats / assistant token)")
+    ax.set_title(f"{result['model']} hypernetwork ablations, {result['settings']['steps']} steps per stage")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()
