@@ -88,6 +88,8 @@ def plot(stages: list[dict], path: Path) -> None:
         val = [(h["step"], h["val_loss"]) for h in hist if h.get("val_loss") is not None]
         if m.get("val_loss_base") is not None:
             val = [(0, m["val_loss_base"])] + val
+        if m.get("val_loss") is not None and steps and (not val or val[-1][0] != steps[-1]):
+            val.append((steps[-1], m["val_loss"]))  # the final validation runs after the last state save
         if val:
             ax.plot([v[0] for v in val], [v[1] for v in val], "o-", label="val CE, held-out skills")
         for key, style, label in (("val_loss_base", "-.", "val CE, base model (no skill)"),
