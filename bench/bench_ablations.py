@@ -58,17 +58,22 @@ def data_folder(data: Path, stage3: Path | None, work: Path) -> Path:
     return joined
 
 
-def measure(loaded, hn, val_data: Path, data: Path, libraries, max_tokens: int, batch_size: int,
-            n_examples: int) -> dict:
-    """CE on (an even spread of) the held-out stage-2 samples: right skill, another skill's text, no adapter."""
+def held_out(loaded, val_data: Path, data: Path, libraries, max_tokens: int, n_examples: int):
+    """(an even spread of) the held-out stage-2 samples, tokenised once for every variant."""
     from agent.training import load_stage_data
+
+    sd = load_stage_data(loaded, 2, data, val_data, libraries, max_tokens, teacher=False)
+    val = sd.data.val[::max(1, len(sd.data.val) // n_examples)][:n_examples]
+    return val, sd.data.skills, sd.data.pad_id
+
+
+def measure(loaded, hn, held, batch_size: int) -> dict:
+    """CE on the held-out samples: right skill, another skill's text, no adapter."""
     from hypernet.batching import SkillBank
     from hypernet.train import evaluate, shuffled_skills
 
-    sd = load_stage_data(loaded, 2, data, val_data, libraries, max_tokens, teacher=False)
-    val, pad = sd.data.val, sd.data.pad_id
-    val = val[::max(1, len(val) // n_examples)][:n_examples]  # the same examples for every variant
-    bank = SkillBank(loaded.model, hn, sd.data.skills)
+    val, skills, pad = held
+    bank = SkillBank(loaded.model, hn, skills)
     hn.eval()
     dev = torch.device("cpu")
     with torch.no_grad():
@@ -79,7 +84,7 @@ def measure(loaded, hn, val_data: Path, data: Path, libraries, max_tokens: int, 
             "gap": round(shuffled - real, 4), "val_examples": len(val)}
 
 
-def run_variant(name: str, loaded, args, data: Path, work: Path) -> dict:
+def run_variant(name: str, loaded, args, data: Path, work: Path, held) -> dict:
     from agent.synth import DEFAULT_LIBRARY
     from agent.training import TrainOptions, load_checkpoint_file, run_training
     from hypernet.config import HypernetConfig
@@ -104,8 +109,7 @@ def run_variant(name: str, loaded, args, data: Path, work: Path) -> dict:
         raise SystemExit(f"{name}: stages {[o.stage for o in trained]} trained, expected {list(stages)} "
                          f"({'; '.join(o.skipped for o in outcomes if o.skipped)})")
     hn, _ = load_checkpoint_file(Path(trained[-1].path), loaded.name)
-    result = measure(loaded, hn, args.val_data, args.data, (DEFAULT_LIBRARY,), args.max_tokens, args.batch_size,
-                     args.val_examples)
+    result = measure(loaded, hn, held, args.batch_size)
     result.update(stages=list(stages), config=overrides, train_wall_s=round(wall, 1),
                   parameters=sum(p.numel() for p in hn.parameters()),
                   tokens=sum(o.metrics.get("tokens", 0) or 0 for o in trained))
@@ -143,8 +147,11 @@ def main() -> None:
     loaded = load_model(MODEL, device="cpu", dtype="float32")
     work = Path(tempfile.mkdtemp(prefix="hn-ablation-"))
     data = data_folder(args.data, args.stage3_data, work)
+    from agent.synth import DEFAULT_LIBRARY
+
+    held = held_out(loaded, args.val_data, args.data, (DEFAULT_LIBRARY,), args.max_tokens, args.val_examples)
     load_before = os.getloadavg()[0]
-    variants = {name: run_variant(name, loaded, args, data, work) for name in names}
+    variants = {name: run_variant(name, loaded, args, data, work, held) for name in names}
     result = {
         "benchmark": "ablations", "model": MODEL, "device": "cpu", "dtype": "float32",
         "measure": "CE (nats/assistant token) on held-out skills' stage-2 samples",
