@@ -488,8 +488,11 @@ def _train_config(stage: int, opts: TrainOptions, n_train: int, world: int) -> T
 
 def run_training(store: Store, loaded: LoadedModel, opts: TrainOptions,
                  on_log: Callable[[dict[str, Any]], None] | None = None,
-                 stop_at: int | None = None) -> list[StageOutcome]:
-    """Run the stages in order, each starting from the previous one's checkpoint."""
+                 stop_at: int | None = None, skill_states: dict | None = None) -> list[StageOutcome]:
+    """Run the stages in order, each starting from the previous one's checkpoint.
+
+    `skill_states`: frozen encoder states to share with other runs on the same base model (by default
+    each skill is encoded once per run)."""
     if opts.save_dtype not in SAVE_DTYPES:
         raise TrainingError(f"--save-dtype must be one of {', '.join(SAVE_DTYPES)}")
     if not opts.data.is_dir():
@@ -500,7 +503,7 @@ def run_training(store: Store, loaded: LoadedModel, opts: TrainOptions,
     fp = tokenizer_fingerprint(loaded.tokenizer)
     outcomes: list[StageOutcome] = []
     chained: tuple[Hypernetwork, int | None] | None = None
-    skill_states: dict = {}  # frozen encoder states, shared by the stages: each skill is encoded once per run
+    skill_states = {} if skill_states is None else skill_states  # shared by the stages: one encode per skill
     for stage in opts.stages:
         kd = _settings(stage, opts)["kd_weight"] > 0
         sd = load_stage_data(loaded, stage, opts.data, opts.val_data, opts.libraries, opts.max_tokens, teacher=kd)
