@@ -112,7 +112,7 @@ def run_variant(name: str, loaded, args, data: Path, work: Path, held, chain: di
     if done is None:
         folder = work / name
         folder.mkdir()
-        todo, init, before = stages, None, {"tokens": 0, "wall": 0.0}
+        todo, init, before = stages, None, {"tokens": 0, "wall": 0.0, "steps": {}}
     else:
         folder, todo, init, before = done["folder"], stages[-1:], done["path"], done
     store = Store(f"sqlite:///{folder / 'run.db'}")
@@ -144,13 +144,14 @@ def run_variant(name: str, loaded, args, data: Path, work: Path, held, chain: di
         init = outcomes[-1].path
     wall = before["wall"] + time.perf_counter() - t0
     tokens = before["tokens"] + sum(o.metrics.get("tokens", 0) or 0 for o in results)
+    steps = {**before["steps"], **{str(o.stage): o.metrics.get("steps") for o in results}}
     chain[(stages, json.dumps(overrides, sort_keys=True))] = {"folder": folder, "path": results[-1].path,
-                                                             "tokens": tokens, "wall": wall}
+                                                             "tokens": tokens, "wall": wall, "steps": steps}
     hn, _ = load_checkpoint_file(Path(results[-1].path), loaded.name)
     result = measure(loaded, hn, held, args.batch_size, states)
     result.update(stages=list(stages), config=overrides, train_wall_s=round(wall, 1),
                   parameters=sum(p.numel() for p in hn.parameters()), tokens=tokens,
-                  steps={str(o.stage): o.metrics.get("steps") for o in results})
+                  steps=steps)
     print(f"{name}: real {result['real']}, shuffled {result['shuffled']}, base {result['base']}, "
           f"gap {result['gap']} ({wall:.0f} s)", flush=True)
     return result
