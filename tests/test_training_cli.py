@@ -170,3 +170,25 @@ def test_an_interrupted_run_resumes_from_the_cli(cli, tmp_path, tiny):
     one, two = json.loads(res.out)["stages"][:2]
     assert one["metrics"]["steps"] == 4 and one["metrics"]["first_loss"] == first[0].metrics["first_loss"]
     assert two["parent_id"] == one["checkpoint_id"] and out.is_file()
+
+
+def test_runs_sharing_skill_states_encode_each_skill_once_and_train_the_same(tmp_path, tiny):
+    """The ablation bench shares frozen encoder states between runs: the second run must encode
+    nothing and reach exactly the weights a run with its own states reaches."""
+    from agent.models import load_model
+    from agent.training import TrainOptions, run_training
+    from hypernet import HypernetConfig
+
+    data, loaded = make_data(tmp_path / "data"), load_model(tiny)
+
+    def run(name: str, states: dict | None):
+        opts = TrainOptions(stages=(1,), data=data, out=tmp_path / name / "hn.safetensors", steps=2,
+                            hypernet=HypernetConfig(rank=2, alpha=4.0), train={"batch_size": 2}, progress=False,
+                            save_dtype="float32")
+        return run_training(Store(f"sqlite:///{tmp_path / (name + '.db')}"), loaded, opts, skill_states=states)[0]
+
+    shared: dict = {}
+    first, second, alone = run("a", shared), run("b", shared), run("c", None)
+    assert first.metrics["skills_encoded"] == 3 and len(shared) == 3
+    assert second.metrics["skills_encoded"] == 0 and alone.metrics["skills_encoded"] == 3
+    assert Path(second.path).read_bytes() == Path(alone.path).read_bytes()
