@@ -1,7 +1,7 @@
 """Ablations of the hypernetwork at one equal training budget: stages, rank, encoder pooling.
 
-Every variant trains from scratch through `agent.training.run_training` (the code behind
-`agent hypernet train`) with the same steps per stage, then is measured the same way: cross-entropy
+Every variant trains as from scratch through `agent.training.run_training` (the code behind
+`agent hypernet train`; stage variants continue each other's identical checkpoints) with the same steps per stage, then is measured the same way: cross-entropy
 on the assistant tokens of the held-out skills' stage-2 samples (questions about the skill, tasks
 solved its way), with
 
@@ -120,8 +120,6 @@ def run_variant(name: str, loaded, args, data: Path, work: Path, held, chain: di
     train = {"batch_size": args.batch_size, "lr": args.lr, "eval_every": 0, "save_every": 0, "max_val_examples": 4}
     if args.kd_weight is not None:
         train["kd_weight"] = args.kd_weight
-    results = []
-    t0 = time.perf_counter()
     def steps_of(stage: int) -> int:
         return args.stage3_steps if stage == 3 and args.stage3_steps else args.steps
 
@@ -131,6 +129,8 @@ def run_variant(name: str, loaded, args, data: Path, work: Path, held, chain: di
             groups[-1].append(stage)
         else:
             groups.append([stage])
+    results = []
+    t0 = time.perf_counter()
     for group in groups:
         opts = TrainOptions(stages=tuple(group), data=data, val_data=args.val_data, libraries=(DEFAULT_LIBRARY,),
                             out=folder / "hypernet.safetensors", steps=steps_of(group[0]),
@@ -164,17 +164,16 @@ def run_multitask_lora(loaded, args, data: Path, held) -> dict:
     from hypernet.inject import apply_lora
     from hypernet.train import evaluate
 
+    val, _, pad, base = held
     opts = LoraOptions(steps=2 * args.steps, batch_size=args.batch_size, max_tokens=args.max_tokens)
     examples = tokenize_samples(loaded, read_jsonl(data / "train-stage2.jsonl"), args.max_tokens)
     t0 = time.perf_counter()
-    lora, metrics = train_lora(loaded.model, examples, held[2], schedule(opts, len(examples)), lora_shape(),
+    lora, metrics = train_lora(loaded.model, examples, pad, schedule(opts, len(examples)), lora_shape(),
                                loaded.name, progress=True, desc="multi-task LoRA")
     wall = time.perf_counter() - t0
-    val, _, pad, base = held
     dev = torch.device("cpu")
-    with torch.no_grad():
-        with apply_lora(loaded.model, lora):
-            real = evaluate(loaded.model, None, None, val, args.batch_size, pad, dev)
+    with torch.no_grad(), apply_lora(loaded.model, lora):
+        real = evaluate(loaded.model, None, None, val, args.batch_size, pad, dev)
     result = {"real": round(real, 4), "shuffled": round(real, 4), "base": round(base, 4), "gap": 0.0,
               "val_examples": len(val), "stages": [], "config": {"lr": opts.lr, "steps": opts.steps},
               "train_wall_s": round(wall, 1), "parameters": sum(a.numel() + b.numel() for a, b in lora.factors.values()),
