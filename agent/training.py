@@ -38,7 +38,7 @@ from memory.errors import SkillFormatError
 from memory.models import HypernetCheckpoint
 from memory.skillfile import discover, read_skill_dir
 
-__all__ = ["TrainingError", "TrainOptions", "StageOutcome", "run_training", "tokenize_chat", "list_checkpoints"]
+__all__ = ["TrainingError", "TrainOptions", "Replay", "StageOutcome", "run_training", "tokenize_chat", "list_checkpoints"]
 
 ICL_PREFIX = "Follow these skills:\n\n"  # the agent's in-context prompt (agent/skill_context.py)
 SAVE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -260,21 +260,47 @@ class StageData:
     stats: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Replay:
+    """Mix the previous stage's training samples into a stage (rehearsal), so that a narrow stage (stage 3's
+    trajectories are all bug fixing) does not pull the adapters away from the other subtasks."""
+    ratio: float  # replayed samples per sample of the stage
+    data: Path | None = None  # folder of train-stage{n-1}.jsonl (default: --data)
+    seed: int = 0
+
+
+def replay_samples(replay: Replay, stage: int, data_dir: Path, n_stage: int) -> tuple[list[Sample], Path | None]:
+    """round(ratio * n_stage) samples of stage n-1 (all of them when there are fewer), drawn without
+    replacement by a seeded generator so that a run and its --resume see the same mix."""
+    if replay.ratio <= 0 or stage == 1:
+        return [], None
+    folder = replay.data or data_dir
+    path, _ = stage_files(folder, None, stage - 1)
+    if path is None:
+        raise TrainingError(f"--replay-data {folder}: no train-stage{stage - 1}.jsonl to replay")
+    pool = read_jsonl(path)
+    order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(replay.seed)).tolist()
+    return [pool[i] for i in order[:round(replay.ratio * n_stage)]], path
+
+
 def load_stage_data(loaded: LoadedModel, stage: int, data_dir: Path, val_dir: Path | None,
-                    libraries: Sequence[Path], max_tokens: int, teacher: bool) -> StageData | None:
+                    libraries: Sequence[Path], max_tokens: int, teacher: bool,
+                    replay: Replay | None = None) -> StageData | None:
     """Tokenised examples of one stage; None when DIR has no data for it."""
     tok = loaded.tokenizer
     train_file, val_file = stage_files(data_dir, val_dir, stage)
     if train_file is None:
         return None
     fp = tokenizer_fingerprint(tok)
-    manifests = [d / "manifest.json" for d in dict.fromkeys(x for x in (data_dir, val_dir) if x is not None)]
-    for m in manifests:
-        check_manifest(read_manifest(m.parent), m.parent, loaded.name, fp)
     train_samples = read_jsonl(train_file)
     val_samples = read_jsonl(val_file) if val_file else []
     if not val_samples:
         train_samples, val_samples = split_heldout(train_samples)
+    replayed, replay_file = replay_samples(replay, stage, data_dir, len(train_samples)) if replay else ([], None)
+    folders = (data_dir, val_dir, replay_file.parent if replay_file else None)
+    manifests = [d / "manifest.json" for d in dict.fromkeys(x for x in folders if x is not None)]
+    for m in manifests:
+        check_manifest(read_manifest(m.parent), m.parent, loaded.name, fp)
     library = load_skill_texts([*libraries, data_dir / "skills"])
 
     texts: dict[str, str] = {}  # skill key (content hash) -> text
@@ -311,7 +337,7 @@ def load_stage_data(loaded: LoadedModel, stage: int, data_dir: Path, val_dir: Pa
                 out.append(ex)
         return out
 
-    train_ex = build(train_samples, teacher)
+    train_ex = build(train_samples + replayed, teacher)
     val_ex = build(val_samples, True)  # teacher sequences give the in-context (ICL) baseline
     if missing:
         raise TrainingError(f"no text for skill(s) {', '.join(sorted(missing)[:5])}"
@@ -319,12 +345,14 @@ def load_stage_data(loaded: LoadedModel, stage: int, data_dir: Path, val_dir: Pa
     if not train_ex:
         raise TrainingError(f"{train_file}: no usable training examples (all longer than --max-tokens "
                             f"{max_tokens} before the first assistant token?)")
-    files = [p for p in (train_file, val_file) if p is not None]
+    files = [p for p in (train_file, val_file, replay_file) if p is not None]
     pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
     stats = {"train_file": str(train_file), "val_file": str(val_file) if val_file else None,
              "train_examples": len(train_ex), "val_examples": len(val_ex),
              "train_skills": len({e.skill for e in train_ex}), "val_skills": len({e.skill for e in val_ex}),
              "dropped": dict(dropped), "types": dict(Counter(s.type for s in train_samples if s.type))}
+    if replay_file is not None:
+        stats.update(replayed=len(replayed), replay_file=str(replay_file))
     return StageData(TrainData(skill_ids, train_ex, val_ex, pad), data_manifest_hash(files, used, manifests), stats)
 
 
@@ -425,6 +453,7 @@ class TrainOptions:
     hypernet: HypernetConfig = field(default_factory=HypernetConfig)  # for a run from scratch
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig overrides (batch_size, lr, ...)
     progress: bool = True
+    replay: Replay | None = None  # stages after the first: mix in the previous stage's samples
 
 
 @dataclass
@@ -506,7 +535,8 @@ def run_training(store: Store, loaded: LoadedModel, opts: TrainOptions,
     skill_states = {} if skill_states is None else skill_states  # shared by the stages: one encode per skill
     for stage in opts.stages:
         kd = _settings(stage, opts)["kd_weight"] > 0
-        sd = load_stage_data(loaded, stage, opts.data, opts.val_data, opts.libraries, opts.max_tokens, teacher=kd)
+        sd = load_stage_data(loaded, stage, opts.data, opts.val_data, opts.libraries, opts.max_tokens, teacher=kd,
+                             replay=opts.replay)
         if sd is None:
             if len(opts.stages) > 1 and stage == 3:
                 outcomes.append(StageOutcome(stage, skipped=f"no train-stage3.jsonl in {opts.data}"))

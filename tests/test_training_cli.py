@@ -192,3 +192,42 @@ def test_runs_sharing_skill_states_encode_each_skill_once_and_train_the_same(tmp
     assert first.metrics["skills_encoded"] == 3 and len(shared) == 3
     assert second.metrics["skills_encoded"] == 0 and alone.metrics["skills_encoded"] == 3
     assert Path(second.path).read_bytes() == Path(alone.path).read_bytes()
+
+
+def test_replay_mixes_the_previous_stages_samples_into_a_stage(cli, tmp_path, tiny):
+    """Stage 3 with --replay-ratio: its trajectories plus a seeded draw of stage 2's samples (from
+    another folder), recorded in the row; a folder without the previous stage's file is refused."""
+    db, prev = f"sqlite:///{tmp_path / 's.db'}", make_data(tmp_path / "data")
+    s3 = tmp_path / "s3"
+    s3.mkdir()
+    (s3 / "train-stage3.jsonl").write_text("".join(sample(s, 3, "trajectory") + "\n" for s in ("commit-style",
+                                                                                                "shell-style")))
+    (s3 / "heldout-stage3.jsonl").write_text(sample("test-steps", 3, "trajectory") + "\n")
+
+    def train(*extra: str, out: str = "hn.safetensors"):
+        return cli("hypernet", "train", "--stage", "3", "--data", str(s3), "--library", str(prev / "skills"),
+                   "--init", "scratch", "--model", tiny, "--db", db, "--out", str(tmp_path / out), "--json",
+                   *FAST, *extra)
+
+    plain, mixed = train(out="plain.safetensors"), train("--replay-ratio", "1.5", "--replay-data", str(prev))
+    assert plain.code == 0 and mixed.code == 0, mixed.err
+    plain_data, mixed_data = (json.loads(r.out)["stages"][0]["data"] for r in (plain, mixed))
+    assert "replayed" not in plain_data and plain_data["train_examples"] == 2
+    assert mixed_data["replayed"] == 3 and mixed_data["train_examples"] == 5  # round(1.5 x 2) stage-2 samples
+    assert mixed_data["replay_file"].endswith("train-stage2.jsonl")
+    hashes = [r.data_manifest_hash for r in rows(db)]
+    assert hashes[0] != hashes[1]  # the replayed file is part of what the run learned from
+
+    missing = train("--replay-ratio", "1", "--replay-data", str(s3), out="none.safetensors")
+    assert missing.code == 2 and "no train-stage2.jsonl to replay" in missing.err
+    assert not (tmp_path / "none.safetensors").exists()
+
+
+def test_the_replayed_draw_is_seeded(tmp_path):
+    from agent.training import Replay, replay_samples
+
+    data = make_data(tmp_path / "data")
+    draw = lambda seed: [s.skill for s in replay_samples(Replay(2.0, seed=seed), 3, data, 2)[0]]  # noqa: E731
+    assert draw(0) == draw(0) and len(draw(0)) == 4
+    assert any(draw(0) != draw(s) for s in range(1, 6))
+    assert replay_samples(Replay(1.0), 1, data, 5) == ([], None)  # stage 1 has nothing before it

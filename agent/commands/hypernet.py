@@ -23,6 +23,11 @@ def train_command(
     data: Path = typer.Option(..., "--data", help="Folder of train-stage{N}.jsonl (+ manifest.json) from synth."),
     val_data: Optional[Path] = typer.Option(None, "--val-data", help="Folder of heldout-stage{N}.jsonl."),
     library: Optional[List[Path]] = typer.Option(None, "--library", help="Skill folder(s) (default: the seed library)."),
+    replay_ratio: float = typer.Option(0.0, "--replay-ratio", min=0.0,
+                                       help="Stages after the first: mix in R of the previous stage's samples "
+                                            "per sample (rehearsal; 0: off)."),
+    replay_data: Optional[Path] = typer.Option(None, "--replay-data",
+                                               help="Folder of the previous stage's train file (default: --data)."),
     resume: bool = typer.Option(False, "--resume", help="Continue each stage exactly from its saved state."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Optimizer steps per stage (default: --epochs)."),
     epochs: float = typer.Option(1.0, "--epochs", min=0.01, help="Passes over the data when --steps is not given."),
@@ -53,7 +58,7 @@ def train_command(
 
     from agent.models import load_model
     from agent.synth import DEFAULT_LIBRARY
-    from agent.training import TrainOptions, run_training
+    from agent.training import Replay, TrainOptions, run_training
     from hypernet.config import HypernetConfig
 
     if stage not in STAGES:
@@ -78,7 +83,7 @@ def train_command(
         hypernet=HypernetConfig(**hn_cfg),
         train={"batch_size": batch_size, "grad_accum": grad_accum, "lr": lr, "kd_weight": kd_weight,
                "eval_every": eval_every, "save_every": save_every, "seed": seed, "mixed_precision": mixed_precision},
-        progress=progress)
+        progress=progress, replay=Replay(replay_ratio, replay_data, seed) if replay_ratio > 0 else None)
     outcomes = run_training(store, loaded, opts)
     if not procs.is_main_process:
         return
