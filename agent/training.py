@@ -38,7 +38,8 @@ from memory.errors import SkillFormatError
 from memory.models import HypernetCheckpoint
 from memory.skillfile import discover, read_skill_dir
 
-__all__ = ["TrainingError", "TrainOptions", "Replay", "StageOutcome", "run_training", "tokenize_chat", "list_checkpoints"]
+__all__ = ["TrainingError", "TrainOptions", "Replay", "StageOutcome", "run_training", "tokenize_chat",
+           "list_checkpoints"]
 
 ICL_PREFIX = "Follow these skills:\n\n"  # the agent's in-context prompt (agent/skill_context.py)
 SAVE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -269,10 +270,11 @@ class Replay:
     seed: int = 0
 
 
-def replay_samples(replay: Replay, stage: int, data_dir: Path, n_stage: int) -> tuple[list[Sample], Path | None]:
+def replay_samples(replay: Replay | None, stage: int, data_dir: Path,
+                   n_stage: int) -> tuple[list[Sample], Path | None]:
     """round(ratio * n_stage) samples of stage n-1 (all of them when there are fewer), drawn without
     replacement by a seeded generator so that a run and its --resume see the same mix."""
-    if replay.ratio <= 0 or stage == 1:
+    if replay is None or replay.ratio <= 0 or stage == 1:
         return [], None
     folder = replay.data or data_dir
     path, _ = stage_files(folder, None, stage - 1)
@@ -296,7 +298,7 @@ def load_stage_data(loaded: LoadedModel, stage: int, data_dir: Path, val_dir: Pa
     val_samples = read_jsonl(val_file) if val_file else []
     if not val_samples:
         train_samples, val_samples = split_heldout(train_samples)
-    replayed, replay_file = replay_samples(replay, stage, data_dir, len(train_samples)) if replay else ([], None)
+    replayed, replay_file = replay_samples(replay, stage, data_dir, len(train_samples))
     folders = (data_dir, val_dir, replay_file.parent if replay_file else None)
     manifests = [d / "manifest.json" for d in dict.fromkeys(x for x in folders if x is not None)]
     for m in manifests:

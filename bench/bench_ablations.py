@@ -1,9 +1,9 @@
 """Ablations of the hypernetwork at one equal training budget: stages, rank, encoder pooling.
 
 Every variant trains as from scratch through `agent.training.run_training` (the code behind
-`agent hypernet train`; stage variants continue each other's identical checkpoints) with the same steps per stage, then is measured the same way: cross-entropy
-on the assistant tokens of the held-out skills' stage-2 samples (questions about the skill, tasks
-solved its way), with
+`agent hypernet train`; stage variants continue each other's identical checkpoints) with the same
+steps per stage, then is measured the same way: cross-entropy on the assistant tokens of the held-out
+skills' stage-2 samples (questions about the skill, tasks solved its way), with
 
 - the variant's adapter generated from the right skill (`real`),
 - the same hypernetwork fed another held-out skill's text (`shuffled`: does it read the skill?),

@@ -227,7 +227,10 @@ def test_the_replayed_draw_is_seeded(tmp_path):
     from agent.training import Replay, replay_samples
 
     data = make_data(tmp_path / "data")
-    draw = lambda seed: [s.skill for s in replay_samples(Replay(2.0, seed=seed), 3, data, 2)[0]]  # noqa: E731
+
+    def draw(seed: int) -> list[str]:
+        return [s.skill for s in replay_samples(Replay(2.0, seed=seed), 3, data, 2)[0]]
+
     assert draw(0) == draw(0) and len(draw(0)) == 4
     assert any(draw(0) != draw(s) for s in range(1, 6))
     assert replay_samples(Replay(1.0), 1, data, 5) == ([], None)  # stage 1 has nothing before it
