@@ -37,10 +37,10 @@ app.add_typer(db.app, name="db")
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Every package's bad-input error; imported lazily so `--help` stays fast."""
-    from agent.backends import EndpointError
-    from agent.embed import EmbedderError
-    from agent.models import ModelError
-    from agent.solve import SolveError
+    from agent.runtime.backends import EndpointError
+    from agent.runtime.embed import EmbedderError
+    from agent.runtime.base_model import ModelError
+    from agent.runtime.solve import SolveError
     from memory.errors import StoreError
 
     errors: list[type[BaseException]] = [StoreError, ModelError, EndpointError, EmbedderError, SolveError]
@@ -57,7 +57,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     except ImportError:
         pass
     try:
-        from agent.synth import SynthError
+        from agent.synth.build import SynthError
 
         errors.append(SynthError)
     except ImportError:
@@ -72,7 +72,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from agent.output import fail
+    from agent.commands.output import fail
 
     try:
         app(args=argv, prog_name="agent")

@@ -1,6 +1,6 @@
 """Ablations of the hypernetwork at one equal training budget: stages, rank, encoder pooling.
 
-Every variant trains as from scratch through `agent.training.run_training` (the code behind
+Every variant trains as from scratch through `agent.learn.hypernet_runs.run_training` (the code behind
 `agent hypernet train`; stage variants continue each other's identical checkpoints) with the same
 steps per stage, then is measured the same way: cross-entropy on the assistant tokens of the held-out
 skills' stage-2 samples (questions about the skill, tasks solved its way), with
@@ -72,7 +72,7 @@ def data_folder(data: Path, stage3: Path | None, work: Path) -> Path:
 def held_out(loaded, val_data: Path, data: Path, libraries, max_tokens: int, n_examples: int, batch_size: int):
     """(an even spread of) the held-out stage-2 samples, tokenised once for every variant, and the base
     model's CE on them (the same for every variant)."""
-    from agent.training import load_stage_data
+    from agent.learn.hypernet_runs import load_stage_data
     from hypernet.train import evaluate
 
     sd = load_stage_data(loaded, 2, data, val_data, libraries, max_tokens, teacher=False)
@@ -102,8 +102,8 @@ def run_variant(name: str, loaded, args, data: Path, work: Path, held, chain: di
     """Train one variant from scratch, or, for a stage variant whose earlier stages another variant of
     this run has trained (same config, same seeds), continue from that checkpoint: the same weights a
     from-scratch run would reach, without training the shared stages twice."""
-    from agent.synth import DEFAULT_LIBRARY
-    from agent.training import TrainOptions, load_checkpoint_file, run_training
+    from agent.synth.build import DEFAULT_LIBRARY
+    from agent.learn.hypernet_runs import TrainOptions, load_checkpoint_file, run_training
     from hypernet.config import HypernetConfig
     from memory.db import Store
 
@@ -159,8 +159,8 @@ def run_variant(name: str, loaded, args, data: Path, work: Path, held, chain: di
 
 def run_multitask_lora(loaded, args, data: Path, held) -> dict:
     """One LoRA on every training skill's stage-2 samples, 2 × --steps steps: the hypernet's 1+2 budget."""
-    from agent.baselines import LoraOptions, lora_shape, schedule, tokenize_samples, train_lora
-    from agent.training import read_jsonl
+    from agent.learn.baselines import LoraOptions, lora_shape, schedule, tokenize_samples, train_lora
+    from agent.learn.hypernet_runs import read_jsonl
     from hypernet.inject import apply_lora
     from hypernet.train import evaluate
 
@@ -217,12 +217,12 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from agent.models import load_model
+    from agent.runtime.base_model import load_model
 
     loaded = load_model(MODEL, device="cpu", dtype="float32")
     work = Path(tempfile.mkdtemp(prefix="hn-ablation-"))
     data = data_folder(args.data, args.stage3_data, work)
-    from agent.synth import DEFAULT_LIBRARY
+    from agent.synth.build import DEFAULT_LIBRARY
 
     held = held_out(loaded, args.val_data, args.data, (DEFAULT_LIBRARY,), args.max_tokens, args.val_examples,
                     args.batch_size)

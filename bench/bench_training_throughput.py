@@ -41,7 +41,7 @@ MODEL = "smollm2-135m-instruct"
 
 
 def library_texts(n: int) -> list[str]:
-    from agent.library import seed_docs
+    from memory.seed import seed_docs
 
     docs = seed_docs()
     if len(docs) < n:
@@ -100,7 +100,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(RESULTS / "training_throughput"))
     args = ap.parse_args()
 
-    from agent.models import load_model
+    from agent.runtime.base_model import load_model
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -23,7 +23,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def stage_report(out: Path, stage: int, store) -> dict | None:
-    from agent.training import stage_paths
+    from agent.learn.hypernet_runs import stage_paths
     from hypernet.trainstate import load_state
     from memory.models import HypernetCheckpoint
     from sqlalchemy import select

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from agent import loop
-from agent.actions import Action, FormatError, parse
-from agent.solve import SkillContext, SolveRequest, solve
-from agent.tools import Tools
+from agent.runtime import loop
+from agent.runtime.actions import Action, FormatError, parse
+from agent.runtime.solve import SkillContext, SolveRequest, solve
+from agent.runtime.tools import Tools
 from memory import trajectories as traj_repo
 from memory.db import Store
 

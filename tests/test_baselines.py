@@ -65,7 +65,7 @@ def test_multitask_learns_and_the_peft_folder_gives_our_logits(cli, tmp_path, ti
 
 
 def test_oracle_trains_only_on_the_named_skill(cli, tmp_path, tiny, monkeypatch):
-    import agent.baselines as baselines
+    import agent.learn.baselines as baselines
 
     data = with_heldout(tmp_path / "data", {"commit-style": 3, "shell-style": 2, "test-steps": 1})
     out = tmp_path / "oracle"

@@ -10,9 +10,8 @@ from collections import defaultdict
 
 import pytest
 
-from agent import checks as ck
-from agent import synth as sy
-
+from agent.checks import registry as ck
+from agent.synth import build as sy
 N_TASKS = 2
 # Static task-aware rules (execution-based ones are covered where references are validated).
 CORRECTNESS_RULES = {"location-correct", "flags-bug", "verdict-correct", "type-matches", "scope-is-module",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent import checks as ck
-from agent.tasks import Task
+from agent.checks import registry as ck
+from agent.tasks.instances import Task
 
 
 def passes(response: str, spec: str, task: Task | None = None) -> bool:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agent.backends import LocalChat, prompt_ids
-from agent.evaluate import Request, generate_all, generate_batch
+from agent.runtime.backends import LocalChat, prompt_ids
+from agent.learn.evaluate import Request, generate_all, generate_batch
 from hypernet import HypernetError, apply_lora, find_targets
 from hypernet.inject import APPLIED_ATTR, apply_lora_rows
 from hypernet_fixtures import random_ids, random_lora, tiny_llama

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from agent.judge import parse_score
+from agent.learn.judge import parse_score
 from memory.db import Store
 from memory.models import EvalResult
 from tests.test_eval_baselines import one_line_error

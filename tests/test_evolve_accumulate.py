@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from agent import accumulate
-from agent.evolve import EvolveSettings, run_job
+from agent.evolve import accumulate
+from agent.evolve.cycle import EvolveSettings, run_job
 from memory import evolution as evo_repo
 from memory import skills as skill_repo
 from memory.db import Store

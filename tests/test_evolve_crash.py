@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from agent.accumulate import load_version
-from agent.evolve import run_job
+from agent.evolve.accumulate import load_version
+from agent.evolve.cycle import run_job
 from memory import evolution as evo_repo
 from memory import skills as skill_repo
 from memory.db import Store

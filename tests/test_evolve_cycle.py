@@ -11,10 +11,10 @@ import shutil
 import pytest
 import torch
 
-from agent import scheduler as sched
-from agent.daemon import Daemon, make_solver
-from agent.evolve import EvolveContext, EvolveSettings, run_job
-from agent.library import ensure_seeded
+from agent.evolve import scheduler as sched
+from agent.evolve.daemon import Daemon, make_solver
+from agent.evolve.cycle import EvolveContext, EvolveSettings, run_job
+from memory.seed import ensure_seeded
 from memory import evolution as evo_repo
 from memory import queue as queue_repo
 from memory import skills as skill_repo
@@ -117,8 +117,8 @@ def test_full_cycle(tmp_path, tmp_path_factory, cli):
 @pytest.mark.skipif(not os.environ.get("EVOLVE_REAL_RETRAIN"),
                     reason="about a minute on 2 cores: set EVOLVE_REAL_RETRAIN=1")
 def test_default_trainer_and_evaluator_on_a_tiny_model(tmp_path, tmp_path_factory):
-    """The real stage-3 trainer (agent.training) and held-out evaluation (agent.evaluate) behind the gate."""
-    from agent.solve import SkillContext, SolveRequest, solve
+    """The real stage-3 trainer (agent.learn.hypernet_runs) and held-out evaluation (agent.learn.evaluate) behind the gate."""
+    from agent.runtime.solve import SkillContext, SolveRequest, solve
 
     tiny = tiny_model_dir(tmp_path_factory)
     shutil.copytree(EXAMPLE, tmp_path / "repo")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agent import extract
-from agent.evolve import run_job
-from agent.extract import (TrajectoryView, Verification, classify_change, instance_details, lint_candidate,
+from agent.evolve import extract
+from agent.evolve.cycle import run_job
+from agent.evolve.extract import (TrajectoryView, Verification, classify_change, instance_details, lint_candidate,
                            template_candidate)
 from memory import skills as skill_repo
 from memory.db import Store

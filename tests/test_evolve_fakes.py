@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from agent.accumulate import Converted
-from agent.evolve import EvolveContext, EvolveSettings, GateScore, TrainedCandidate, lexical_embed
-from agent.extract import Verification
+from agent.evolve.accumulate import Converted
+from agent.evolve.cycle import EvolveContext, EvolveSettings, GateScore, TrainedCandidate, lexical_embed
+from agent.evolve.extract import Verification
 from hypernet.lora import LoraWeights
 from hypernet.targets import Target
 from memory import trajectories as traj_repo
@@ -61,7 +61,7 @@ def add_trajectory(store: Store, *, verified: bool = True, diff: str = FIX_DIFF,
 
 def fake_converter(ctx: EvolveContext, doc, skill_id: int) -> Converted:
     """A deterministic small adapter per skill text, stored like a real conversion (cached by content)."""
-    from agent.conversion import store_lora
+    from agent.runtime.skill_adapters import store_lora
     from memory import adapters as adapter_repo
 
     key = f"{doc.content_hash}:fake"
@@ -140,7 +140,7 @@ def crash_worker(url: str, tmp: str, seed: int, target: str | None = None, hits:
                        evaluator=FakeEvaluator(baseline=0.5, candidate=lambda c: 0.4 + 0.2 * (c.id % 2), sleep=0.01),
                        settings=EvolveSettings(writer="template", checkpoint_dir=str(Path(tmp) / "ckpt"), batch=2,
                                                keep_last=3, max_rank=4))
-    from agent.evolve import run_job
+    from agent.evolve.cycle import run_job
 
     while True:
         for name in ("extract", "accumulate", "retrain", "compact"):
@@ -173,8 +173,8 @@ def _dump(path: str, data: dict) -> None:
 
 def concurrency_daemon(url: str, tmp: str, report: str) -> None:
     """The real Daemon (scheduler thread + queue) with fake model work; stops on SIGTERM."""
-    from agent import scheduler as sched
-    from agent.daemon import Daemon, SolveOutcome
+    from agent.evolve import scheduler as sched
+    from agent.evolve.daemon import Daemon, SolveOutcome
 
     torch.set_num_threads(1)
     store = Store(url)
@@ -228,8 +228,8 @@ def concurrency_writer(url: str, seconds: float, report: str) -> None:
 
 def concurrency_reader(url: str, seconds: float, report: str) -> None:
     """What the TUI does: list everything, load the newest EMA adapter, read the job store."""
-    from agent import scheduler as sched
-    from agent.accumulate import load_version
+    from agent.evolve import scheduler as sched
+    from agent.evolve.accumulate import load_version
     from memory import adapters as adapter_repo
     from memory import evolution as evo_repo
     from memory import queue as queue_repo

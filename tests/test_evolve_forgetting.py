@@ -5,9 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agent import forgetting as fg
-
-
+from agent.learn import forgetting as fg
 @pytest.fixture(autouse=True)
 def one_thread():
     n = torch.get_num_threads()

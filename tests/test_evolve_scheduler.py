@@ -9,8 +9,8 @@ import time
 import pytest
 import torch
 
-from agent import scheduler as sched
-from agent.daemon import Daemon, SolveOutcome
+from agent.evolve import scheduler as sched
+from agent.evolve.daemon import Daemon, SolveOutcome
 from memory import evolution as evo_repo
 from memory import queue as queue_repo
 from memory.db import Store
@@ -167,7 +167,7 @@ def test_jobs_run_from_the_command_line(cli, store):
 
 
 def test_stop_during_a_task_requeues_it(store, tmp_path):
-    from agent.daemon import make_solver
+    from agent.evolve.daemon import make_solver
 
     repo = tmp_path / "repo"
     repo.mkdir()

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from agent import checks as ck
-from agent.lint import lint, lint_dir
-from agent.tasks import SUBTASKS
+from agent.checks import registry as ck
+from agent.checks.lint import lint, lint_dir
+from agent.tasks.instances import SUBTASKS
 from memory.skillfile import SkillDoc, read_skill_dir
 
 LIBRARY = Path(__file__).resolve().parent.parent / "memory" / "library"

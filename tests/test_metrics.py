@@ -1,6 +1,6 @@
 """Quality metrics behave like metrics: identical text scores 1, related beats unrelated."""
 
-from agent.metrics import bertscore_f1, token_f1
+from agent.learn.metrics import bertscore_f1, token_f1
 
 
 def test_token_f1():

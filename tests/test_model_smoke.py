@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from agent.models import DEFAULT_MODEL, ModelError, cache_dir, load_model, resolve
+from agent.runtime.base_model import DEFAULT_MODEL, ModelError, cache_dir, load_model, resolve
 
 pytestmark = pytest.mark.smoke
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from agent import checks as ck
-from agent import mutations as mu
-from agent import synth as sy
-from agent.tasks import SUBTASKS
+from agent.checks import registry as ck
+from agent.tasks import mutations as mu
+from agent.synth import build as sy
+from agent.tasks.instances import SUBTASKS
 from memory.skillfile import read_skill_dir
 
 LIBRARY = Path(__file__).resolve().parent.parent / "memory" / "library"

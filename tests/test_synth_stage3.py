@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from agent import checks as ck
-from agent import synth as sy
-from agent import synth_stage3 as s3
-from agent.actions import parse
-from agent.loop import SYSTEM
-from agent.training import read_jsonl, stage_files
+from agent.checks import registry as ck
+from agent.synth import build as sy
+from agent.synth import stage3 as s3
+from agent.runtime.actions import parse
+from agent.runtime.loop import SYSTEM
+from agent.learn.hypernet_runs import read_jsonl, stage_files
 from memory.skillfile import read_skill_dir
 from sandbox_fixtures import needs_bwrap
 

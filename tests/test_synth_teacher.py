@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from agent import synth as sy
-from agent.teacher import Teacher
+from agent.synth import build as sy
+from agent.synth.teacher import Teacher
 
 LIBRARY = Path(__file__).resolve().parent.parent / "memory" / "library"
 GOOD, BAD = "angular-commit-format", "bulleted-conventional-commit"

@@ -6,10 +6,8 @@ import ast
 
 import pytest
 
-from agent import mutations as mu
-from agent import tasks as T
-
-
+from agent.tasks import mutations as mu
+from agent.tasks import instances as T
 @pytest.mark.parametrize("subtask", T.SUBTASKS)
 def test_make_tasks_is_deterministic(subtask):
     first = T.make_tasks(subtask, 5, seed=3)

@@ -8,9 +8,7 @@ import sys
 
 import pytest
 
-from agent import mutations as mu
-
-
+from agent.tasks import mutations as mu
 def test_corpus_has_small_real_modules_with_tests():
     modules = mu.load_corpus()
     assert len(modules) >= 12

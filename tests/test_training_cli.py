@@ -1,4 +1,4 @@
-"""`agent hypernet train|list` and agent/training.py on a tiny model: stages chain, rows are stored,
+"""`agent hypernet train|list` and agent/learn/hypernet_runs.py on a tiny model: stages chain, rows are stored,
 bad inputs are refused with exit 2 and the previous good checkpoint stays as it was."""
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def test_a_later_stage_starts_from_the_stored_checkpoint(cli, tmp_path, tiny, mo
     assert missing.code == 2 and "--stage 1" in missing.err
     assert cli("hypernet", "train", "--stage", "1", "--data", str(data), "--model", tiny, "--db", db,
                "--out", str(out), *FAST).code == 0
-    import agent.training as training
+    import agent.learn.hypernet_runs as training
     from hypernet.checkpoint import load_hypernet
 
     seen = {}
@@ -152,8 +152,8 @@ def test_bad_inputs_exit_2_and_leave_the_good_checkpoint(cli, tmp_path, tiny):
 
 
 def test_an_interrupted_run_resumes_from_the_cli(cli, tmp_path, tiny):
-    from agent.models import load_model
-    from agent.training import TrainOptions, run_training, stage_paths
+    from agent.runtime.base_model import load_model
+    from agent.learn.hypernet_runs import TrainOptions, run_training, stage_paths
     from hypernet import HypernetConfig
     from hypernet.trainstate import load_state
 
@@ -175,8 +175,8 @@ def test_an_interrupted_run_resumes_from_the_cli(cli, tmp_path, tiny):
 def test_runs_sharing_skill_states_encode_each_skill_once_and_train_the_same(tmp_path, tiny):
     """The ablation bench shares frozen encoder states between runs: the second run must encode
     nothing and reach exactly the weights a run with its own states reaches."""
-    from agent.models import load_model
-    from agent.training import TrainOptions, run_training
+    from agent.runtime.base_model import load_model
+    from agent.learn.hypernet_runs import TrainOptions, run_training
     from hypernet import HypernetConfig
 
     data, loaded = make_data(tmp_path / "data"), load_model(tiny)
@@ -224,7 +224,7 @@ def test_replay_mixes_the_previous_stages_samples_into_a_stage(cli, tmp_path, ti
 
 
 def test_the_replayed_draw_is_seeded(tmp_path):
-    from agent.training import Replay, replay_samples
+    from agent.learn.hypernet_runs import Replay, replay_samples
 
     data = make_data(tmp_path / "data")
 

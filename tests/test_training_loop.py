@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from agent.training import make_example, tokenize_chat
+from agent.learn.hypernet_runs import make_example, tokenize_chat
 from hypernet import HypernetConfig, Hypernetwork, apply_lora
 from hypernet.batching import IGNORE, DataOrder, SkillBank, collate
 from hypernet.train import (TeacherCache, TrainConfig, TrainData, compute_loss, lm_loss, topk_kd_loss, train)

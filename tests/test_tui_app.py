@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 from textual.widgets import DataTable, Markdown, Static, TabbedContent
 
-from agent import demo_db
+from agent.tui import demo_db
 from agent.tui.app import AgentTui
 from memory.db import Store
 from test_tui_support import SIZE, demo_copy, demo_store, settle, utc_clock

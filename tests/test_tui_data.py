@@ -9,10 +9,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from agent import demo_db
+from agent.tui import demo_db
 from agent.tui import jobs as jobs_api
 from agent.tui import timefmt
-from agent.tui.norms import NormCache
+from agent.tui.adapter_norms import NormCache
 from agent.tui.overview_data import load_overview, moving_rate, skill_growth
 from agent.tui.reader import Reader
 from agent.tui.skills_data import arrange, load_detail, load_skills, provenance_trajectories

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 from textual.widgets import TabbedContent
 
-from agent import demo_db
+from agent.tui import demo_db
 from agent.tui.app import AgentTui
 from test_tui_support import SIZE, demo_store, settle, utc_clock
 

@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
-from agent import demo_db
+from agent.tui import demo_db
 from memory.db import Store
 
 SIZE = (80, 24)  # the terminal every pilot and snapshot test uses

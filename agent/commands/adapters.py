@@ -8,8 +8,8 @@ from typing import List
 import typer
 
 from agent.commands import DbOption, JsonOption, ModelOption
-from agent.models import DEFAULT_MODEL
-from agent.output import console, emit_json, err_console, fail, table
+from agent.runtime.base_model import DEFAULT_MODEL
+from agent.commands.output import console, emit_json, err_console, fail, table
 from memory.db import Store
 
 app = typer.Typer(help="List, show, export, import and merge stored LoRA adapters.", no_args_is_help=True)
@@ -24,9 +24,9 @@ def convert_command(
     json: JsonOption = False,
 ) -> None:
     """Turn one skill into a LoRA adapter in one hypernetwork pass (cached by content + hypernetwork)."""
-    from agent.conversion import convert_skill
-    from agent.hypernets import load as load_hypernet
-    from agent.models import load_model
+    from agent.runtime.skill_adapters import convert_skill
+    from agent.runtime.hypernet_loader import load as load_hypernet
+    from agent.runtime.base_model import load_model
     from hypernet.peft_io import export_peft
     from memory import skills as skill_repo
     from memory.skillfile import discover, read_skill_dir
@@ -95,7 +95,7 @@ def list_(kind: str = typer.Option(None, help="skill | merge | ema | import"), d
 
 
 def _norms(adapter_id: int, store: Store) -> dict[str, float]:
-    from agent.conversion import load_lora
+    from agent.runtime.skill_adapters import load_lora
     from hypernet.norms import delta_norms
 
     return delta_norms(load_lora(store, adapter_id))
@@ -124,7 +124,7 @@ def show(adapter_id: int, db: DbOption = None, json: JsonOption = False) -> None
 def export(adapter_id: int, out: Path = typer.Argument(..., help="New folder for the PEFT adapter."),
            db: DbOption = None) -> None:
     """Write an adapter as a PEFT folder (adapter_config.json + adapter_model.safetensors)."""
-    from agent.conversion import load_lora
+    from agent.runtime.skill_adapters import load_lora
     from hypernet.peft_io import export_peft
 
     export_peft(load_lora(Store(db), adapter_id), out)
@@ -136,7 +136,7 @@ def import_(folder: Path = typer.Argument(..., help="A PEFT LoRA folder."),
             base_model: str = typer.Option(DEFAULT_MODEL, help="The base model it belongs to."),
             db: DbOption = None, json: JsonOption = False) -> None:
     """Import a PEFT LoRA folder as an adapter (scaling folded into the factors)."""
-    from agent.conversion import store_lora
+    from agent.runtime.skill_adapters import store_lora
     from hypernet.peft_io import import_peft
 
     lora = import_peft(folder, base_model=base_model)
@@ -155,7 +155,7 @@ def merge(
     json: JsonOption = False,
 ) -> None:
     """Merge adapters exactly by rank concatenation: ΔW = Σ wᵢ Bᵢ Aᵢ (optionally recompressed)."""
-    from agent.conversion import load_lora, store_lora
+    from agent.runtime.skill_adapters import load_lora, store_lora
     from hypernet.merge import METHODS
     from hypernet.merge import merge as merge_loras
 
@@ -183,7 +183,7 @@ def diff(
     json: JsonOption = False,
 ) -> None:
     """Compare two EMA versions: norms, ‖ΔW_new − ΔW_old‖, cosine, and which skills came, went or were reweighted."""
-    from agent.accumulate import diff as diff_versions
+    from agent.evolve.accumulate import diff as diff_versions
 
     data = diff_versions(Store(db), old, old + 1 if new is None else new).to_dict()
     if json:
@@ -208,7 +208,7 @@ def diff(
 def rollback(version: int = typer.Argument(..., help="The EMA version to return to."), db: DbOption = None,
              json: JsonOption = False) -> None:
     """Make a new EMA version equal to VERSION (history is never rewritten)."""
-    from agent.accumulate import rollback as rollback_to
+    from agent.evolve.accumulate import rollback as rollback_to
 
     info = rollback_to(Store(db), version)
     emit_json(info.row()) if json else console.print(

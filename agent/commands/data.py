@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from agent.commands import JsonOption
-from agent.output import console, emit_json, fail, table
+from agent.commands.output import console, emit_json, fail, table
 
 app = typer.Typer(help="Synthesize skill-exploitation training data.", no_args_is_help=True)
 
@@ -47,8 +47,8 @@ def synth(
     json: JsonOption = False,
 ) -> None:
     """Write {split}-stage{N}.jsonl files and manifest.json (counts, discards, seed) to --out."""
-    from agent.synth import synth as run_synth
-    from agent.teacher import Teacher
+    from agent.synth.build import synth as run_synth
+    from agent.synth.teacher import Teacher
 
     stages = parse_stages(stage)
     if (teacher is None) != (teacher_model is None):

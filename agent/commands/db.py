@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from agent.commands import DbOption, JsonOption
-from agent.output import console, emit_json
+from agent.commands.output import console, emit_json
 from memory import db as store_db
 
 app = typer.Typer(help="Create or upgrade the database schema (Alembic migrations).", no_args_is_help=True)

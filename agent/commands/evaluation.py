@@ -9,8 +9,8 @@ from typing import List
 import typer
 
 from agent.commands import DbOption, JsonOption, ModelOption
-from agent.models import DEFAULT_MODEL
-from agent.output import console, emit_json, err_console, fail, table
+from agent.runtime.base_model import DEFAULT_MODEL
+from agent.commands.output import console, emit_json, err_console, fail, table
 
 
 def command(
@@ -37,11 +37,11 @@ def command(
     json: JsonOption = False,
 ) -> None:
     """Evaluate skill following on the seed library's tasks; results go to the store and to --out."""
-    from agent.evaluate import MODES, EvalReport, aggregate, evaluate, load_baseline, mode_order, new_run_id, \
+    from agent.learn.evaluate import MODES, EvalReport, aggregate, evaluate, load_baseline, mode_order, new_run_id, \
         record, skipped_counts, write_results
-    from agent.hypernets import load as load_hypernet
-    from agent.models import load_model
-    from agent.synth import make_eval_items
+    from agent.runtime.hypernet_loader import load as load_hypernet
+    from agent.runtime.base_model import load_model
+    from agent.synth.build import make_eval_items
     from memory.db import Store
 
     if forgetting:
@@ -62,7 +62,7 @@ def command(
         items = first_skills(items, max_skills)
     judge_client = None
     if judge:
-        from agent.judge import Judge
+        from agent.learn.judge import Judge
 
         judge_client = Judge(judge, judge_model)
         judge_client.check()  # unreachable: one-line error now, before an hour of generation
@@ -109,7 +109,7 @@ def parse_baselines(specs: list[str]) -> dict[str, Path]:
     """LABEL=PATH options; labels become mode names, so they must be new, distinct and plain."""
     import re
 
-    from agent.evaluate import MODES
+    from agent.learn.evaluate import MODES
 
     found: dict[str, Path] = {}
     for spec in specs:
@@ -142,7 +142,7 @@ def forgetting_report(db: str | None, out: Path, as_json: bool) -> None:
     """`agent eval --forgetting`: the continual-learning curve on the adapters in the store."""
     import json as jsonlib
 
-    from agent.forgetting import balance, default_strategies, from_store, measure, report
+    from agent.learn.forgetting import balance, default_strategies, from_store, measure, report
     from memory.db import Store
 
     skills = from_store(Store(db))

@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from agent.commands import DbOption, JsonOption
-from agent.output import console, emit_json, err_console, fail, table
+from agent.commands.output import console, emit_json, err_console, fail, table
 
 jobs_app = typer.Typer(help="The scheduled jobs: extract, accumulate, retrain, compact.", no_args_is_help=True)
 
@@ -23,7 +23,7 @@ NoSandboxFlag = typer.Option(False, "--no-sandbox", help="Allow verification run
 
 
 def _config(config: Optional[Path], intervals: list[str] | None = None, **settings):
-    from agent.scheduler import ConfigError, load_config
+    from agent.evolve.scheduler import ConfigError, load_config
 
     try:
         return load_config(config, intervals, settings)
@@ -32,8 +32,8 @@ def _config(config: Optional[Path], intervals: list[str] | None = None, **settin
 
 
 def _context(db, cfg, model, hypernet):
-    from agent.evolve import EvolveContext
-    from agent.models import DEFAULT_MODEL
+    from agent.evolve.cycle import EvolveContext
+    from agent.runtime.base_model import DEFAULT_MODEL
     from memory.db import Store
 
     return EvolveContext(Store(db), cfg.settings, model_name=model or cfg.model or DEFAULT_MODEL,
@@ -76,7 +76,7 @@ def evolve_command(
     json: JsonOption = False,
 ) -> None:
     """Run one full self-evolution cycle now: extract → accumulate → retrain (gated) → compact."""
-    from agent.evolve import JOB_NAMES, run_cycle
+    from agent.evolve.cycle import JOB_NAMES, run_cycle
 
     for name in skip or []:
         if name not in JOB_NAMES:
@@ -110,9 +110,9 @@ def daemon_command(
     """Run the scheduled jobs and the queue of submitted tasks until Ctrl-C / SIGTERM (stops after the current step)."""
     import logging
 
-    from agent.daemon import Daemon
-    from agent.library import ensure_seeded
-    from agent.scheduler import ConfigError, parse_interval
+    from agent.evolve.daemon import Daemon
+    from memory.seed import ensure_seeded
+    from agent.evolve.scheduler import ConfigError, parse_interval
 
     cfg = _config(config, list(interval or []), **_settings(beta, writer, endpoint, endpoint_model, no_sandbox))
     if poll is not None:
@@ -140,7 +140,7 @@ def submit_command(
     json: JsonOption = False,
 ) -> None:
     """Queue TASK on REPO for `agent daemon` to solve."""
-    from agent.solve import MODES
+    from agent.runtime.solve import MODES
     from memory import queue as queue_repo
     from memory.db import Store
 
@@ -164,7 +164,7 @@ def submit_command(
 @jobs_app.command("list")
 def jobs_list(config: Optional[Path] = ConfigOption, db: DbOption = None, json: JsonOption = False) -> None:
     """The jobs: interval, next run (or paused), and the last run's status."""
-    from agent.scheduler import list_jobs
+    from agent.evolve.scheduler import list_jobs
     from memory.db import Store
 
     cfg = _config(config)
@@ -188,7 +188,7 @@ def jobs_run(
     json: JsonOption = False,
 ) -> None:
     """Run one job now, in this process (safe alongside a running daemon: work is claimed per item)."""
-    from agent.evolve import JOB_NAMES, run_job
+    from agent.evolve.cycle import JOB_NAMES, run_job
 
     if name not in JOB_NAMES:
         fail(f"unknown job {name!r} (jobs: {', '.join(JOB_NAMES)})")
@@ -202,7 +202,7 @@ def jobs_run(
 @jobs_app.command("pause")
 def jobs_pause(name: str = typer.Argument(..., help="The job to pause."), db: DbOption = None) -> None:
     """Pause a scheduled job (a running daemon sees it at its next poll)."""
-    from agent.scheduler import ConfigError, pause
+    from agent.evolve.scheduler import ConfigError, pause
     from memory.db import Store
 
     try:
@@ -215,7 +215,7 @@ def jobs_pause(name: str = typer.Argument(..., help="The job to pause."), db: Db
 @jobs_app.command("resume")
 def jobs_resume(name: str = typer.Argument(..., help="The job to resume."), db: DbOption = None) -> None:
     """Resume a paused job; it next runs one interval from now."""
-    from agent.scheduler import ConfigError, resume
+    from agent.evolve.scheduler import ConfigError, resume
     from memory.db import Store
 
     try:

@@ -8,8 +8,8 @@ from typing import List, Optional
 import typer
 
 from agent.commands import DbOption, JsonOption, ModelOption
-from agent.models import DEFAULT_MODEL
-from agent.output import console, emit_json, err_console, fail, table
+from agent.runtime.base_model import DEFAULT_MODEL
+from agent.commands.output import console, emit_json, err_console, fail, table
 from memory.db import Store
 
 app = typer.Typer(help="Train the skill→LoRA hypernetwork and list its checkpoints.", no_args_is_help=True)
@@ -56,9 +56,9 @@ def train_command(
     import torch
     from accelerate import PartialState
 
-    from agent.models import load_model
-    from agent.synth import DEFAULT_LIBRARY
-    from agent.training import Replay, TrainOptions, run_training
+    from agent.runtime.base_model import load_model
+    from agent.synth.build import DEFAULT_LIBRARY
+    from agent.learn.hypernet_runs import Replay, TrainOptions, run_training
     from hypernet.config import HypernetConfig
 
     if stage not in STAGES:
@@ -107,7 +107,7 @@ def train_command(
 @app.command("list")
 def list_(db: DbOption = None, json: JsonOption = False) -> None:
     """Hypernetwork checkpoints in the store, newest first."""
-    from agent.training import list_checkpoints
+    from agent.learn.hypernet_runs import list_checkpoints
 
     rows = list_checkpoints(Store(db))
     if json:
@@ -130,7 +130,7 @@ def _lora_options(steps: Optional[int], epochs: Optional[float], default_epochs:
                   max_tokens: int, seed: int, progress: bool, threads: Optional[int]):
     import torch
 
-    from agent.baselines import LoraOptions
+    from agent.learn.baselines import LoraOptions
 
     if steps is not None and epochs is not None:
         fail("give --steps or --epochs, not both")
@@ -141,7 +141,7 @@ def _lora_options(steps: Optional[int], epochs: Optional[float], default_epochs:
 
 
 def _load(model: str):
-    from agent.models import load_model
+    from agent.runtime.base_model import load_model
 
     with err_console.status(f"loading {model} ..."):
         return load_model(model)
@@ -170,7 +170,7 @@ def multitask_command(
     json: JsonOption = False,
 ) -> None:
     """One LoRA trained on every training skill's samples, with no skill in context."""
-    from agent.baselines import run_multitask
+    from agent.learn.baselines import run_multitask
 
     opts = _lora_options(steps, epochs, 1.0, lr, batch_size, max_tokens, seed, progress, threads)
     report = run_multitask(_load(model), data, out, opts, val_data=val_data, overwrite=overwrite)
@@ -202,7 +202,7 @@ def oracle_command(
     json: JsonOption = False,
 ) -> None:
     """Per-skill "oracle" LoRAs, each fine-tuned on that skill's own samples, timed."""
-    from agent.baselines import run_oracle
+    from agent.learn.baselines import run_oracle
 
     if bool(skill) == all_:
         fail("name the skills with --skill NAME (repeatable) or pass --all, not both")

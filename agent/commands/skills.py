@@ -8,7 +8,7 @@ from typing import List
 import typer
 
 from agent.commands import DbOption, JsonOption
-from agent.output import console, emit_json, table
+from agent.commands.output import console, emit_json, table
 from memory import skills as skill_repo
 from memory.db import Store
 from memory.skillfile import SkillDoc, discover, read_skill_dir
@@ -98,7 +98,7 @@ def lint(
     json: JsonOption = False,
 ) -> None:
     """Report skills without a checker, a split or a usable procedure; exit 1 when any has problems."""
-    from agent.lint import lint as lint_doc
+    from agent.checks.lint import lint as lint_doc
 
     if paths:
         docs = load_docs(paths)

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import typer
 
-from agent import loop
+from agent.runtime import loop
 from agent.commands import DbOption, JsonOption, ModelOption
-from agent.models import DEFAULT_MODEL
-from agent.output import console, emit_json, err_console
-from agent.solve import SolveError, SolveRequest, solve
+from agent.runtime.base_model import DEFAULT_MODEL
+from agent.commands.output import console, emit_json, err_console
+from agent.runtime.solve import SolveError, SolveRequest, solve
 
 
 def command(
@@ -38,8 +38,8 @@ def command(
     """Solve TASK in a sandboxed copy of REPO; prints the outcome, the diff and the trajectory id."""
     import sys
 
-    from agent import skill_context
-    from agent.library import ensure_seeded
+    from agent.runtime import skill_context
+    from memory.seed import ensure_seeded
     from memory.db import Store
 
     request = SolveRequest(repo=repo.resolve(), task=task, mode=mode, model_name=endpoint_model or model,
@@ -68,18 +68,18 @@ def command(
     say = err_console.print if json else console.print
     loaded = handle = None
     if endpoint:
-        from agent.backends import EndpointChat
+        from agent.runtime.backends import EndpointChat
 
         chat = EndpointChat(endpoint, endpoint_model, key_env=endpoint_key_env)
     else:
-        from agent.backends import LocalChat
-        from agent.models import load_model
+        from agent.runtime.backends import LocalChat
+        from agent.runtime.base_model import load_model
 
         with err_console.status(f"loading {model} ..."):
             loaded = load_model(model)
         chat = LocalChat(loaded.model, loaded.tokenizer, max_new_tokens=max_new_tokens)
         if mode == "parametric":
-            from agent.hypernets import load as load_hypernet
+            from agent.runtime.hypernet_loader import load as load_hypernet
 
             handle = load_hypernet(loaded, store, str(hypernet) if hypernet else None)
             if not handle.trained:

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from agent.commands import DbOption, JsonOption
-from agent.output import console, emit_json, fail, table
+from agent.commands.output import console, emit_json, fail, table
 from memory import trajectories as traj_repo
 from memory.db import Store
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from agent.commands import DbOption
-from agent.output import err_console, fail
+from agent.commands.output import err_console, fail
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -40,8 +40,7 @@ def command(
         fail(f"cannot write {screenshot}: folder {screenshot.parent} does not exist")
     shot_size = _size(size) if screenshot is not None else None
     if demo is not None:
-        from agent import demo_db
-
+        from agent.tui import demo_db
         with err_console.status(f"writing demo database {demo} ..."):
             # anchored at the current minute, so "next run in 2h" is about today
             demo_db.build(demo, anchor=datetime.now(timezone.utc).replace(second=0, microsecond=0))

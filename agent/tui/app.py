@@ -9,7 +9,7 @@ from typing import Callable
 from textual.app import App
 from textual.binding import Binding
 
-from agent.tui.norms import NormCache
+from agent.tui.adapter_norms import NormCache
 from agent.tui.reader import Reader
 from agent.tui.screens.base import DataScreen
 from agent.tui.screens.help import HelpScreen

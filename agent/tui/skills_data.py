@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import func, select
 
-from agent.tui.norms import AdapterNorms, NormCache
+from agent.tui.adapter_norms import AdapterNorms, NormCache
 from agent.tui.reader import Reader
 from agent.tui.timefmt import as_utc
 from memory.models import Adapter, Skill, Trajectory

@@ -6,7 +6,7 @@ from textual.color import Color
 from textual.content import Content
 from textual.widgets import Static
 
-from agent.tui.norms import AdapterNorms
+from agent.tui.adapter_norms import AdapterNorms
 
 BAR = 8  # characters of the bar drawn beside each value
 

@@ -22,8 +22,7 @@ from datetime import date
 from functools import lru_cache
 from typing import Any
 
-from agent import mutations as mu
-
+from agent.tasks import mutations as mu
 SUBTASKS = ("bug-localization", "bug-fixing", "test-writing", "code-review", "commit-message", "refactoring")
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from sqlalchemy import select
 
-from agent.models import LoadedModel, agent_home
+from agent.runtime.base_model import LoadedModel, agent_home
 from hypernet.batching import IGNORE, Example
 from hypernet.checkpoint import hypernet_from_bytes, hypernet_to_bytes
 from hypernet.config import HypernetConfig, HypernetError
@@ -41,7 +41,7 @@ from memory.skillfile import discover, read_skill_dir
 __all__ = ["TrainingError", "TrainOptions", "Replay", "StageOutcome", "run_training", "tokenize_chat",
            "list_checkpoints"]
 
-ICL_PREFIX = "Follow these skills:\n\n"  # the agent's in-context prompt (agent/skill_context.py)
+ICL_PREFIX = "Follow these skills:\n\n"  # the agent's in-context prompt (agent/runtime/skill_context.py)
 SAVE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 # Per stage: stage 1 adds top-k context distillation to the reconstruction targets; the 135M teacher
 # is weak (DESIGN.md), so the checked targets keep the larger weight.
@@ -498,7 +498,7 @@ def _initial_hypernet(store: Store, loaded: LoadedModel, stage: int, opts: Train
     hn, sha = load_checkpoint_file(path, loaded.name, expected)
     parent = row_for_sha(store, sha)
     if parent is None:  # an outside file: give it a row so the lineage is complete
-        from agent.hypernets import register as register_plain
+        from agent.runtime.hypernet_loader import register as register_plain
 
         parent = register_plain(store, hn, sha, str(path), path.stem)
     return hn, parent, str(path)

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from agent import scheduler as sched
-from agent.evolve import EvolveContext, JobReport
+from agent.evolve import scheduler as sched
+from agent.evolve.cycle import EvolveContext, JobReport
 from memory import evolution as evo_repo
 from memory import queue as queue_repo
 
@@ -67,8 +67,8 @@ def make_solver(chat_factory: ChatFactory | None = None) -> Solver:
     def solver(ctx: EvolveContext, item: QueuedView) -> SolveOutcome:
         import sys
 
-        from agent import loop, skill_context
-        from agent.solve import SolveRequest, solve
+        from agent.runtime import loop, skill_context
+        from agent.runtime.solve import SolveRequest, solve
 
         opts = item.options
         mode = opts.get("mode", "parametric")
@@ -82,7 +82,7 @@ def make_solver(chat_factory: ChatFactory | None = None) -> Solver:
             if chat_factory is not None:
                 chat = chat_factory(ctx, item)
             else:
-                from agent.backends import LocalChat
+                from agent.runtime.backends import LocalChat
 
                 loaded = ctx.loaded()
                 chat = LocalChat(loaded.model, loaded.tokenizer, max_new_tokens=int(opts.get("max_new_tokens", 256)))

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from agent.actions import Action
+from agent.runtime.actions import Action
 
 READ_LIMIT_LINES = 200
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from agent import loop
-from agent.actions import Action
-from agent.tools import Observation, Tools
+from agent.runtime import loop
+from agent.runtime.actions import Action
+from agent.runtime.tools import Observation, Tools
 from memory import trajectories
 from memory.db import Store
 

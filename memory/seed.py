@@ -8,7 +8,7 @@ from memory import skills as skill_repo
 from memory.db import Store
 from memory.skillfile import discover, read_skill_dir
 
-LIBRARY = Path(__file__).resolve().parent.parent / "memory" / "library"
+LIBRARY = Path(__file__).resolve().parent / "library"
 
 
 def seed_docs():

@@ -1,11 +1,11 @@
 """Programs with tests, and bugs injected into them.
 
-The bundled corpus (`agent/corpus/<name>/{<name>.py, check_<name>.py, cases.json}`) holds
+The bundled corpus (`agent/tasks/corpus/<name>/{<name>.py, check_<name>.py, cases.json}`) holds
 small real modules with passing tests; a few pure-Python standard-library functions add
 more source for diffs and refactors. AST mutation operators make buggy variants as
 minimal single-line text edits, so diffs stay small and line numbers keep their meaning;
 a variant is kept only when the module's tests catch it. Tests run in a subprocess
-(`agent/corpus/runner.py`), one per batch of variants, with per-test timeouts.
+(`agent/tasks/corpus/runner.py`), one per batch of variants, with per-test timeouts.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ For each (skill, task, reference) item the model answers the task
   random      with a LoRA generated from unrelated text (the control: it must score lower than parametric),
 and with fixed-adapter baselines (`Baseline`: one PEFT LoRA for every item, or one per skill).
 Adherence is the skill's own checker passing; token F1 and BERTScore compare with the reference; an
-optional LLM judge (agent.judge) scores 1-10.
+optional LLM judge (agent.learn.judge) scores 1-10.
 
 Generation is batched across items and modes: left-padded rows, greedy, each row with its own adapter
 (hypernet.inject.apply_lora_rows), so an adapter mode costs no more than a plain one.
@@ -26,12 +26,12 @@ from typing import Callable
 
 import torch
 
-from agent.backends import prompt_ids
-from agent.checks import check
-from agent.conversion import convert_skill
-from agent.hypernets import HypernetHandle
-from agent.metrics import bertscore_f1, token_f1
-from agent.models import LoadedModel
+from agent.runtime.backends import prompt_ids
+from agent.checks.registry import check
+from agent.runtime.skill_adapters import convert_skill
+from agent.runtime.hypernet_loader import HypernetHandle
+from agent.learn.metrics import bertscore_f1, token_f1
+from agent.runtime.base_model import LoadedModel
 from hypernet.config import HypernetError
 from hypernet.inject import apply_lora_rows
 from hypernet.lora import LoraWeights
@@ -253,7 +253,7 @@ def evaluate(items, loaded: LoadedModel, handle: HypernetHandle | None, modes=MO
              baselines: dict[str, Baseline] | None = None, judge=None) -> list[ItemResult]:
     """Every item under every mode; a baseline mode skips items whose skill it has no adapter for.
 
-    `judge` (agent.judge.Judge) scores each response after generation; its EndpointError propagates.
+    `judge` (agent.learn.judge.Judge) scores each response after generation; its EndpointError propagates.
     """
     jobs, requests = plan(items, loaded, handle, modes, store, baselines)
     seconds = [0.0] * len(jobs)

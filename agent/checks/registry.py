@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # tasks imports the corpus machinery; checks without a task need none of it
-    from agent.tasks import Task
+    from agent.tasks.instances import Task
 
 
 class SpecError(ValueError):
@@ -1038,8 +1038,8 @@ def _def_source(code: str, name: str) -> str | None:
 
 def fixed_source(response: str, truth: dict[str, Any]) -> str | None:
     """The module after applying the answer's fix (a diff or a whole function), or None."""
-    from agent import mutations as mu
-    from agent.tasks import buggy_source
+    from agent.tasks import mutations as mu
+    from agent.tasks.instances import buggy_source
 
     buggy = buggy_source(truth)
     answer = Answer(response)
@@ -1067,8 +1067,8 @@ BF = ("bug-fixing",)
 def _diff_applies(ctx: Ctx, _):
     if ctx.task is None or "module" not in ctx.task.truth:
         return SKIP
-    from agent import mutations as mu
-    from agent.tasks import buggy_source
+    from agent.tasks import mutations as mu
+    from agent.tasks.instances import buggy_source
 
     blocks = [b for b in ctx.answer.blocks if b.lang in ("diff", "patch")]
     if not blocks:
@@ -1099,8 +1099,7 @@ def _defines_function(ctx: Ctx, _):
 def _fix_passes_tests(ctx: Ctx, _):
     if ctx.task is None or "module" not in ctx.task.truth or "failing_tests" not in ctx.task.truth:
         return SKIP
-    from agent import mutations as mu
-
+    from agent.tasks import mutations as mu
     source = fixed_source(ctx.answer.text, ctx.task.truth)
     if source is None:
         return "no applicable fix found"
@@ -1358,8 +1357,7 @@ def _imports_unit(ctx: Ctx, _):
 def _tests_pass(ctx: Ctx, _):
     if ctx.task is None or "module" not in ctx.task.truth or "cases" not in ctx.task.truth:
         return SKIP
-    from agent import mutations as mu
-
+    from agent.tasks import mutations as mu
     got = _tests(ctx)
     if isinstance(got, str):
         return got
@@ -1791,8 +1789,7 @@ def _max_nesting(ctx: Ctx, n: int):
 
 def refactored_module(response: str, truth: dict[str, Any]) -> str | None:
     """The corpus module with the answer's version of the function (and its constants) swapped in."""
-    from agent import mutations as mu
-
+    from agent.tasks import mutations as mu
     if truth.get("origin") != "corpus":
         return None
     answer = Answer(response)
@@ -1816,8 +1813,7 @@ def refactored_module(response: str, truth: dict[str, Any]) -> str | None:
 def _behavior_preserved(ctx: Ctx, _):
     if ctx.task is None or ctx.task.truth.get("origin") != "corpus":
         return SKIP
-    from agent import mutations as mu
-
+    from agent.tasks import mutations as mu
     try:
         source = refactored_module(ctx.answer.text, ctx.task.truth)
     except SyntaxError:

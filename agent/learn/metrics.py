@@ -13,7 +13,7 @@ from collections import Counter
 
 import torch
 
-from agent.embed import _load
+from agent.runtime.embed import _load
 
 TOKEN = re.compile(r"\w+|[^\w\s]")
 

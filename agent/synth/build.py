@@ -7,8 +7,8 @@ purpose); (b) a task instance solved the way the skill prescribes. The reference
 of (b) is built programmatically from the task's ground truth and the skill's checks spec
 (`render_reference`) and kept only if that skill's checker accepts it. Stage 3: tool-use
 trajectories on bug tasks, scripted and verified by execution in the sandbox
-(agent/synth_stage3.py). An optional teacher endpoint rewrites the task references
-(agent/teacher.py), still filtered by the checkers.
+(agent/synth/stage3.py). An optional teacher endpoint rewrites the task references
+(agent/synth/teacher.py), still filtered by the checkers.
 
 The skill text never appears in the messages: the hypernetwork reads it separately (an
 in-context variant is made by the caller adding it as a system message). Output: JSONL
@@ -34,16 +34,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent import checks as ck
-from agent import mutations as mu
-from agent import synth_stage3 as s3
-from agent.actions import FormatError, parse
-from agent.tasks import SUBTASKS, Task, make_tasks
-from agent.teacher import Teacher, TeacherRequest
+from agent.checks import registry as ck
+from agent.tasks import mutations as mu
+from agent.synth import stage3 as s3
+from agent.runtime.actions import FormatError, parse
+from agent.tasks.instances import SUBTASKS, Task, make_tasks
+from agent.synth.teacher import Teacher, TeacherRequest
 from memory.errors import SkillFormatError
 from memory.skillfile import SkillDoc, discover, read_skill_dir
 
-DEFAULT_LIBRARY = Path(__file__).resolve().parent.parent / "memory" / "library"
+DEFAULT_LIBRARY = Path(__file__).resolve().parents[2] / "memory" / "library"
 SPLITS = ("train", "heldout")
 SAMPLE_TYPES = ("reconstruct", "continue", "qa", "task", "trajectory")
 STAGES = (1, 2, 3)
@@ -798,12 +798,12 @@ def library_hash(skills: Iterable[Skill]) -> str:
 def code_version() -> str:
     """Hash of the code that shapes samples, so a manifest says which generator made it."""
     digest = hashlib.sha256()
-    here = Path(__file__).resolve().parent
-    for name in ("synth.py", "synth_stage3.py", "teacher.py", "loop.py", "actions.py", "tools.py", "checks.py",
-                 "tasks.py", "mutations.py", "corpus/runner.py"):
-        digest.update((here / name).read_bytes())
-    for path in sorted((here / "corpus").glob("*/*")):
-        digest.update(path.name.encode() + path.read_bytes())
+    agent = Path(__file__).resolve().parents[1]
+    paths = [agent / "runtime" / name for name in ("loop.py", "actions.py", "tools.py")]
+    for room in ("synth", "checks", "tasks"):
+        paths += sorted(p for p in (agent / room).rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    for path in paths:
+        digest.update(path.relative_to(agent).as_posix().encode() + path.read_bytes())
     return digest.hexdigest()[:16]
 
 

@@ -21,7 +21,7 @@ Every value is checked when the config is loaded (a bad interval or an unknown j
 one line naming the file), so a daemon never starts with a schedule it cannot run.
 
 Jobs are stored in `apscheduler_jobs` (APScheduler's SQLAlchemyJobStore over the store's engine) with
-id = job name and the function `agent.scheduler:fire`, so their next run times survive restarts; a job
+id = job name and the function `agent.evolve.scheduler:fire`, so their next run times survive restarts; a job
 whose interval is unchanged keeps its next run time and its paused state across restarts.
 """
 
@@ -41,13 +41,13 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from agent.evolve import JOB_NAMES, EvolveContext, EvolveSettings, SettingsError, run_job
+from agent.evolve.cycle import JOB_NAMES, EvolveContext, EvolveSettings, SettingsError, run_job
 from memory.db import Store
 
 log = logging.getLogger(__name__)
 
 TABLE = "apscheduler_jobs"
-FUNC_REF = "agent.scheduler:fire"
+FUNC_REF = "agent.evolve.scheduler:fire"
 DEFAULT_CONFIG = Path("agent.toml")
 DEFAULT_INTERVALS = {"extract": "10m", "accumulate": "30m", "retrain": "24h", "compact": "7d"}
 MIN_INTERVAL_S = 1.0

@@ -10,8 +10,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
-from agent.actions import Action, FormatError, parse
-from agent.tools import Observation, Tools
+from agent.runtime.actions import Action, FormatError, parse
+from agent.runtime.tools import Observation, Tools
 
 SYSTEM = """You are a careful software engineer fixing a bug in a Python repository.
 Act in small steps. Each reply: one short thought, then exactly ONE fenced action block:

@@ -9,7 +9,7 @@ a fresh workspace holding the buggy module and its tests; the observations saved
 real outputs. A trajectory is kept only if the tests failed at the start (the failing test
 among them) and pass at the end; anything else is discarded and counted by reason.
 
-Messages have the agent loop's shape (agent/loop.py and agent/solve.py): the system
+Messages have the agent loop's shape (agent/runtime/loop.py and agent/runtime/solve.py): the system
 prompt, the task with the test command and the current test result, then assistant
 replies (one thought + one action block) and observations as user messages. Outputs are
 made deterministic: durations are removed from pytest's summary line, hashing is seeded,
@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent import loop
-from agent import mutations as mu
-from agent.actions import FormatError, parse
-from agent.tasks import Task, buggy_source
-from agent.tools import Tools
+from agent.runtime import loop
+from agent.tasks import mutations as mu
+from agent.runtime.actions import FormatError, parse
+from agent.tasks.instances import Task, buggy_source
+from agent.runtime.tools import Tools
 
 BUG_SUBTASKS = ("bug-localization", "bug-fixing")
 TEST_CMD = "python -m pytest"
@@ -202,7 +202,7 @@ class _Env:
 def estimate_tokens(text: str) -> int:
     """approx_tokens, except that runs of one punctuation mark (pytest's `=====` rules, progress dots)
     count as a BPE tokenizer counts them: a couple of tokens, not one per character."""
-    from agent.synth import approx_tokens
+    from agent.synth.build import approx_tokens
 
     return approx_tokens(_RUN.sub(r"\1\1", text))
 
@@ -212,7 +212,7 @@ def trajectory_tokens(messages: list[dict[str, str]]) -> int:
 
 
 def first_user_message(task_text: str, before: str) -> str:
-    """The loop's first user message, with the task as agent/solve.py words it."""
+    """The loop's first user message, with the task as agent/runtime/solve.py words it."""
     task = f"{task_text}\n\nTest command: {TEST_CMD}\nCurrent test result:\n{observation_text(before, TEST_RESULT_CHARS)}"
     return f"Task: {task}\n\nThe repository is your current directory."
 

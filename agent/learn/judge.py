@@ -1,6 +1,6 @@
 """LLM judge for `agent eval --judge`: a 1-10 score of how well a response follows the skill.
 
-Any OpenAI-compatible endpoint (agent.backends.EndpointChat). An endpoint that cannot be reached
+Any OpenAI-compatible endpoint (agent.runtime.backends.EndpointChat). An endpoint that cannot be reached
 raises EndpointError (the evaluation stops before writing anything); a reply without a readable
 score gives None for that item, counted as missing in the report.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from agent.backends import EndpointChat
+from agent.runtime.backends import EndpointChat
 
 SYSTEM = ("You are a strict grader. You judge whether a response to a software-engineering task follows "
           "the given skill's procedure and conventions, using the reference answer as an example of a good "

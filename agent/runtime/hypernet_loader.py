@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from sqlalchemy import select
 
-from agent.models import LoadedModel
+from agent.runtime.base_model import LoadedModel
 from hypernet.checkpoint import hypernet_from_bytes
 from hypernet.config import HypernetConfig
 from hypernet.hypernetwork import Hypernetwork
@@ -18,7 +18,7 @@ from memory.db import Store
 from memory.models import HypernetCheckpoint
 
 # Trained checkpoints shipped inside the package, per built-in base model.
-SHIPPED = {"smollm2-135m-instruct": Path(__file__).resolve().parent / "data" / "hypernet-smollm2-135m.safetensors"}
+SHIPPED = {"smollm2-135m-instruct": Path(__file__).resolve().parents[1] / "data" / "hypernet-smollm2-135m.safetensors"}
 
 
 @dataclass

@@ -284,7 +284,7 @@ class _Builder:
         return row
 
     def fold_into_ema(self, s, lora, skill: Skill, when: datetime) -> None:
-        """One accumulation step, with the version meta agent/accumulate.py writes."""
+        """One accumulation step, with the version meta agent/evolve/accumulate.py writes."""
         from hypernet.ema import ema_update
         from hypernet.norms import delta_norms
 
@@ -341,7 +341,7 @@ class _Builder:
         diff = "" if status in ("format_errors", "loop") else (
             f"--- a/{repo}.py\n+++ b/{repo}.py\n@@ -12,7 +12,7 @@\n-    return total // size\n"
             "+    return -(-total // size)\n")
-        traj = Trajectory(task=_task(repo), repo=f"agent/corpus/{repo}", mode=mode, model=BASE_MODEL,
+        traj = Trajectory(task=_task(repo), repo=f"agent/tasks/corpus/{repo}", mode=mode, model=BASE_MODEL,
                           status=status, verified=verified, active_skills=active, tokens=tokens,
                           outcome={"tests_before": {"passed": False, "exit_code": 1,
                                                     "tail": "1 failed, 4 passed in 0.05s"},
@@ -411,7 +411,7 @@ def _fence(kind: str, body: str) -> str:
 
 
 def _script(rng: random.Random, repo: str, verified: bool, status: str) -> list[tuple[str, str, dict | None]]:
-    """A linear message list like agent/loop.py records: system, task, then reply/observation pairs."""
+    """A linear message list like agent/runtime/loop.py records: system, task, then reply/observation pairs."""
     path = f"{repo}.py"
     msgs: list[tuple[str, str, dict | None]] = [
         ("system", "You are a coding agent working in a sandboxed repository. Reply with exactly one fenced "
@@ -535,7 +535,7 @@ def add_demo_jobs(url: str, anchor: datetime) -> None:
     from agent.tui.jobs import editing_scheduler
 
     try:  # the daemon's own job function, so `agent daemon` on a demo database keeps these jobs
-        from agent.scheduler import FUNC_REF as ref
+        from agent.evolve.scheduler import FUNC_REF as ref
     except ImportError:
         ref = f"{__name__}:demo_job"
     scheduler = editing_scheduler(url)
@@ -556,7 +556,7 @@ def build(path: Path, anchor: datetime = DEMO_ANCHOR, seed: int = 7) -> DemoSumm
         raise StoreError(f"{path} already exists: the demo database must be a new file")
     if not path.parent.is_dir():
         raise StoreError(f"cannot create {path}: folder {path.parent} does not exist")
-    from agent.tui.norms import one_torch_thread
+    from agent.tui.adapter_norms import one_torch_thread
 
     store = Store(f"sqlite:///{path}")
     try:

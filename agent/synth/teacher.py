@@ -31,7 +31,7 @@ class Teacher:
         self.url = url
         self.model = model
         self.workers = workers
-        from agent.backends import EndpointChat  # imports torch: only when a teacher is used
+        from agent.runtime.backends import EndpointChat  # imports torch: only when a teacher is used
 
         self.chat = EndpointChat(url, model, max_tokens=max_tokens, timeout=timeout)
 

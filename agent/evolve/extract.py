@@ -31,7 +31,7 @@ from memory.models import Skill, Trajectory, utcnow
 from memory.skillfile import SkillDoc, parse, validate
 
 if TYPE_CHECKING:
-    from agent.evolve import EvolveContext
+    from agent.evolve.cycle import EvolveContext
 
 SUBTASK = "bug-fixing"
 MAX_EVENTS = 50  # provenance lists are capped: a popular skill must not grow without bound
@@ -432,9 +432,9 @@ def _fallback_lint(doc: SkillDoc) -> list[str]:
 
 
 def lint_candidate(doc: SkillDoc, details: InstanceDetails) -> list[str]:
-    """The project linter (agent.lint) when present, plus the checks only extraction can make."""
+    """The project linter (agent.checks.lint) when present, plus the checks only extraction can make."""
     try:
-        from agent.lint import lint
+        from agent.checks.lint import lint
     except ImportError:
         lint = _fallback_lint
     problems = list(lint(doc))
@@ -460,7 +460,7 @@ class Neighbour:
 
 
 def skill_text(name: str, description: str) -> str:
-    from agent.retrieval import skill_key
+    from agent.runtime.retrieval import skill_key
 
     return skill_key(name, description)
 

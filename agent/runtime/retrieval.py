@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from agent.embed import embed
+from agent.runtime.embed import embed
 
 
 @dataclass(frozen=True)

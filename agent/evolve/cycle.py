@@ -192,14 +192,14 @@ class EvolveContext:
     def checkpoint_dir(self) -> Path:
         if self.settings.checkpoint_dir:
             return Path(self.settings.checkpoint_dir)
-        from agent.models import agent_home
+        from agent.runtime.base_model import agent_home
 
         return agent_home() / "checkpoints"
 
     def loaded(self):
         with self.model_lock:
             if self._loaded is None:
-                from agent.models import load_model
+                from agent.runtime.base_model import load_model
 
                 self._loaded = load_model(self.model_name)
             return self._loaded
@@ -208,7 +208,7 @@ class EvolveContext:
         """The hypernetwork: --hypernet, else the newest accepted checkpoint in the store, else shipped/fresh."""
         with self.model_lock:
             if self._handle is None:
-                from agent.hypernets import load
+                from agent.runtime.hypernet_loader import load
 
                 path = self.hypernet_path
                 if path is None:
@@ -227,7 +227,7 @@ class EvolveContext:
     def verify(self, view):
         if self.verifier is not None:
             return self.verifier(view)
-        from agent.extract import verify_in_sandbox
+        from agent.evolve.extract import verify_in_sandbox
 
         return verify_in_sandbox(view, self.settings.allow_unconfined, self.settings.verify_timeout)
 
@@ -240,11 +240,11 @@ class EvolveContext:
             return None
         if self._writer is None:
             if st.writer == "endpoint" or (st.writer == "auto" and st.endpoint and st.endpoint_model):
-                from agent.backends import EndpointChat
+                from agent.runtime.backends import EndpointChat
 
                 self._writer = (EndpointChat(st.endpoint, st.endpoint_model, key_env=st.endpoint_key_env), "teacher")
             else:
-                from agent.backends import LocalChat
+                from agent.runtime.backends import LocalChat
 
                 loaded = self.loaded()
                 self._writer = (LocalChat(loaded.model, loaded.tokenizer, max_new_tokens=400,
@@ -254,7 +254,7 @@ class EvolveContext:
     def embed(self, texts: list[str]):
         if self.embedder is not None:
             return self.embedder(texts)
-        from agent.embed import EmbedderError, embed
+        from agent.runtime.embed import EmbedderError, embed
 
         try:
             return embed(texts)
@@ -264,11 +264,11 @@ class EvolveContext:
             return lexical_embed(texts)
 
     def convert(self, doc, skill_id: int):
-        from agent.accumulate import Converted
+        from agent.evolve.accumulate import Converted
 
         if self.converter is not None:
             return self.converter(self, doc, skill_id)
-        from agent.conversion import convert_skill
+        from agent.runtime.skill_adapters import convert_skill
 
         with self.model_lock:
             handle = self.handle()
@@ -305,7 +305,7 @@ class JobReport:
 
 
 def job_function(name: str) -> Callable[[EvolveContext], dict[str, Any]]:
-    from agent import accumulate, extract
+    from agent.evolve import accumulate, extract
 
     table = {"extract": extract.run, "accumulate": accumulate.run, "retrain": retrain, "compact": accumulate.compact}
     if name not in table:
@@ -490,14 +490,14 @@ def training_samples(ctx: EvolveContext, trajectory_ids: list[int]) -> list[dict
 
 
 def default_retrain(ctx: EvolveContext, request: RetrainRequest) -> TrainedCandidate:
-    """Stage-3 fine-tuning with the project's trainer (agent.training), from the current hypernetwork."""
+    """Stage-3 fine-tuning with the project's trainer (agent.learn.hypernet_runs), from the current hypernetwork."""
     import json
     import time
 
     try:
-        from agent.training import TrainOptions, run_training
+        from agent.learn.hypernet_runs import TrainOptions, run_training
     except ImportError:
-        raise TrainingUnavailable("training not available: agent.training (the hypernetwork training loop) "
+        raise TrainingUnavailable("training not available: agent.learn.hypernet_runs (the hypernetwork training loop) "
                                   "is not part of this installation") from None
     samples = training_samples(ctx, request.trajectory_ids)
     if not samples:
@@ -508,7 +508,7 @@ def default_retrain(ctx: EvolveContext, request: RetrainRequest) -> TrainedCandi
     (data / "train-stage3.jsonl").write_text("".join(json.dumps(x) + "\n" for x in samples), encoding="utf-8")
     init = str(request.parent_id) if request.parent_id is not None else None
     if init is None:
-        from agent.hypernets import SHIPPED
+        from agent.runtime.hypernet_loader import SHIPPED
 
         shipped = SHIPPED.get(ctx.base_model)
         init = str(shipped) if shipped is not None and shipped.is_file() else "scratch"
@@ -524,13 +524,13 @@ def default_retrain(ctx: EvolveContext, request: RetrainRequest) -> TrainedCandi
 
 
 def default_evaluate(ctx: EvolveContext, checkpoint: HypernetCheckpoint | None) -> GateScore:
-    """Adherence of the model with parametric skills on held-out seed skills (agent.evaluate)."""
+    """Adherence of the model with parametric skills on held-out seed skills (agent.learn.evaluate)."""
     try:
-        from agent.evaluate import aggregate, evaluate
-        from agent.synth import make_eval_items
+        from agent.learn.evaluate import aggregate, evaluate
+        from agent.synth.build import make_eval_items
     except ImportError:
-        raise TrainingUnavailable("evaluation not available: agent.evaluate is not part of this installation") from None
-    from agent.hypernets import load
+        raise TrainingUnavailable("evaluation not available: agent.learn.evaluate is not part of this installation") from None
+    from agent.runtime.hypernet_loader import load
 
     items, per = [], {}
     for item in make_eval_items(split="heldout", n=1, seed=0):

@@ -6,11 +6,11 @@ concatenation, skills weighted by retrieval similarity, the EMA with weight 1.
 
 from __future__ import annotations
 
-from agent.conversion import convert_skill
-from agent.hypernets import HypernetHandle
-from agent.models import LoadedModel
-from agent.retrieval import top_k
-from agent.solve import SkillContext
+from agent.runtime.skill_adapters import convert_skill
+from agent.runtime.hypernet_loader import HypernetHandle
+from agent.runtime.base_model import LoadedModel
+from agent.runtime.retrieval import top_k
+from agent.runtime.solve import SkillContext
 from hypernet.lora import LoraWeights
 from hypernet.merge import merge
 from memory import adapters as adapter_repo
@@ -48,7 +48,7 @@ def build(store: Store, mode: str, task: str, k: int, loaded: LoadedModel | None
         ema = adapter_repo.latest_ema(s, loaded.name)
         ema_id, ema_version = (ema.id, ema.version) if ema else (None, None)
     if ema_id is not None:
-        from agent.conversion import load_lora
+        from agent.runtime.skill_adapters import load_lora
 
         loras.append(load_lora(store, ema_id))
         weights.append(1.0)

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select
 
-from agent.forgetting import cosine, diff_norm
+from agent.learn.forgetting import cosine, diff_norm
 from hypernet.ema import ema_update
 from hypernet.lora import LoraWeights
 from hypernet.merge import recompress
@@ -43,7 +43,7 @@ from memory.errors import StoreError
 from memory.models import Adapter, HypernetCheckpoint, Skill, utcnow
 
 if TYPE_CHECKING:
-    from agent.evolve import EvolveContext
+    from agent.evolve.cycle import EvolveContext
 
 MIN_WEIGHT = 1e-4  # contributors whose EMA weight fell below this are dropped from the list (not the math)
 
@@ -64,7 +64,7 @@ def _norm_meta(lora: LoraWeights) -> dict[str, Any]:
 def write_version(session, lora: LoraWeights, *, op: str, parent: Adapter | None, meta: dict[str, Any],
                   hypernet_id: int | None = None) -> Adapter:
     """Insert the next EMA version (inside the caller's transaction)."""
-    from agent.conversion import describe
+    from agent.runtime.skill_adapters import describe
 
     info = describe(lora)
     version = adapter_repo.next_ema_version(session)
