@@ -10,7 +10,7 @@ from collections import defaultdict
 
 import pytest
 
-from agent.checks import registry as ck
+from agent import checks as ck
 from agent.synth import build as sy
 N_TASKS = 2
 # Static task-aware rules (execution-based ones are covered where references are validated).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.checks import registry as ck
+from agent import checks as ck
 from agent.tasks.instances import Task
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.checks import registry as ck
+from agent import checks as ck
 from agent.checks.lint import lint, lint_dir
 from agent.tasks.instances import SUBTASKS
 from memory.skillfile import SkillDoc, read_skill_dir

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.checks import registry as ck
+from agent import checks as ck
 from agent.tasks import mutations as mu
 from agent.synth import build as sy
 from agent.tasks.instances import SUBTASKS

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.checks import registry as ck
+from agent import checks as ck
 from agent.synth import build as sy
 from agent.synth import stage3 as s3
 from agent.runtime.actions import parse

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from agent.checks import registry as ck
+from agent import checks as ck
 from agent.tasks.instances import SUBTASKS
 from memory.errors import SkillFormatError
 from memory.skillfile import SkillDoc, discover, read_skill_dir

@@ -27,7 +27,7 @@ from typing import Callable
 import torch
 
 from agent.runtime.backends import prompt_ids
-from agent.checks.registry import check
+from agent.checks import check
 from agent.runtime.skill_adapters import convert_skill
 from agent.runtime.hypernet_loader import HypernetHandle
 from agent.learn.metrics import bertscore_f1, token_f1

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.checks import registry as ck
+from agent import checks as ck
 from agent.tasks import mutations as mu
 from agent.synth import stage3 as s3
 from agent.runtime.actions import FormatError, parse
@@ -202,7 +202,7 @@ def render_commit(task: Task, spec: ck.Spec) -> str | None:
         body += _wrap(f"{t['why']} {t['what']}", width)
     trailers = []
     for call in spec.all("trailer"):
-        value = ck._trailer_value(call.value, t)
+        value = ck.trailer_value(call.value, t)
         trailers.append(f"{call.value}: {value or 'yes'}")
     closes = spec.get("closes-issue")
     if closes:
