@@ -57,7 +57,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     except ImportError:
         pass
     try:
-        from agent.synth.build import SynthError
+        from agent.synth.common import SynthError
 
         errors.append(SynthError)
     except ImportError:

@@ -102,7 +102,7 @@ def run_variant(name: str, loaded, args, data: Path, work: Path, held, chain: di
     """Train one variant from scratch, or, for a stage variant whose earlier stages another variant of
     this run has trained (same config, same seeds), continue from that checkpoint: the same weights a
     from-scratch run would reach, without training the shared stages twice."""
-    from agent.synth.build import DEFAULT_LIBRARY
+    from agent.synth.common import DEFAULT_LIBRARY
     from agent.learn.hypernet_runs import TrainOptions, load_checkpoint_file, run_training
     from hypernet.config import HypernetConfig
     from memory.db import Store
@@ -222,7 +222,7 @@ def main() -> None:
     loaded = load_model(MODEL, device="cpu", dtype="float32")
     work = Path(tempfile.mkdtemp(prefix="hn-ablation-"))
     data = data_folder(args.data, args.stage3_data, work)
-    from agent.synth.build import DEFAULT_LIBRARY
+    from agent.synth.common import DEFAULT_LIBRARY
 
     held = held_out(loaded, args.val_data, args.data, (DEFAULT_LIBRARY,), args.max_tokens, args.val_examples,
                     args.batch_size)

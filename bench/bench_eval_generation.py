@@ -58,7 +58,7 @@ def main() -> None:
     from agent.learn.evaluate import MODES, generate_all, plan
     from agent.runtime.hypernet_loader import load as load_hypernet
     from agent.runtime.base_model import load_model
-    from agent.synth.build import make_eval_items
+    from agent.synth.eval_items import make_eval_items
 
     from agent.commands.evaluation import first_skills
 

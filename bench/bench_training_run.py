@@ -58,7 +58,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     from agent.runtime.base_model import load_model
-    from agent.synth.build import DEFAULT_LIBRARY
+    from agent.synth.common import DEFAULT_LIBRARY
     from agent.learn.hypernet_runs import TrainOptions, run_training
     from memory.db import Store
 

@@ -11,7 +11,7 @@ from collections import defaultdict
 import pytest
 
 from agent import checks as ck
-from agent.synth import build as sy
+from agent import synth as sy
 N_TASKS = 2
 # Static task-aware rules (execution-based ones are covered where references are validated).
 CORRECTNESS_RULES = {"location-correct", "flags-bug", "verdict-correct", "type-matches", "scope-is-module",

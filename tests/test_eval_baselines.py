@@ -10,7 +10,7 @@ import torch
 from agent.runtime.backends import LocalChat
 from agent.learn.evaluate import Request, evaluate, load_baseline, plan, skipped_counts
 from agent.runtime.base_model import load_model
-from agent.synth.build import make_eval_items
+from agent.synth.eval_items import make_eval_items
 from hypernet import HypernetError, Target, apply_lora, export_peft, find_targets
 from hypernet_fixtures import random_lora
 from memory.db import Store

@@ -10,7 +10,8 @@ import pytest
 
 from agent import checks as ck
 from agent.tasks import mutations as mu
-from agent.synth import build as sy
+from agent import synth as sy
+from agent.synth import build
 from agent.tasks.instances import SUBTASKS
 from memory.skillfile import read_skill_dir
 
@@ -154,12 +155,12 @@ def test_failure_leaves_no_partial_output(small_lib, tmp_path, monkeypatch):
     def explode(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(sy, "stage2_qa", explode)
+    monkeypatch.setattr(build, "stage2_qa", explode)
     out = tmp_path / "out"
     with pytest.raises(RuntimeError):
         sy.synth(small_lib, (1, 2), 1, 0, out, "train")
     assert not out.exists() and list(tmp_path.iterdir()) == []
-    monkeypatch.setattr(sy, "_jsonl", explode)  # a failure while writing files
+    monkeypatch.setattr(build, "_jsonl", explode)  # a failure while writing files
     with pytest.raises(RuntimeError):
         sy.synth(small_lib, (1,), 1, 0, out, "train")
     assert list(tmp_path.iterdir()) == []

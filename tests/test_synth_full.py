@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from agent.synth import build as sy
+from agent import synth as sy
 def test_full_library_synth_is_fast_and_complete(tmp_path):
     skills = sy.load_library()
     started = time.perf_counter()

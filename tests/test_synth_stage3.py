@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from agent import checks as ck
-from agent.synth import build as sy
+from agent import synth as sy
 from agent.synth import stage3 as s3
+from agent.tasks import mutations as mu
 from agent.runtime.actions import parse
 from agent.runtime.loop import SYSTEM
 from agent.learn.hypernet_runs import read_jsonl, stage_files
@@ -110,7 +111,7 @@ def test_heldout_skills_never_appear_in_train_files(lib, run, tmp_path):
     assert {s["skill"] for s in samples} <= {HELDOUT_BUG_SKILL}
     assert held.manifest["stage3"]["bug_skills"] == 1
     for sample in samples:  # held-out trajectories run on held-out corpus code
-        assert sample["reference"]["truth"]["module"] in sy.mu.EVAL_MODULES
+        assert sample["reference"]["truth"]["module"] in mu.EVAL_MODULES
 
 
 def test_training_reads_stage3_files(run):

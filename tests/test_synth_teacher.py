@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.synth import build as sy
+from agent import synth as sy
 from agent.synth.teacher import Teacher
 
 LIBRARY = Path(__file__).resolve().parent.parent / "memory" / "library"

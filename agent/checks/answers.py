@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-
 FENCE_RE = re.compile(r"^(\s*)(`{3,}|~{3,})\s*([\w+-]*)")
 HEADING_RE = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
 LABEL_RE = re.compile(r"^\*{0,2}([A-Z][A-Za-z0-9 /-]{0,30}?)\*{0,2}:(?:\s|$)")

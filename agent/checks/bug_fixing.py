@@ -7,7 +7,7 @@ import textwrap
 from typing import Any
 
 from agent.checks.answers import Answer, Block
-from agent.checks.registry import Ctx, SKIP, truth_value, rule
+from agent.checks.registry import SKIP, Ctx, rule, truth_value
 from agent.tasks import mutations as mu
 from agent.tasks.instances import buggy_source
 

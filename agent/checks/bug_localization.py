@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
-from agent.checks.answers import Answer, LOCATION_RE, NUMBERED_RE, list_items
+from agent.checks.answers import LOCATION_RE, NUMBERED_RE, Answer, list_items
 from agent.checks.generic import json_answer
-from agent.checks.registry import Ctx, SKIP, truth_value, rule
+from agent.checks.registry import SKIP, Ctx, rule, truth_value
 
 
 def is_test_file(name: str) -> bool:

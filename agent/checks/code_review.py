@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 
 from agent.checks.answers import LOCATION_RE, list_items
-from agent.checks.registry import Ctx, SKIP, english_list, truth_value, rule
-
+from agent.checks.registry import SKIP, Ctx, english_list, rule, truth_value
 
 CR = ("code-review",)
 COMMENT_SECTIONS = ("Issues", "Findings", "Comments", "Problems", "Concerns", "Blocking")

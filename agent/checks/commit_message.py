@@ -7,8 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.checks.answers import BULLET_RE, NUMBERED_RE, is_imperative, list_items
-from agent.checks.registry import Ctx, SKIP, english_list, truth_value, rule
-
+from agent.checks.registry import SKIP, Ctx, english_list, rule, truth_value
 
 COMMIT_KINDS = {"fix": "fix", "feat": "feat", "refactor": "refactor", "docs": "docs", "test": "test"}
 GITMOJI = {"feat": "✨", "fix": "🐛", "refactor": "♻️", "docs": "📝", "test": "✅"}

@@ -7,8 +7,8 @@ import json
 import re
 from typing import Any
 
-from agent.checks.answers import Answer, BULLET_RE, NUMBERED_RE, is_imperative, list_items, words
-from agent.checks.registry import Ctx, SKIP, english_list, truth_value, rule
+from agent.checks.answers import BULLET_RE, NUMBERED_RE, Answer, is_imperative, list_items, words
+from agent.checks.registry import SKIP, Ctx, english_list, rule, truth_value
 
 
 @rule("max-words", "int", lambda n: f"Keep the prose (everything outside code blocks) to at most {n} words.",

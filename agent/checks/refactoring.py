@@ -8,9 +8,8 @@ from typing import Any
 
 from agent.checks.answers import Answer
 from agent.checks.bug_fixing import def_source, python_blocks
-from agent.checks.registry import Ctx, RULES, SKIP, english_list, truth_value, rule
+from agent.checks.registry import RULES, SKIP, Ctx, english_list, rule, truth_value
 from agent.tasks import mutations as mu
-
 
 RF = ("refactoring",)
 SNAKE_RE = re.compile(r"_{0,2}[a-z][a-z0-9]*(_[a-z0-9]+)*_{0,2}")

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 
 from agent.checks.bug_fixing import python_blocks
-from agent.checks.registry import Ctx, SKIP, english_list, truth_value, check, rule
+from agent.checks.registry import SKIP, Ctx, english_list, rule, truth_value
 from agent.tasks import mutations as mu
 
 

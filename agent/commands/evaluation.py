@@ -41,7 +41,7 @@ def command(
         record, skipped_counts, write_results
     from agent.runtime.hypernet_loader import load as load_hypernet
     from agent.runtime.base_model import load_model
-    from agent.synth.build import make_eval_items
+    from agent.synth.eval_items import make_eval_items
     from memory.db import Store
 
     if forgetting:

@@ -57,7 +57,7 @@ def train_command(
     from accelerate import PartialState
 
     from agent.runtime.base_model import load_model
-    from agent.synth.build import DEFAULT_LIBRARY
+    from agent.synth.common import DEFAULT_LIBRARY
     from agent.learn.hypernet_runs import Replay, TrainOptions, run_training
     from hypernet.config import HypernetConfig
 

@@ -527,7 +527,7 @@ def default_evaluate(ctx: EvolveContext, checkpoint: HypernetCheckpoint | None) 
     """Adherence of the model with parametric skills on held-out seed skills (agent.learn.evaluate)."""
     try:
         from agent.learn.evaluate import aggregate, evaluate
-        from agent.synth.build import make_eval_items
+        from agent.synth.eval_items import make_eval_items
     except ImportError:
         raise TrainingUnavailable("evaluation not available: agent.learn.evaluate is not part of this installation") from None
     from agent.runtime.hypernet_loader import load

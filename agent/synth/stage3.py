@@ -28,10 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from agent.runtime import loop
-from agent.tasks import mutations as mu
 from agent.runtime.actions import FormatError, parse
-from agent.tasks.instances import Task, buggy_source
 from agent.runtime.tools import Tools
+from agent.synth.common import approx_tokens
+from agent.tasks import mutations as mu
+from agent.tasks.instances import Task, buggy_source
 
 BUG_SUBTASKS = ("bug-localization", "bug-fixing")
 TEST_CMD = "python -m pytest"
@@ -94,7 +95,7 @@ def observation_text(text: str, limit: int = OBSERVATION_CHARS) -> str:
 # --------------------------------------------------------------------------- the scripted policy
 
 
-def _fence(kind: str, body: str = "") -> str:
+def fence(kind: str, body: str = "") -> str:
     return f"```{kind}\n{body}{chr(10) if body else ''}```"
 
 
@@ -153,11 +154,11 @@ def plan(task: Task, steps: list[str], report: str, rng: random.Random) -> Plan:
         confirm = "Confirm it: apply the one-line fix and rerun the tests."
     return Plan(
         f"The tests for `{file}` fail. {ask}",
-        [Step(f"{_find_step(steps)} `{test}` fails; the bug should be in `{name}`.", _fence("read", f"{file}:{start}-{end}")),
+        [Step(f"{_find_step(steps)} `{test}` fails; the bug should be in `{name}`.", fence("read", f"{file}:{start}-{end}")),
          Step(f"{t['cause']} {confirm}",
-              _fence("edit", f"{file}\n<<<<<<< SEARCH\n{search}\n=======\n{replace}\n>>>>>>> REPLACE")),
-         Step("Run the tests again.", _fence("test")),
-         Step("", report.rstrip("\n") + "\n\n" + _fence("submit"))],
+              fence("edit", f"{file}\n<<<<<<< SEARCH\n{search}\n=======\n{replace}\n>>>>>>> REPLACE")),
+         Step("Run the tests again.", fence("test")),
+         Step("", report.rstrip("\n") + "\n\n" + fence("submit"))],
     )
 
 
@@ -202,8 +203,6 @@ class _Env:
 def estimate_tokens(text: str) -> int:
     """approx_tokens, except that runs of one punctuation mark (pytest's `=====` rules, progress dots)
     count as a BPE tokenizer counts them: a couple of tokens, not one per character."""
-    from agent.synth.build import approx_tokens
-
     return approx_tokens(_RUN.sub(r"\1\1", text))
 
 
