@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agent import checks as ck
-from agent.tasks.instances import Task
+from agent.tasks.task import Task
 
 
 def passes(response: str, spec: str, task: Task | None = None) -> bool:

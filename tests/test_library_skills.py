@@ -10,7 +10,7 @@ import pytest
 
 from agent import checks as ck
 from agent.checks.lint import lint, lint_dir
-from agent.tasks.instances import SUBTASKS
+from agent.tasks.task import SUBTASKS
 from memory.skillfile import SkillDoc, read_skill_dir
 
 LIBRARY = Path(__file__).resolve().parent.parent / "memory" / "library"

@@ -12,7 +12,7 @@ from agent import checks as ck
 from agent.tasks import mutations as mu
 from agent import synth as sy
 from agent.synth import build
-from agent.tasks.instances import SUBTASKS
+from agent.tasks.task import SUBTASKS
 from memory.skillfile import read_skill_dir
 
 LIBRARY = Path(__file__).resolve().parent.parent / "memory" / "library"

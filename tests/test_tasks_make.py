@@ -6,9 +6,13 @@ import ast
 
 import pytest
 
+from agent.tasks import bugs
+from agent.tasks import make as T
 from agent.tasks import mutations as mu
-from agent.tasks import instances as T
-@pytest.mark.parametrize("subtask", T.SUBTASKS)
+from agent.tasks.task import SUBTASKS, TaskError
+
+
+@pytest.mark.parametrize("subtask", SUBTASKS)
 def test_make_tasks_is_deterministic(subtask):
     first = T.make_tasks(subtask, 5, seed=3)
     again = T.make_tasks(subtask, 5, seed=3)
@@ -20,24 +24,24 @@ def test_make_tasks_is_deterministic(subtask):
 
 
 def test_bad_requests_raise_task_error():
-    with pytest.raises(T.TaskError, match="unknown subtask"):
+    with pytest.raises(TaskError, match="unknown subtask"):
         T.make_tasks("poetry", 1)
-    with pytest.raises(T.TaskError, match="unknown pool"):
+    with pytest.raises(TaskError, match="unknown pool"):
         T.make_tasks("bug-fixing", 1, pool="test")
-    with pytest.raises(T.TaskError, match="unknown mutation operator"):
+    with pytest.raises(TaskError, match="unknown mutation operator"):
         T.make_tasks("bug-fixing", 1, kinds=["explode"])
-    with pytest.raises(T.TaskError, match="unknown degradation"):
+    with pytest.raises(TaskError, match="unknown degradation"):
         T.make_tasks("refactoring", 1, kinds=["explode"])
-    with pytest.raises(T.TaskError, match="unknown diff kind"):
+    with pytest.raises(TaskError, match="unknown diff kind"):
         T.make_tasks("commit-message", 1, kinds=["explode"])
-    assert issubclass(T.TaskError, ValueError)
+    assert issubclass(TaskError, ValueError)
     assert T.make_tasks("bug-fixing", 0) == []
 
 
 def test_bug_tasks_ground_truth_is_consistent():
     for task in T.make_tasks("bug-fixing", 8, seed=1):
         t = task.truth
-        buggy = T.buggy_source(t)
+        buggy = bugs.buggy_source(t)
         assert buggy.splitlines()[t["line"] - 1] == t["buggy_line"]
         original = mu.corpus_module(t["module"]).source
         assert mu.apply_diff(buggy, t["diff"]) == original

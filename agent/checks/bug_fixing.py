@@ -9,7 +9,7 @@ from typing import Any
 from agent.checks.answers import Answer, Block
 from agent.checks.registry import SKIP, Ctx, rule, truth_value
 from agent.tasks import mutations as mu
-from agent.tasks.instances import buggy_source
+from agent.tasks.bugs import buggy_source
 
 
 def python_blocks(ctx: Ctx) -> list[Block]:

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from agent import checks as ck
-from agent.tasks.instances import SUBTASKS
+from agent.tasks.task import SUBTASKS
 from memory.errors import SkillFormatError
 from memory.skillfile import SkillDoc, discover, read_skill_dir
 

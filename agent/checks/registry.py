@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.checks.answers import Answer
-from agent.tasks.instances import Task
+from agent.tasks.task import Task
 
 
 class SpecError(ValueError):

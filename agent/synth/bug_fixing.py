@@ -5,7 +5,7 @@ from __future__ import annotations
 from agent import checks as ck
 from agent.synth.bug_localization import missing_extras
 from agent.synth.layout import Content, Layout, fence, first_free
-from agent.tasks.instances import Task
+from agent.tasks.task import Task
 
 FIX_CODE_PARTS = ("Fix", "Patch", "Change", "Solution", "Code")
 FIX_FREE = ("Root cause", "Cause", "Problem", "Diagnosis", "Summary")

@@ -8,7 +8,7 @@ from typing import Any
 from agent import checks as ck
 from agent.synth.layout import Content, Layout, fence, first_free, rule_number
 from agent.tasks import mutations as mu
-from agent.tasks.instances import Task
+from agent.tasks.task import Task
 
 
 def _decoys(truth: dict[str, Any], count: int) -> list[tuple[int, str]]:

@@ -7,7 +7,7 @@ from typing import Any
 from agent import checks as ck
 from agent.synth.layout import Content, Layout, fence
 from agent.tasks import mutations as mu
-from agent.tasks.instances import Task
+from agent.tasks.task import Task
 
 REVIEW_FREE = ("Summary", "Overview")
 

@@ -6,7 +6,7 @@ import textwrap
 
 from agent import checks as ck
 from agent.synth.layout import rule_number
-from agent.tasks.instances import Task
+from agent.tasks.task import Task
 
 
 def _wrap(text: str, width: int, indent: str = "") -> list[str]:

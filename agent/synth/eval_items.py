@@ -9,7 +9,7 @@ from pathlib import Path
 from agent.synth.build import select_split
 from agent.synth.common import SynthError, load_library
 from agent.synth.samples import task_candidates
-from agent.tasks.instances import SUBTASKS, Task
+from agent.tasks.task import SUBTASKS, Task
 from memory.skillfile import SkillDoc
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from agent import checks as ck
 from agent.synth.layout import Content, Layout, fence
-from agent.tasks.instances import Task
+from agent.tasks.task import Task
 
 MOTIVATION = {
     "shorten-names": "Single-letter names hide what each value holds.",

@@ -9,7 +9,8 @@ from agent.synth.code_review import render_review
 from agent.synth.commit_message import render_commit
 from agent.synth.refactoring import render_refactor
 from agent.synth.test_writing import render_tests
-from agent.tasks.instances import Task, make_tasks
+from agent.tasks.make import make_tasks
+from agent.tasks.task import Task
 
 RENDERERS = {
     "commit-message": render_commit, "bug-localization": render_localization, "bug-fixing": render_fix,

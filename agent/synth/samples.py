@@ -13,7 +13,7 @@ from agent import checks as ck
 from agent.synth.common import ACTIVITY, MAX_ASSISTANT_TOKENS, SynthSkill, approx_tokens, skill_parts
 from agent.synth.references import render_reference, tasks_for
 from agent.tasks import mutations as mu
-from agent.tasks.instances import Task
+from agent.tasks.task import Task
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,8 @@ from agent.runtime.actions import FormatError, parse
 from agent.runtime.tools import Tools
 from agent.synth.common import approx_tokens
 from agent.tasks import mutations as mu
-from agent.tasks.instances import Task, buggy_source
+from agent.tasks.bugs import buggy_source
+from agent.tasks.task import Task
 
 BUG_SUBTASKS = ("bug-localization", "bug-fixing")
 TEST_CMD = "python -m pytest"

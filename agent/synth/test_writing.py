@@ -9,7 +9,7 @@ from typing import Any
 from agent import checks as ck
 from agent.synth.layout import Content, Layout, fence, rule_number
 from agent.tasks import mutations as mu
-from agent.tasks.instances import Task
+from agent.tasks.task import Task
 
 
 def _signature(truth: dict[str, Any]) -> list[str] | None:

@@ -1,5 +1,4 @@
 import pytest
-
 from calc import apply_operator, calculate, evaluate_postfix, safe_calculate, to_postfix, tokenize
 
 

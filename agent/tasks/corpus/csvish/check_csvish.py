@@ -1,5 +1,4 @@
 import pytest
-
 from csvish import column, dump, parse, parse_line, parse_or_empty, quote_field, to_dicts
 
 

@@ -1,7 +1,6 @@
 from datetime import date
 
 import pytest
-
 from dates import add_months, business_days, days_between, month_end, overlap, parse_iso, quarter, weeks_between
 
 

@@ -1,5 +1,4 @@
 import pytest
-
 from intervals import clip, contains, gaps, insert, merge, normalize, total_length
 
 

@@ -1,5 +1,4 @@
 import pytest
-
 from ledger import Account, InsufficientFunds, format_cents, parse_amount, statement, transfer, try_withdraw
 
 

@@ -1,5 +1,4 @@
 import pytest
-
 from matrix import add, determinant, identity, multiply, scale, shape, trace, transpose
 
 

@@ -1,5 +1,4 @@
 import pytest
-
 from paginate import has_next, page_count, page_items, page_label, page_of_item, page_window, parse_page
 
 

@@ -1,5 +1,4 @@
 import pytest
-
 from pqueue import PriorityQueue, heap_sort, top_k
 
 

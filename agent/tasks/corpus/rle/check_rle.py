@@ -1,5 +1,4 @@
 import pytest
-
 from rle import decode, encode, is_encoded, longest_run, ratio, runs, squeeze
 
 

@@ -1,5 +1,4 @@
 import pytest
-
 from roman import add, from_roman, is_roman, roman_range, to_roman
 
 

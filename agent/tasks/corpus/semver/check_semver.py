@@ -1,5 +1,4 @@
 import pytest
-
 from semver import Version, bump, compare, is_valid, latest, parse, satisfies_caret
 
 

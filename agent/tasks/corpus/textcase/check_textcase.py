@@ -1,5 +1,4 @@
 import pytest
-
 from textcase import camel_to_snake, count_words, initials, slugify, snake_to_camel, title_case
 
 

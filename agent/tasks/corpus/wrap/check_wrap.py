@@ -1,5 +1,4 @@
 import pytest
-
 from wrap import center, fill, indent, justify, truncate, wrap
 
 

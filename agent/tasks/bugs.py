@@ -1,0 +1,142 @@
+"""Bug-localization and bug-fixing tasks: one injected mutation each, with the failing tests as evidence."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from agent.tasks import mutations as mu
+from agent.tasks.task import Task, TaskError, format_failures, numbered, task_id
+
+
+def _excerpt(mutation: mu.Mutation, rng: random.Random, max_lines: int = 40) -> tuple[int, int, str]:
+    """Line range around the buggy function: it, plus an adjacent function when room allows."""
+    funcs = mu.functions_of(mutation.original, mutation.module)
+    target = next(f for f in funcs if f.qualname == mutation.function)
+    lines = mutation.original.splitlines()
+    depth = target.qualname.count(".")
+
+    def adjacent(a: mu.SourceFunction, b: mu.SourceFunction) -> bool:
+        """Only blank lines between a (above) and b (below)."""
+        return a.end < b.start and all(not lines[i - 1].strip() for i in range(a.end + 1, b.start))
+
+    neighbours = [f for f in funcs if f.qualname.count(".") == depth and f.qualname != target.qualname
+                  and (adjacent(f, target) or adjacent(target, f))]
+    rng.shuffle(neighbours)
+    start, end = target.start, target.end
+    for other in neighbours:
+        lo, hi = min(start, other.start), max(end, other.end)
+        if hi - lo + 1 <= max_lines:
+            start, end = lo, hi
+            break
+    return start, end, numbered(mutation.source, start, end)
+
+
+def bug_cause(m: mu.Mutation) -> str:
+    """One sentence saying what is wrong, as a careful reader of the buggy code would."""
+    before, after, line = m.before, m.after, m.line
+    return {
+        "cmp-flip": f"The comparison on line {line} uses `{after}` where `{before}` is needed.",
+        "off-by-one": f"The constant `{after}` on line {line} is off by one; it should be `{before}`.",
+        "arith-swap": f"Line {line} uses the operator `{after}` where `{before}` is needed.",
+        "bool-swap": f"The condition on line {line} joins its parts with `{after}` instead of `{before}`.",
+        "not-drop": f"The condition on line {line} lost its `not`: it should be `{before}`.",
+        "var-swap": f"Line {line} reads `{after}` where it should read `{before}`.",
+        "drop-guard": f"The guard on line {line} does nothing; it should run `{before}`.",
+        "minmax-swap": f"Line {line} calls `{after}` where `{before}` is needed.",
+        "range-stop": f"The `range` on line {line} stops one step early at `{after}`.",
+    }.get(m.operator, f"Line {line} is wrong: it should be `{m.original_line.strip()}`.")
+
+
+def _evidence(m: mu.Mutation) -> list[str]:
+    out = []
+    for failure in m.failures[:2]:
+        detail = (failure.explain or failure.message).splitlines()[0] if (failure.explain or failure.message) else ""
+        if len(detail) > 70:
+            detail = detail[:67] + "..."
+        out.append(f"`{failure.test}` fails with {failure.error}" + (f": `{detail}`." if detail else "."))
+    return out
+
+
+def _test_source(module: str, test: str) -> str:
+    mod = mu.corpus_module(module)
+    for fn in mu.functions_of(mod.tests, module):
+        if fn.qualname == test.split("[")[0]:
+            return fn.source
+    return ""
+
+
+def _bug_truth(m: mu.Mutation) -> dict[str, Any]:
+    return {
+        "module": m.module, "file": m.file, "function": m.function, "name": m.function.rsplit(".", 1)[-1],
+        "line": m.line, "buggy_line": m.mutated_line, "fixed_line": m.original_line,
+        "operator": m.operator, "description": m.description, "fix": m.fix, "before": m.before, "after": m.after,
+        "cause": bug_cause(m), "evidence": _evidence(m), "failing_tests": list(m.failing_tests),
+        "failing_errors": [f.error for f in m.failures],
+        "frames": [[file, line, func] for file, line, func, _ in (m.failures[0].frames if m.failures else ())],
+        "test_file": mu.corpus_module(m.module).test_file,
+        # The shortest failing test makes the most focused regression test.
+        "failing_test_source": min((_test_source(m.module, t) for t in m.failing_tests), key=len, default=""),
+    }
+
+
+def _bug_report(m: mu.Mutation) -> str:
+    mod = mu.corpus_module(m.module)
+    return format_failures(m.failures, len(m.passed), mod.test_file)
+
+
+def balanced(items: list[mu.Mutation], n: int, rng: random.Random) -> list[mu.Mutation]:
+    """Pick n mutations, spreading over operators (var-swap and off-by-one are most common)."""
+    by_op: dict[str, list[mu.Mutation]] = {}
+    for item in items:
+        by_op.setdefault(item.operator, []).append(item)
+    for group in by_op.values():
+        rng.shuffle(group)
+    ops = sorted(by_op)
+    out: list[mu.Mutation] = []
+    while len(out) < n and any(by_op.values()):
+        rng.shuffle(ops)
+        for op in ops:
+            if by_op[op] and len(out) < n:
+                out.append(by_op[op].pop())
+    return out
+
+
+def localization_task(m: mu.Mutation, rng: random.Random) -> Task:
+    start, end, code = _excerpt(m, rng)
+    report = _bug_report(m)
+    ask = rng.choice([
+        "Where is the bug? Point to the faulty line.",
+        "Locate the bug that makes these tests fail.",
+        "Find the line that causes the failure.",
+    ])
+    prompt = (f"The tests for `{m.file}` fail.\n\nTest output:\n```text\n{report}\n```\n\n"
+              f"Code (`{m.file}`, lines {start}-{end}):\n```python\n{code}\n```\n\n{ask}")
+    truth = _bug_truth(m) | {"excerpt": [start, end]}
+    return Task(task_id("bug-localization", m.module, m.id), "bug-localization", prompt,
+                {"file": m.file, "test_output": report, "code": code}, truth, m.operator)
+
+
+def fixing_task(m: mu.Mutation, rng: random.Random) -> Task:
+    fn = mu.find_function(m.source, m.function)
+    fixed = mu.find_function(m.original, m.function)
+    report = _bug_report(m)
+    ask = rng.choice(["Fix the bug.", "Please fix this bug.", "Make the failing tests pass with a minimal fix."])
+    prompt = (f"The tests for `{m.file}` fail.\n\nTest output:\n```text\n{report}\n```\n\n"
+              f"Code (`{m.file}`, `{m.function}`, lines {fn.start}-{fn.end}):\n```python\n{fn.source}```\n\n{ask}")
+    truth = _bug_truth(m) | {
+        "buggy_function": fn.source, "fixed_function": fixed.source, "start": fn.start, "end": fn.end,
+        "diff": mu.unified_diff(m.source, m.original, m.file),
+    }
+    return Task(task_id("bug-fixing", m.module, m.id), "bug-fixing", prompt,
+                {"file": m.file, "test_output": report, "code": fn.source}, truth, m.operator)
+
+
+def buggy_source(truth: dict[str, Any]) -> str:
+    """The buggy module a bug task describes (corpus source with the one-line edit)."""
+    mod = mu.corpus_module(truth["module"])
+    lines = mod.source.splitlines()
+    if lines[truth["line"] - 1] != truth["fixed_line"]:
+        raise TaskError(f"task truth does not match corpus module {mod.name!r}")
+    lines[truth["line"] - 1] = truth["buggy_line"]
+    return "\n".join(lines) + "\n"
