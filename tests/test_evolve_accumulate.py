@@ -8,14 +8,13 @@ import pytest
 import torch
 
 from agent.evolve import accumulate
-from agent.evolve.cycle import EvolveSettings, run_job
+from agent.evolve.context import EvolveSettings
+from agent.evolve.cycle import run_job
 from memory import evolution as evo_repo
 from memory import skills as skill_repo
-from memory.db import Store
 from memory.models import Adapter, Skill
 from memory.skillfile import SkillDoc
 from tests.test_evolve_fakes import fake_context
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

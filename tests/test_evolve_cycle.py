@@ -12,14 +12,15 @@ import pytest
 import torch
 
 from agent.evolve import scheduler as sched
+from agent.evolve.context import EvolveContext, EvolveSettings
+from agent.evolve.cycle import run_job
 from agent.evolve.daemon import Daemon, make_solver
-from agent.evolve.cycle import EvolveContext, EvolveSettings, run_job
-from memory.seed import ensure_seeded
 from memory import evolution as evo_repo
 from memory import queue as queue_repo
 from memory import skills as skill_repo
 from memory.db import Store
 from memory.models import Adapter, EvalResult, HypernetCheckpoint, Skill, Trajectory
+from memory.seed import ensure_seeded
 from tests.test_agent_loop import EXAMPLE, FIX, ScriptedChat
 from tests.test_evolve_fakes import FakeEvaluator, FakeTrainer, add_trajectory
 from tests.tiny import tiny_model_dir

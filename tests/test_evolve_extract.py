@@ -7,14 +7,12 @@ import torch
 
 from agent.evolve import extract
 from agent.evolve.cycle import run_job
-from agent.evolve.extract import (TrajectoryView, Verification, classify_change, instance_details, lint_candidate,
-                           template_candidate)
+from agent.evolve.extract import TrajectoryView, classify_change, instance_details, lint_candidate, template_candidate
+from agent.evolve.verify import Verification
 from memory import skills as skill_repo
-from memory.db import Store
 from memory.models import Skill, Trajectory
 from memory.skillfile import SkillDoc
 from tests.test_evolve_fakes import CMP_DIFF, FIX_ACTIONS, FIX_DIFF, add_trajectory, fake_context
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 from agent.evolve.accumulate import Converted
-from agent.evolve.cycle import EvolveContext, EvolveSettings, GateScore, TrainedCandidate, lexical_embed
-from agent.evolve.extract import Verification
+from agent.evolve.context import EvolveContext, EvolveSettings, GateScore, TrainedCandidate, lexical_embed
+from agent.evolve.verify import Verification
 from hypernet.lora import LoraWeights
 from hypernet.targets import Target
 from memory import trajectories as traj_repo

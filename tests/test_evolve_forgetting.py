@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from agent.learn import forgetting as fg
+
+
 @pytest.fixture(autouse=True)
 def one_thread():
     n = torch.get_num_threads()

@@ -7,16 +7,13 @@ import threading
 import time
 
 import pytest
-import torch
 
 from agent.evolve import scheduler as sched
 from agent.evolve.daemon import Daemon, SolveOutcome
 from memory import evolution as evo_repo
 from memory import queue as queue_repo
-from memory.db import Store
 from memory.models import Trajectory
 from tests.test_evolve_fakes import add_trajectory, fake_context
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

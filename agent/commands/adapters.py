@@ -8,8 +8,8 @@ from typing import List
 import typer
 
 from agent.commands import DbOption, JsonOption, ModelOption
-from agent.runtime.base_model import DEFAULT_MODEL
 from agent.commands.output import console, emit_json, err_console, fail, table
+from agent.runtime.base_model import DEFAULT_MODEL
 from memory.db import Store
 
 app = typer.Typer(help="List, show, export, import and merge stored LoRA adapters.", no_args_is_help=True)
@@ -24,9 +24,9 @@ def convert_command(
     json: JsonOption = False,
 ) -> None:
     """Turn one skill into a LoRA adapter in one hypernetwork pass (cached by content + hypernetwork)."""
-    from agent.runtime.skill_adapters import convert_skill
-    from agent.runtime.hypernet_loader import load as load_hypernet
     from agent.runtime.base_model import load_model
+    from agent.runtime.hypernet_loader import load as load_hypernet
+    from agent.runtime.skill_adapters import convert_skill
     from hypernet.peft_io import export_peft
     from memory import skills as skill_repo
     from memory.skillfile import discover, read_skill_dir

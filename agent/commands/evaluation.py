@@ -9,8 +9,8 @@ from typing import List
 import typer
 
 from agent.commands import DbOption, JsonOption, ModelOption
-from agent.runtime.base_model import DEFAULT_MODEL
 from agent.commands.output import console, emit_json, err_console, fail, table
+from agent.runtime.base_model import DEFAULT_MODEL
 
 
 def command(
@@ -37,10 +37,20 @@ def command(
     json: JsonOption = False,
 ) -> None:
     """Evaluate skill following on the seed library's tasks; results go to the store and to --out."""
-    from agent.learn.evaluate import MODES, EvalReport, aggregate, evaluate, load_baseline, mode_order, new_run_id, \
-        record, skipped_counts, write_results
-    from agent.runtime.hypernet_loader import load as load_hypernet
+    from agent.learn.evaluate import (
+        MODES,
+        EvalReport,
+        aggregate,
+        evaluate,
+        load_baseline,
+        mode_order,
+        new_run_id,
+        record,
+        skipped_counts,
+        write_results,
+    )
     from agent.runtime.base_model import load_model
+    from agent.runtime.hypernet_loader import load as load_hypernet
     from agent.synth.eval_items import make_eval_items
     from memory.db import Store
 

@@ -32,7 +32,7 @@ def _config(config: Optional[Path], intervals: list[str] | None = None, **settin
 
 
 def _context(db, cfg, model, hypernet):
-    from agent.evolve.cycle import EvolveContext
+    from agent.evolve.context import EvolveContext
     from agent.runtime.base_model import DEFAULT_MODEL
     from memory.db import Store
 
@@ -76,7 +76,8 @@ def evolve_command(
     json: JsonOption = False,
 ) -> None:
     """Run one full self-evolution cycle now: extract → accumulate → retrain (gated) → compact."""
-    from agent.evolve.cycle import JOB_NAMES, run_cycle
+    from agent.evolve.context import JOB_NAMES
+    from agent.evolve.cycle import run_cycle
 
     for name in skip or []:
         if name not in JOB_NAMES:
@@ -111,8 +112,8 @@ def daemon_command(
     import logging
 
     from agent.evolve.daemon import Daemon
-    from memory.seed import ensure_seeded
     from agent.evolve.scheduler import ConfigError, parse_interval
+    from memory.seed import ensure_seeded
 
     cfg = _config(config, list(interval or []), **_settings(beta, writer, endpoint, endpoint_model, no_sandbox))
     if poll is not None:
@@ -188,7 +189,8 @@ def jobs_run(
     json: JsonOption = False,
 ) -> None:
     """Run one job now, in this process (safe alongside a running daemon: work is claimed per item)."""
-    from agent.evolve.cycle import JOB_NAMES, run_job
+    from agent.evolve.context import JOB_NAMES
+    from agent.evolve.cycle import run_job
 
     if name not in JOB_NAMES:
         fail(f"unknown job {name!r} (jobs: {', '.join(JOB_NAMES)})")

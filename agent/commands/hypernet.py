@@ -8,8 +8,8 @@ from typing import List, Optional
 import typer
 
 from agent.commands import DbOption, JsonOption, ModelOption
-from agent.runtime.base_model import DEFAULT_MODEL
 from agent.commands.output import console, emit_json, err_console, fail, table
+from agent.runtime.base_model import DEFAULT_MODEL
 from memory.db import Store
 
 app = typer.Typer(help="Train the skill→LoRA hypernetwork and list its checkpoints.", no_args_is_help=True)
@@ -56,9 +56,9 @@ def train_command(
     import torch
     from accelerate import PartialState
 
+    from agent.learn.hypernet_runs import Replay, TrainOptions, run_training
     from agent.runtime.base_model import load_model
     from agent.synth.common import DEFAULT_LIBRARY
-    from agent.learn.hypernet_runs import Replay, TrainOptions, run_training
     from hypernet.config import HypernetConfig
 
     if stage not in STAGES:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import typer
 
 from agent.commands import JsonOption, ModelOption
-from agent.runtime.base_model import DEFAULT_MODEL, load_model
 from agent.commands.output import console, emit_json, table
+from agent.runtime.base_model import DEFAULT_MODEL, load_model
 
 app = typer.Typer(help="Inspect the base model.", no_args_is_help=True)
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import typer
 
-from agent.runtime import loop
 from agent.commands import DbOption, JsonOption, ModelOption
-from agent.runtime.base_model import DEFAULT_MODEL
 from agent.commands.output import console, emit_json, err_console
+from agent.runtime import loop
+from agent.runtime.base_model import DEFAULT_MODEL
 from agent.runtime.solve import SolveError, SolveRequest, solve
 
 
@@ -39,8 +39,8 @@ def command(
     import sys
 
     from agent.runtime import skill_context
-    from memory.seed import ensure_seeded
     from memory.db import Store
+    from memory.seed import ensure_seeded
 
     request = SolveRequest(repo=repo.resolve(), task=task, mode=mode, model_name=endpoint_model or model,
                            test_cmd=test_cmd, python=python or sys.executable, sandbox=not no_sandbox, apply=apply,

@@ -27,10 +27,11 @@ import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import delete, select
 
+from agent.evolve.context import Converted, EvolveContext
 from agent.learn.forgetting import cosine, diff_norm
 from hypernet.ema import ema_update
 from hypernet.lora import LoraWeights
@@ -41,9 +42,6 @@ from memory import evolution as evo_repo
 from memory import skills as skill_repo
 from memory.errors import StoreError
 from memory.models import Adapter, HypernetCheckpoint, Skill, utcnow
-
-if TYPE_CHECKING:
-    from agent.evolve.cycle import EvolveContext
 
 MIN_WEIGHT = 1e-4  # contributors whose EMA weight fell below this are dropped from the list (not the math)
 
@@ -83,13 +81,6 @@ def _contributors(parent: Adapter | None, beta: float, added: dict[str, Any]) ->
 
 
 # --- the accumulate job ----------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Converted:
-    lora: LoraWeights
-    adapter_id: int | None
-    hypernet_id: int | None
-
 
 def run(ctx: EvolveContext) -> dict[str, Any]:
     beta, max_rank = ctx.settings.beta, ctx.settings.max_rank

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from agent.evolve import scheduler as sched
-from agent.evolve.cycle import EvolveContext, JobReport
+from agent.evolve.context import EvolveContext
+from agent.evolve.cycle import JobReport
 from memory import evolution as evo_repo
 from memory import queue as queue_repo
 

@@ -41,7 +41,8 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from agent.evolve.cycle import JOB_NAMES, EvolveContext, EvolveSettings, SettingsError, run_job
+from agent.evolve.context import JOB_NAMES, EvolveContext, EvolveSettings, SettingsError
+from agent.evolve.cycle import run_job
 from memory.db import Store
 
 log = logging.getLogger(__name__)
