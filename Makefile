@@ -29,6 +29,8 @@ demo: setup
 	$(AGENT) solve examples/buggy-stats "fix the failing test" --max-steps 6
 
 test: setup
+	# the rooms' import contracts (pyproject.toml [tool.importlinter]) before the tests
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:

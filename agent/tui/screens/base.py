@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
+from agent.tui.adapter_norms import NormCache
+from agent.tui.reader import Reader
 from agent.tui.widgets.navbar import NavBar
 
-if TYPE_CHECKING:
-    from agent.tui.app import AgentTui
+
+class StoreApp(Protocol):
+    """What a screen reads from the app (the app imports the screens, so they name this, not the app)."""
+
+    db_label: str
+    reader: Reader
+    norms: NormCache
 
 
 class DataScreen(Screen):
     MODE: ClassVar[str] = ""
 
     @property
-    def tui(self) -> AgentTui:
+    def tui(self) -> StoreApp:
         return self.app  # type: ignore[return-value]
 
     def nav(self) -> NavBar:

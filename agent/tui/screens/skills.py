@@ -12,6 +12,7 @@ from textual.widgets import DataTable, Footer, Input, Markdown, Static, TabbedCo
 
 from agent.tui import timefmt
 from agent.tui.screens.base import DataScreen
+from agent.tui.screens.trajectory_view import TrajectoryViewer
 from agent.tui.skills_data import COLUMNS, SkillDetail, SkillRow, arrange, load_detail, load_skills
 from agent.tui.widgets.cells import plain, tinted
 from agent.tui.widgets.heatmap import NormHeatmap
@@ -197,8 +198,6 @@ class SkillsScreen(DataScreen):
 
     @on(DataTable.RowSelected, "#skill-trajs")
     def open_trajectory(self, event: DataTable.RowSelected) -> None:
-        from agent.tui.screens.trajectory_view import TrajectoryViewer
-
         if event.row_key.value:
             self.app.push_screen(TrajectoryViewer(int(event.row_key.value)))
 

@@ -6,11 +6,11 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.content import Content
 from textual.widgets import DataTable, Footer, Static
 
 from agent.tui import timefmt
 from agent.tui.screens.base import DataScreen
+from agent.tui.screens.trajectory_view import TrajectoryViewer
 from agent.tui.trajectories_data import TrajectoryRow, load_trajectories
 from agent.tui.widgets.cells import plain, tinted
 
@@ -19,12 +19,6 @@ No trajectories yet: every `agent solve` run is recorded here, message by messag
 
   agent solve REPO "TASK"
 """
-
-
-def status_content(status: str, verified: bool) -> Content:
-    """The status in the colour of its outcome, for Static text (theme variables resolve at render time)."""
-    style = "$success" if verified else "$warning" if status == "running" else "$error" if status != "submitted" else ""
-    return Content.styled(status, style) if style else Content(status)
 
 
 class TrajectoriesScreen(DataScreen):
@@ -88,7 +82,5 @@ class TrajectoriesScreen(DataScreen):
         self.open(event.row_key.value)
 
     def open(self, key: str | None) -> None:
-        from agent.tui.screens.trajectory_view import TrajectoryViewer
-
         if key:
             self.app.push_screen(TrajectoryViewer(int(key)))

@@ -14,8 +14,8 @@ from textual.widgets import Footer, Markdown, Static
 
 from agent.tui import timefmt
 from agent.tui.screens.base import DataScreen
-from agent.tui.screens.trajectories import status_content
 from agent.tui.trajectories_data import Step, TrajectoryDetail, load_trajectory
+from agent.tui.widgets.cells import status_content
 
 ROLE_MARK = {"system": "S", "user": "U", "assistant": "A", "tool": "T"}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.app import App
 from textual.color import Color
+from textual.content import Content
 
 STATUS_COLOURS = {
     # trajectories
@@ -35,3 +36,9 @@ def tinted(app: App, value: object, colour: str | None = None) -> Text:
     if name and name in app.theme_variables:
         text.stylize(Color.parse(app.theme_variables[name]).hex)
     return text
+
+
+def status_content(status: str, verified: bool) -> Content:
+    """The status in the colour of its outcome, for Static text (theme variables resolve at render time)."""
+    style = "$success" if verified else "$warning" if status == "running" else "$error" if status != "submitted" else ""
+    return Content.styled(status, style) if style else Content(status)
