@@ -50,11 +50,8 @@ def _preserves_api(ctx: Ctx, _):
 
 @rule("snake-case", "none",
       lambda v: "Use snake_case for functions, parameters and variables, UPPER_CASE for module constants.",
-      lambda v: [("Which naming style do you use?", "snake_case for functions, parameters and variables; UPPER_CASE for constants.")], RF)
-def _snake_case(ctx: Ctx, _):
-    tree = _code_tree(ctx)
-    if isinstance(tree, str):
-        return tree
+      lambda v: [("Which naming style do you use?", "snake_case for functions, parameters and variables; UPPER_CASE for constants.")], RF, parse=_code_tree)
+def _snake_case(ctx: Ctx, tree, _):
     module_level = {id(t) for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
                     for t in ast.walk(node)}
     for node in ast.walk(tree):
@@ -94,11 +91,8 @@ def _allowed_numbers(values: list[str]) -> set[float]:
                 "UPPER_CASE module constant defined above the function.",
       lambda v: [("Which numbers may appear literally inside a function?", f"Only {english_list(v)}."),
                  ("Where do other numbers go?", "Into UPPER_CASE module constants above the function.")], RF,
-      stated=lambda v: list(v))
-def _no_magic_numbers(ctx: Ctx, allowed: list[str]):
-    tree = _code_tree(ctx)
-    if isinstance(tree, str):
-        return tree
+      stated=lambda v: list(v), parse=_code_tree)
+def _no_magic_numbers(ctx: Ctx, tree, allowed: list[str]):
     ok = _allowed_numbers(allowed)
     for node in _numbers_in_bodies(tree):
         # A unary minus is its own node: -1 is USub(1); accept 1 when -1 is allowed.
@@ -109,11 +103,8 @@ def _no_magic_numbers(ctx: Ctx, allowed: list[str]):
 
 @rule("type-hints", "none",
       lambda v: "Annotate every parameter (except `self`) and every return value with type hints.",
-      lambda v: [("What must every function signature have?", "Type hints on every parameter and on the return value.")], RF)
-def _type_hints(ctx: Ctx, _):
-    tree = _code_tree(ctx)
-    if isinstance(tree, str):
-        return tree
+      lambda v: [("What must every function signature have?", "Type hints on every parameter and on the return value.")], RF, parse=_code_tree)
+def _type_hints(ctx: Ctx, tree, _):
     for func in _functions(tree):
         args = func.args
         for a in args.posonlyargs + args.args + args.kwonlyargs + [x for x in (args.vararg, args.kwarg) if x]:
@@ -126,11 +117,8 @@ def _type_hints(ctx: Ctx, _):
 
 @rule("docstrings", "none",
       lambda v: "Give every function a docstring whose first line is one sentence ending with a period.",
-      lambda v: [("Which functions need a docstring?", "Every function; the first line is one sentence ending with a period.")], RF)
-def _docstrings(ctx: Ctx, _):
-    tree = _code_tree(ctx)
-    if isinstance(tree, str):
-        return tree
+      lambda v: [("Which functions need a docstring?", "Every function; the first line is one sentence ending with a period.")], RF, parse=_code_tree)
+def _docstrings(ctx: Ctx, tree, _):
     for func in _functions(tree):
         doc = ast.get_docstring(func)
         if not doc or not doc.strip().splitlines()[0].endswith("."):
@@ -139,11 +127,8 @@ def _docstrings(ctx: Ctx, _):
 
 
 @rule("max-function-lines", "int", lambda n: f"Keep every function at most {n} lines long, `def` line included.",
-      lambda n: [("How long may a function be?", f"At most {n} lines.")], RF)
-def _max_function_lines(ctx: Ctx, n: int):
-    tree = _code_tree(ctx)
-    if isinstance(tree, str):
-        return tree
+      lambda n: [("How long may a function be?", f"At most {n} lines.")], RF, parse=_code_tree)
+def _max_function_lines(ctx: Ctx, tree, n: int):
     for func in _functions(tree):
         length = func.end_lineno - func.lineno + 1
         if length > n:
@@ -153,11 +138,8 @@ def _max_function_lines(ctx: Ctx, n: int):
 
 @rule("min-name-length", "int",
       lambda n: f"Give parameters and local variables names of at least {n} characters (only `i`, `j`, `k` and `_` may be shorter).",
-      lambda n: [("How short may a variable name be?", f"At least {n} characters, except `i`, `j`, `k` and `_`.")], RF)
-def _min_name_length(ctx: Ctx, n: int):
-    tree = _code_tree(ctx)
-    if isinstance(tree, str):
-        return tree
+      lambda n: [("How short may a variable name be?", f"At least {n} characters, except `i`, `j`, `k` and `_`.")], RF, parse=_code_tree)
+def _min_name_length(ctx: Ctx, tree, n: int):
     for func in _functions(tree):
         for node in ast.walk(func):
             name = node.arg if isinstance(node, ast.arg) else node.id if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store) else None
@@ -168,11 +150,8 @@ def _min_name_length(ctx: Ctx, n: int):
 
 @rule("f-strings", "none",
       lambda v: "Build strings with f-strings; never use `%` formatting or `.format()`.",
-      lambda v: [("How do you format strings?", "With f-strings only: no `%` formatting and no `.format()`.")], RF)
-def _f_strings(ctx: Ctx, _):
-    tree = _code_tree(ctx)
-    if isinstance(tree, str):
-        return tree
+      lambda v: [("How do you format strings?", "With f-strings only: no `%` formatting and no `.format()`.")], RF, parse=_code_tree)
+def _f_strings(ctx: Ctx, tree, _):
     for node in ast.walk(tree):
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod) and isinstance(node.left, (ast.Constant, ast.JoinedStr)) \
                 and isinstance(getattr(node.left, "value", ""), str):
@@ -184,11 +163,8 @@ def _f_strings(ctx: Ctx, _):
 
 
 @rule("no-bare-except", "none", lambda v: "Never write a bare `except:`; name the exceptions you expect.",
-      lambda v: [("May you write a bare `except:`?", "No: always name the exception types.")], RF)
-def _no_bare_except(ctx: Ctx, _):
-    tree = _code_tree(ctx)
-    if isinstance(tree, str):
-        return tree
+      lambda v: [("May you write a bare `except:`?", "No: always name the exception types.")], RF, parse=_code_tree)
+def _no_bare_except(ctx: Ctx, tree, _):
     return "bare `except:`" if any(isinstance(n, ast.ExceptHandler) and n.type is None for n in ast.walk(tree)) else None
 
 
@@ -206,11 +182,8 @@ def _depth(node: ast.AST, level: int = 0) -> int:
 
 @rule("max-nesting", "int", lambda n: f"Nest blocks (`if`, `for`, `while`, `with`, `try`) at most {n} levels deep inside a function; "
                                      "use early returns to flatten.",
-      lambda n: [("How deep may blocks nest?", f"At most {n} levels inside a function.")], RF)
-def _max_nesting(ctx: Ctx, n: int):
-    tree = _code_tree(ctx)
-    if isinstance(tree, str):
-        return tree
+      lambda n: [("How deep may blocks nest?", f"At most {n} levels inside a function.")], RF, parse=_code_tree)
+def _max_nesting(ctx: Ctx, tree, n: int):
     for func in _functions(tree):
         depth = _depth(func)
         if depth > n:

@@ -92,14 +92,26 @@ SKIP = object()  # returned by a check that cannot run (no task, or execution di
 
 
 def rule(id: str, param: str, describe: Callable[[Any], str], questions=None, subtasks=(), needs_task=False,
-         executes=False, stated=None):
-    def register(fn: Check) -> Check:
+         executes=False, stated=None, parse: Callable[[Ctx], Any] | None = None):
+    """Register a rule. With `parse`, the check gets `parse(ctx)` as its second argument, and a parse
+    that returns an error string (or SKIP) is the rule's outcome without calling the check."""
+    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
         if id in RULES:
             raise RuntimeError(f"rule {id} registered twice")
-        RULES[id] = Rule(id, param, fn, describe, questions or (lambda v: []), tuple(subtasks), needs_task,
+        check = fn if parse is None else _after_parse(parse, fn)
+        RULES[id] = Rule(id, param, check, describe, questions or (lambda v: []), tuple(subtasks), needs_task,
                          executes, stated)
         return fn
     return register
+
+
+def _after_parse(parse: Callable[[Ctx], Any], fn: Callable[[Ctx, Any, Any], Any]) -> Check:
+    def check(ctx: Ctx, value: Any):
+        got = parse(ctx)
+        if got is SKIP or isinstance(got, str):
+            return got
+        return fn(ctx, got, value)
+    return check
 
 
 def _parse_value(rule: Rule, raw: str) -> Any:

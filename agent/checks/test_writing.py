@@ -77,42 +77,30 @@ def _unit(ctx: Ctx) -> str | None:
                 + (" and `<condition>` says in snake_case what the case covers" if "<condition>" in t else "")
                 + f" (for example `{t.replace('<unit>', 'merge').replace('<condition>', 'empty_list')}`).",
       lambda t: [("How do you name tests?", f"`{t}`, for example `{t.replace('<unit>', 'merge').replace('<condition>', 'empty_list')}`.")],
-      TW, stated=lambda t: [t])
-def _test_name(ctx: Ctx, template: str):
-    got = _tests(ctx)
-    if isinstance(got, str):
-        return got
+      TW, stated=lambda t: [t], parse=_tests)
+def _test_name(ctx: Ctx, got, template: str):
     regex = name_regex(template, _unit(ctx))
     bad = [t.name for t in got[0] if not regex.match(t.name)]
     return None if not bad else f"`{bad[0]}` does not match `{template}`"
 
 
 @rule("min-tests", "int", lambda n: f"Write at least {n} test functions.",
-      lambda n: [("How many tests do you write at least?", f"{n}.")], TW)
-def _min_tests(ctx: Ctx, n: int):
-    got = _tests(ctx)
-    if isinstance(got, str):
-        return got
+      lambda n: [("How many tests do you write at least?", f"{n}.")], TW, parse=_tests)
+def _min_tests(ctx: Ctx, got, n: int):
     return None if len(got[0]) >= n else f"{len(got[0])} tests, need at least {n}"
 
 
 @rule("max-tests", "int", lambda n: f"Write at most {n} test functions.",
-      lambda n: [("How many tests may you write at most?", f"{n}.")], TW)
-def _max_tests(ctx: Ctx, n: int):
-    got = _tests(ctx)
-    if isinstance(got, str):
-        return got
+      lambda n: [("How many tests may you write at most?", f"{n}.")], TW, parse=_tests)
+def _max_tests(ctx: Ctx, got, n: int):
     return None if len(got[0]) <= n else f"{len(got[0])} tests, limit {n}"
 
 
 @rule("step-comments", "list",
       lambda v: f"Mark the phases of every test with the comments {english_list(['# ' + s for s in v])}, in that order.",
       lambda v: [("Which comments structure each test?", f"{english_list(['# ' + s for s in v])}, in that order.")], TW,
-      stated=lambda v: list(v))
-def _step_comments(ctx: Ctx, names: list[str]):
-    got = _tests(ctx)
-    if isinstance(got, str):
-        return got
+      stated=lambda v: list(v), parse=_tests)
+def _step_comments(ctx: Ctx, got, names: list[str]):
     for t in got[0]:
         comments = [l.strip()[1:].strip() for l in t.lines if l.strip().startswith("#")]
         marks = [c for c in comments if c in names]
@@ -132,11 +120,8 @@ def _assert_count(node: ast.FunctionDef) -> tuple[int, int]:
 
 @rule("one-assert", "none",
       lambda v: "Each test checks one thing: exactly one `assert` (or one `pytest.raises` block and no `assert`).",
-      lambda v: [("How many assertions does a test have?", "Exactly one.")], TW)
-def _one_assert(ctx: Ctx, _):
-    got = _tests(ctx)
-    if isinstance(got, str):
-        return got
+      lambda v: [("How many assertions does a test have?", "Exactly one.")], TW, parse=_tests)
+def _one_assert(ctx: Ctx, got, _):
     for t in got[0]:
         asserts, raises = _assert_count(t.node)
         if asserts + raises == 1 or (raises == 1 and asserts == 1 and _asserts_on_raised(t.node)):
@@ -155,11 +140,8 @@ def _asserts_on_raised(node: ast.FunctionDef) -> bool:
 
 @rule("parametrize", "none",
       lambda v: "Put the value cases in one table with `@pytest.mark.parametrize` instead of repeating a test per case.",
-      lambda v: [("How do you write many similar cases?", "As one `@pytest.mark.parametrize` table.")], TW)
-def _parametrize(ctx: Ctx, _):
-    got = _tests(ctx)
-    if isinstance(got, str):
-        return got
+      lambda v: [("How do you write many similar cases?", "As one `@pytest.mark.parametrize` table.")], TW, parse=_tests)
+def _parametrize(ctx: Ctx, got, _):
     for t in got[0]:
         for deco in t.node.decorator_list:
             target = deco.func if isinstance(deco, ast.Call) else deco
@@ -171,11 +153,8 @@ def _parametrize(ctx: Ctx, _):
 @rule("test-class", "str",
       lambda t: f"Group all tests as methods of one class named `{t}`" + (
           " (`<Unit>` is the function name in CamelCase, e.g. `TestMerge`)." if "<Unit>" in t else "."),
-      lambda t: [("How are the tests grouped?", f"As methods of one class named `{t}`.")], TW, stated=lambda t: [t])
-def _test_class(ctx: Ctx, template: str):
-    got = _tests(ctx)
-    if isinstance(got, str):
-        return got
+      lambda t: [("How are the tests grouped?", f"As methods of one class named `{t}`.")], TW, stated=lambda t: [t], parse=_tests)
+def _test_class(ctx: Ctx, got, template: str):
     regex = name_regex(template, _unit(ctx))
     classes = {t.cls for t in got[0]}
     if None in classes:
@@ -188,11 +167,8 @@ def _test_class(ctx: Ctx, template: str):
 @rule("unittest", "none",
       lambda v: "Use the standard `unittest` module: a `unittest.TestCase` subclass with `self.assertEqual`-style "
                 "assertions and `self.assertRaises`, never a bare `assert`.",
-      lambda v: [("Which test framework do you use?", "`unittest`: a `TestCase` subclass with `self.assert...` methods.")], TW)
-def _unittest(ctx: Ctx, _):
-    got = _tests(ctx)
-    if isinstance(got, str):
-        return got
+      lambda v: [("Which test framework do you use?", "`unittest`: a `TestCase` subclass with `self.assert...` methods.")], TW, parse=_tests)
+def _unittest(ctx: Ctx, got, _):
     tree = ast.parse(got[1])
     cases = [n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)
              and any(ast.unparse(b).endswith("TestCase") for b in n.bases)]
@@ -205,11 +181,8 @@ def _unittest(ctx: Ctx, _):
 
 @rule("error-case", "none",
       lambda v: "Include at least one test for invalid input that expects the exception with `pytest.raises` (or `assertRaises`).",
-      lambda v: [("Do you test error cases?", "Yes: at least one test expects an exception with `pytest.raises`.")], TW)
-def _error_case(ctx: Ctx, _):
-    got = _tests(ctx)
-    if isinstance(got, str):
-        return got
+      lambda v: [("Do you test error cases?", "Yes: at least one test expects an exception with `pytest.raises`.")], TW, parse=_tests)
+def _error_case(ctx: Ctx, got, _):
     return None if re.search(r"\b(pytest\.raises|assertRaises|assertRaisesRegex)\(", got[1]) else "no `pytest.raises` test"
 
 
@@ -243,11 +216,8 @@ def _tests_pass(ctx: Ctx, _):
 @rule("covers", "list",
       lambda v: "Cover these cases, with the word in the test name: " + english_list(v) + ".",
       lambda v: [("Which cases must the tests cover?", f"{english_list(v)}, named in the test names.")], TW,
-      stated=lambda v: list(v))
-def _covers(ctx: Ctx, conditions: list[str]):
-    got = _tests(ctx)
-    if isinstance(got, str):
-        return got
+      stated=lambda v: list(v), parse=_tests)
+def _covers(ctx: Ctx, got, conditions: list[str]):
     names = [t.name for t in got[0]]
     missing = [c for c in conditions if not any(c in n for n in names)]
     return None if not missing else f"no test named for {missing}"
@@ -261,11 +231,8 @@ def _raises_calls(tree: ast.AST) -> list[ast.Call]:
 @rule("raises-match", "none",
       lambda v: "Check the error message too: pass `match=` with a part of the expected message to every `pytest.raises` "
                 "(or use `assertRaisesRegex`).",
-      lambda v: [("How do you check an expected exception?", "With `pytest.raises(Error, match=...)`, matching part of the message.")], TW)
-def _raises_match(ctx: Ctx, _):
-    got = _tests(ctx)
-    if isinstance(got, str):
-        return got
+      lambda v: [("How do you check an expected exception?", "With `pytest.raises(Error, match=...)`, matching part of the message.")], TW, parse=_tests)
+def _raises_match(ctx: Ctx, got, _):
     calls = _raises_calls(ast.parse(got[1]))
     if not calls:
         return "no expected exception is tested"
@@ -277,11 +244,8 @@ def _raises_match(ctx: Ctx, _):
 
 @rule("assert-messages", "none",
       lambda v: "Give every `assert` a message after a comma that says which case failed: `assert got == want, \"empty list\"`.",
-      lambda v: [("What does every assert carry?", "A message after a comma naming the case.")], TW)
-def _assert_messages(ctx: Ctx, _):
-    got = _tests(ctx)
-    if isinstance(got, str):
-        return got
+      lambda v: [("What does every assert carry?", "A message after a comma naming the case.")], TW, parse=_tests)
+def _assert_messages(ctx: Ctx, got, _):
     asserts = [n for n in ast.walk(ast.parse(got[1])) if isinstance(n, ast.Assert)]
     if not asserts:
         return "no `assert` statements"
@@ -290,11 +254,8 @@ def _assert_messages(ctx: Ctx, _):
 
 @rule("test-docstrings", "none",
       lambda v: "Give every test a one-line docstring that states the expected behaviour and ends with a period.",
-      lambda v: [("What does every test start with?", "A one-line docstring stating the expected behaviour.")], TW)
-def _test_docstrings(ctx: Ctx, _):
-    got = _tests(ctx)
-    if isinstance(got, str):
-        return got
+      lambda v: [("What does every test start with?", "A one-line docstring stating the expected behaviour.")], TW, parse=_tests)
+def _test_docstrings(ctx: Ctx, got, _):
     for t in got[0]:
         doc = ast.get_docstring(t.node)
         if not doc or "\n" in doc.strip() or not doc.strip().endswith("."):
@@ -303,10 +264,7 @@ def _test_docstrings(ctx: Ctx, _):
 
 
 @rule("max-test-lines", "int", lambda n: f"Keep each test function at most {n} lines long, `def` line included.",
-      lambda n: [("How long may a test be?", f"At most {n} lines.")], TW)
-def _max_test_lines(ctx: Ctx, n: int):
-    got = _tests(ctx)
-    if isinstance(got, str):
-        return got
+      lambda n: [("How long may a test be?", f"At most {n} lines.")], TW, parse=_tests)
+def _max_test_lines(ctx: Ctx, got, n: int):
     longest = max(got[0], key=lambda t: len(t.lines))
     return None if len(longest.lines) <= n else f"`{longest.name}` has {len(longest.lines)} lines, limit {n}"
