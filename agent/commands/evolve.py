@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import typer
 
@@ -31,18 +34,54 @@ def _config(config: Optional[Path], intervals: list[str] | None = None, **settin
         fail(str(exc))
 
 
-def _context(db, cfg, model, hypernet):
-    from agent.evolve.context import EvolveContext
-    from agent.runtime.base_model import DEFAULT_MODEL
-    from memory.db import Store
+@dataclass(frozen=True)
+class EvolveOptions:
+    """The options every evolution command shares: where the config is, which model and hypernetwork, and
+    the job settings that beat the config."""
 
-    return EvolveContext(Store(db), cfg.settings, model_name=model or cfg.model or DEFAULT_MODEL,
-                         hypernet_path=str(hypernet) if hypernet else cfg.hypernet)
+    config: Optional[Path]
+    model: Optional[str]
+    hypernet: Optional[Path]
+    beta: Optional[float]
+    writer: Optional[str]
+    endpoint: Optional[str]
+    endpoint_model: Optional[str]
+    no_sandbox: bool
+
+    def load(self, db, intervals: list[str] | None = None):
+        """(config, EvolveContext) for these options."""
+        from agent.evolve.context import EvolveContext
+        from agent.runtime.base_model import DEFAULT_MODEL
+        from memory.db import Store
+
+        cfg = _config(self.config, intervals, beta=self.beta, writer=self.writer, endpoint=self.endpoint,
+                      endpoint_model=self.endpoint_model, allow_unconfined=True if self.no_sandbox else None)
+        ctx = EvolveContext(Store(db), cfg.settings, model_name=self.model or cfg.model or DEFAULT_MODEL,
+                            hypernet_path=str(self.hypernet) if self.hypernet else cfg.hypernet)
+        return cfg, ctx
 
 
-def _settings(beta, writer, endpoint, endpoint_model, no_sandbox) -> dict:
-    return {"beta": beta, "writer": writer, "endpoint": endpoint, "endpoint_model": endpoint_model,
-            "allow_unconfined": True if no_sandbox else None}
+_SHARED = [("config", Optional[Path], ConfigOption), ("model", Optional[str], ModelFlag),
+           ("hypernet", Optional[Path], HypernetFlag), ("beta", Optional[float], BetaFlag),
+           ("writer", Optional[str], WriterFlag), ("endpoint", Optional[str], EndpointFlag),
+           ("endpoint_model", Optional[str], EndpointModelFlag), ("no_sandbox", bool, NoSandboxFlag)]
+
+
+def with_evolve_options(command: Callable) -> Callable:
+    """Give a command the shared options (after its own) and hand them to it as one `opts: EvolveOptions`.
+
+    Written here because Typer has no option groups; the wrapper only rewrites the signature Typer reads."""
+    own = [p for p in inspect.signature(command).parameters.values() if p.name != "opts"]
+    shared = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
+              for name, kind, default in _SHARED]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs):
+        opts = EvolveOptions(**{name: kwargs.pop(name) for name, _, _ in _SHARED})
+        return command(opts=opts, **kwargs)
+
+    wrapper.__signature__ = inspect.Signature(own + shared)
+    return wrapper
 
 
 def _print_report(report) -> None:
@@ -62,16 +101,10 @@ def _print_report(report) -> None:
     console.print(line, markup=False, highlight=False)
 
 
+@with_evolve_options
 def evolve_command(
-    config: Optional[Path] = ConfigOption,
+    opts: EvolveOptions,
     skip: List[str] = typer.Option(None, "--skip", help="Step to leave out (repeatable): extract, accumulate, retrain, compact."),
-    model: Optional[str] = ModelFlag,
-    hypernet: Optional[Path] = HypernetFlag,
-    beta: Optional[float] = BetaFlag,
-    writer: Optional[str] = WriterFlag,
-    endpoint: Optional[str] = EndpointFlag,
-    endpoint_model: Optional[str] = EndpointModelFlag,
-    no_sandbox: bool = NoSandboxFlag,
     db: DbOption = None,
     json: JsonOption = False,
 ) -> None:
@@ -82,8 +115,7 @@ def evolve_command(
     for name in skip or []:
         if name not in JOB_NAMES:
             fail(f"unknown step {name!r} to skip (steps: {', '.join(JOB_NAMES)})")
-    cfg = _config(config, None, **_settings(beta, writer, endpoint, endpoint_model, no_sandbox))
-    ctx = _context(db, cfg, model, hypernet)
+    _, ctx = opts.load(db)
     report = run_cycle(ctx, tuple(skip or ()))
     if json:
         emit_json(report.to_dict())
@@ -95,17 +127,11 @@ def evolve_command(
         raise typer.Exit(1)
 
 
+@with_evolve_options
 def daemon_command(
-    config: Optional[Path] = ConfigOption,
+    opts: EvolveOptions,
     interval: List[str] = typer.Option(None, "--interval", help="NAME=INTERVAL, e.g. extract=5m (repeatable; beats the config)."),
     poll: Optional[str] = typer.Option(None, "--poll", help="How often to check the queue, e.g. 2s."),
-    model: Optional[str] = ModelFlag,
-    hypernet: Optional[Path] = HypernetFlag,
-    beta: Optional[float] = BetaFlag,
-    writer: Optional[str] = WriterFlag,
-    endpoint: Optional[str] = EndpointFlag,
-    endpoint_model: Optional[str] = EndpointModelFlag,
-    no_sandbox: bool = NoSandboxFlag,
     db: DbOption = None,
 ) -> None:
     """Run the scheduled jobs and the queue of submitted tasks until Ctrl-C / SIGTERM (stops after the current step)."""
@@ -115,14 +141,13 @@ def daemon_command(
     from agent.evolve.scheduler import ConfigError, parse_interval
     from memory.seed import ensure_seeded
 
-    cfg = _config(config, list(interval or []), **_settings(beta, writer, endpoint, endpoint_model, no_sandbox))
+    cfg, ctx = opts.load(db, list(interval or []))
     if poll is not None:
         try:
             cfg.poll_s = parse_interval(poll, "--poll")
         except ConfigError as exc:
             fail(str(exc))
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    ctx = _context(db, cfg, model, hypernet)
     ensure_seeded(ctx.store)
     say = lambda text: err_console.print(text, markup=False, highlight=False)  # noqa: E731
     say(f"agent daemon: {ctx.store.url}, model {ctx.model_name}, config {cfg.source}; Ctrl-C stops")
@@ -177,14 +202,10 @@ def jobs_list(config: Optional[Path] = ConfigOption, db: DbOption = None, json: 
 
 
 @jobs_app.command("run")
+@with_evolve_options
 def jobs_run(
+    opts: EvolveOptions,
     name: str = typer.Argument(..., help="extract | accumulate | retrain | compact"),
-    config: Optional[Path] = ConfigOption,
-    model: Optional[str] = ModelFlag,
-    hypernet: Optional[Path] = HypernetFlag,
-    beta: Optional[float] = BetaFlag,
-    writer: Optional[str] = WriterFlag,
-    no_sandbox: bool = NoSandboxFlag,
     db: DbOption = None,
     json: JsonOption = False,
 ) -> None:
@@ -194,8 +215,7 @@ def jobs_run(
 
     if name not in JOB_NAMES:
         fail(f"unknown job {name!r} (jobs: {', '.join(JOB_NAMES)})")
-    cfg = _config(config, None, **_settings(beta, writer, None, None, no_sandbox))
-    report = run_job(_context(db, cfg, model, hypernet), name)
+    report = run_job(opts.load(db)[1], name)
     emit_json(report.to_dict()) if json else _print_report(report)
     if report.status == "failed":
         raise typer.Exit(1)
