@@ -126,6 +126,17 @@ def skills_of_version(session: Session, version: int) -> list[Skill]:
 
 # --- hypernetwork checkpoints ---------------------------------------------------------------------
 
+def checkpoint_by_sha(session: Session, sha256: str, **new_fields: Any) -> HypernetCheckpoint:
+    """The row of the checkpoint file with this sha256, added with `new_fields` if there is none: a file is
+    registered once, whoever trains, loads or gates it."""
+    row = session.scalars(select(HypernetCheckpoint).where(HypernetCheckpoint.sha256 == sha256)).first()
+    if row is None:
+        row = HypernetCheckpoint(sha256=sha256, **new_fields)
+        session.add(row)
+        session.flush()
+    return row
+
+
 def latest_accepted(session: Session, base_model: str) -> HypernetCheckpoint | None:
     return session.scalars(select(HypernetCheckpoint)
                            .where(HypernetCheckpoint.base_model == base_model,

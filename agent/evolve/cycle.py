@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from sqlalchemy import select
-
 from agent.evolve import accumulate, extract
 from agent.evolve.context import (
     JOB_NAMES,
@@ -163,11 +161,9 @@ def register_candidate(ctx: EvolveContext, cand: TrainedCandidate, parent_id: in
                   "trajectories": len(data["trajectory_ids"]), "skills": len(data["skill_ids"])}
     manifest = hashlib.sha256(repr(sorted(data.items())).encode()).hexdigest()
     with ctx.store.session() as s:
-        row = s.scalars(select(HypernetCheckpoint).where(HypernetCheckpoint.sha256 == sha)).first()
-        if row is None:  # (a trainer may have registered its file already: then that row is the candidate)
-            row = HypernetCheckpoint(name=cand.name, base_model=ctx.base_model, sha256=sha, stage=cand.stage,
-                                     parent_id=parent_id, data_manifest_hash=manifest, path=str(path.resolve()))
-            s.add(row)
+        # (a trainer may have registered its file already: then that row is the candidate)
+        row = evo_repo.checkpoint_by_sha(s, sha, name=cand.name, base_model=ctx.base_model, stage=cand.stage,
+                                         parent_id=parent_id, data_manifest_hash=manifest, path=str(path.resolve()))
         row.status = "candidate"
         row.config = {**(row.config or {}), **cand.config, "trained_on": trained_on}
         row.metrics = {**(row.metrics or {}), **cand.metrics}

@@ -34,9 +34,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from agent.learn.hypernet_runs import (
+    Sample,
+    check_manifest,
+    make_example,
+    read_jsonl,
+    read_manifest,
+    tokenizer_fingerprint,
+)
 from agent.runtime.base_model import LoadedModel
-from agent.learn.hypernet_runs import (Sample, check_manifest, make_example, read_jsonl, read_manifest,
-                            tokenizer_fingerprint)
 from hypernet.batching import IGNORE, DataOrder, Example, collate
 from hypernet.config import HypernetConfig
 from hypernet.inject import apply_lora

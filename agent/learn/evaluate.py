@@ -26,12 +26,12 @@ from typing import Callable
 
 import torch
 
-from agent.runtime.backends import prompt_ids
 from agent.checks import check
-from agent.runtime.skill_adapters import convert_skill
-from agent.runtime.hypernet_loader import HypernetHandle
 from agent.learn.metrics import bertscore_f1, token_f1
+from agent.runtime.backends import prompt_ids
 from agent.runtime.base_model import LoadedModel
+from agent.runtime.hypernet_loader import HypernetHandle
+from agent.runtime.skill_adapters import convert_skill
 from hypernet.config import HypernetError
 from hypernet.inject import apply_lora_rows
 from hypernet.lora import LoraWeights

@@ -33,6 +33,7 @@ from hypernet.config import HypernetConfig, HypernetError
 from hypernet.hypernetwork import Hypernetwork
 from hypernet.train import TrainConfig, TrainData, TrainResult, make_accelerator, train
 from hypernet.trainstate import TrainingError, atomic_write
+from memory import evolution as evo_repo
 from memory.db import Store
 from memory.errors import SkillFormatError
 from memory.models import HypernetCheckpoint
@@ -390,10 +391,7 @@ def register(store: Store, hn: Hypernetwork, *, name: str, stage: int, parent_id
              config: dict[str, Any], data_hash: str | None, metrics: dict[str, Any], status: str = "candidate") -> int:
     """The checkpoint's row; a resumed, already finished stage finds its row again by sha256."""
     with store.session() as s:
-        row = s.scalars(select(HypernetCheckpoint).where(HypernetCheckpoint.sha256 == sha)).first()
-        if row is None:
-            row = HypernetCheckpoint(name=name, base_model=hn.base_model_id, sha256=sha)
-            s.add(row)
+        row = evo_repo.checkpoint_by_sha(s, sha, name=name, base_model=hn.base_model_id)
         row.stage, row.parent_id, row.path, row.status = str(stage), parent_id, str(path), status
         row.config, row.data_manifest_hash, row.metrics = config, data_hash, metrics
         s.flush()
@@ -402,8 +400,8 @@ def register(store: Store, hn: Hypernetwork, *, name: str, stage: int, parent_id
 
 def row_for_sha(store: Store, sha: str) -> int | None:
     with store.session() as s:
-        row = s.scalars(select(HypernetCheckpoint).where(HypernetCheckpoint.sha256 == sha)).first()
-        return None if row is None else row.id
+        row = s.scalars(select(HypernetCheckpoint.id).where(HypernetCheckpoint.sha256 == sha)).first()
+        return row
 
 
 def previous_stage_checkpoint(store: Store, base_model: str, stage: int, out: Path) -> tuple[Path, str | None] | None:

@@ -8,14 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from sqlalchemy import select
 
 from agent.runtime.base_model import LoadedModel
 from hypernet.checkpoint import hypernet_from_bytes
 from hypernet.config import HypernetConfig
 from hypernet.hypernetwork import Hypernetwork
+from memory import evolution as evo_repo
 from memory.db import Store
-from memory.models import HypernetCheckpoint
 
 # Trained checkpoints shipped inside the package, per built-in base model.
 SHIPPED = {"smollm2-135m-instruct": Path(__file__).resolve().parents[1] / "data" / "hypernet-smollm2-135m.safetensors"}
@@ -33,13 +32,8 @@ class HypernetHandle:
 def register(store: Store, net: Hypernetwork, sha256: str, path: str | None, name: str) -> int:
     """The checkpoint's row (found by sha256, else added) so adapters can name their hypernetwork."""
     with store.session() as s:
-        row = s.scalars(select(HypernetCheckpoint).where(HypernetCheckpoint.sha256 == sha256)).first()
-        if row is None:
-            row = HypernetCheckpoint(name=name, base_model=net.base_model_id, config=net.config.to_dict(),
-                                     path=path, sha256=sha256, status="accepted")
-            s.add(row)
-            s.flush()
-        return row.id
+        return evo_repo.checkpoint_by_sha(s, sha256, name=name, base_model=net.base_model_id,
+                                          config=net.config.to_dict(), path=path, status="accepted").id
 
 
 def load(loaded: LoadedModel, store: Store | None, checkpoint: str | None = None,

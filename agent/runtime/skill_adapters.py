@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent.runtime.hypernet_loader import HypernetHandle
 from agent.runtime.base_model import LoadedModel
+from agent.runtime.hypernet_loader import HypernetHandle
 from hypernet.convert import ConvertTimings, convert
 from hypernet.lora import LoraWeights
 from memory import adapters as adapter_repo

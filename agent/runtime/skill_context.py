@@ -6,10 +6,10 @@ concatenation, skills weighted by retrieval similarity, the EMA with weight 1.
 
 from __future__ import annotations
 
-from agent.runtime.skill_adapters import convert_skill
-from agent.runtime.hypernet_loader import HypernetHandle
 from agent.runtime.base_model import LoadedModel
+from agent.runtime.hypernet_loader import HypernetHandle
 from agent.runtime.retrieval import top_k
+from agent.runtime.skill_adapters import convert_skill
 from agent.runtime.solve import SkillContext
 from hypernet.lora import LoraWeights
 from hypernet.merge import merge

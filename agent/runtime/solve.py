@@ -7,7 +7,6 @@ workspace is removed on every exit path.
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
