@@ -8,10 +8,10 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from test_tui_support import demo_store
 
-from agent.tui import demo_db
-from agent.tui import jobs as jobs_api
-from agent.tui import timefmt
+from agent.evolve import job_control as jobs_api
+from agent.tui import demo_db, timefmt
 from agent.tui.adapter_norms import NormCache
 from agent.tui.overview_data import load_overview, moving_rate, skill_growth
 from agent.tui.reader import Reader
@@ -20,7 +20,6 @@ from agent.tui.trajectories_data import load_trajectories, load_trajectory
 from memory.db import Store
 from memory.errors import StoreError
 from memory.models import Skill
-from test_tui_support import demo_store
 
 
 @pytest.fixture

@@ -36,11 +36,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from apscheduler.executors.pool import ThreadPoolExecutor
-from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from agent.evolve import job_control
 from agent.evolve.context import JOB_NAMES, EvolveContext, EvolveSettings, SettingsError
 from agent.evolve.cycle import run_job
 from memory.db import Store
@@ -277,20 +277,13 @@ class JobRow:
                 "last_finished": self.last_finished.isoformat() if self.last_finished else None}
 
 
-def with_paused_scheduler(store: Store, change: Callable[[BackgroundScheduler], Any]) -> Any:
-    """Run `change` on a paused scheduler over the shared job store: a paused scheduler never runs jobs."""
-    scheduler = make_scheduler(store)
-    scheduler.start(paused=True)
-    try:
-        return change(scheduler)
-    finally:
-        scheduler.shutdown(wait=False)
-
-
 def list_jobs(store: Store, config: DaemonConfig | None = None) -> list[JobRow]:
     from memory import evolution as evo_repo
 
-    stored = {j.id: j for j in with_paused_scheduler(store, lambda s: s.get_jobs())}
+    snapshot = job_control.read_jobs(store.url)
+    if snapshot.error:
+        raise ConfigError(snapshot.error)
+    stored = {j.id: j for j in snapshot.jobs}
     with store.session() as s:
         last = {}
         for run in evo_repo.recent_runs(s, limit=200):
@@ -300,8 +293,8 @@ def list_jobs(store: Store, config: DaemonConfig | None = None) -> list[JobRow]:
         job, run = stored.get(name), last.get(name)
         spec = config.jobs.get(name) if config else None
         if job is not None:
-            interval = format_interval(job.trigger.interval.total_seconds()) if isinstance(job.trigger, IntervalTrigger) else str(job.trigger)
-            state, nxt = ("scheduled", job.next_run_time) if job.next_run_time else ("paused", None)
+            interval = format_interval(job.interval_s) if job.interval_s else job.trigger
+            state, nxt = ("scheduled", job.next_run) if job.next_run else ("paused", None)
         else:
             interval = format_interval(spec.interval_s) if spec else None
             state = "disabled" if spec and not spec.enabled else "not scheduled"
@@ -316,27 +309,19 @@ def _check_name(name: str) -> None:
         raise ConfigError(f"unknown job {name!r} (jobs: {', '.join(JOB_NAMES)})")
 
 
-def pause(store: Store, name: str) -> None:
+def _control(change: Callable[[str, str], str], store: Store, name: str) -> None:
     _check_name(name)
+    try:
+        change(store.url, name)
+    except job_control.JobsError as exc:
+        raise ConfigError(str(exc)) from None
 
-    def change(s: BackgroundScheduler) -> None:
-        try:
-            s.pause_job(name)
-        except JobLookupError:
-            raise ConfigError(f"job {name!r} is not scheduled yet: start `agent daemon` once to create it") from None
 
-    with_paused_scheduler(store, change)
+def pause(store: Store, name: str) -> None:
+    _control(job_control.pause, store, name)
 
 
 def resume(store: Store, name: str) -> datetime | None:
-    _check_name(name)
-
-    def change(s: BackgroundScheduler):
-        try:
-            job = s.resume_job(name)
-        except JobLookupError:
-            raise ConfigError(f"job {name!r} is not scheduled yet: start `agent daemon` once to create it") from None
-        return job.next_run_time if job else None
-
-    return with_paused_scheduler(store, change)
-
+    _control(job_control.resume, store, name)
+    job = next((j for j in job_control.read_jobs(store.url).jobs if j.id == name), None)
+    return job.next_run if job else None

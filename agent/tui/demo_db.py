@@ -532,7 +532,7 @@ def add_demo_jobs(url: str, anchor: datetime) -> None:
     """The daemon's four jobs as `agent daemon` leaves them in APScheduler's table (compaction paused)."""
     from apscheduler.triggers.interval import IntervalTrigger
 
-    from agent.tui.jobs import editing_scheduler
+    from agent.evolve.job_control import editing_scheduler
 
     try:  # the daemon's own job function, so `agent daemon` on a demo database keeps these jobs
         from agent.evolve.scheduler import FUNC_REF as ref

@@ -8,8 +8,8 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 
+from agent.evolve.job_control import JobsSnapshot, read_jobs
 from agent.tui.adapter_norms import NormCache
-from agent.tui.jobs import JobsSnapshot, read_jobs
 from agent.tui.reader import Reader
 from agent.tui.timefmt import as_utc
 from memory.models import Adapter, EvalResult, EvolutionRun, HypernetCheckpoint, Skill, Trajectory

@@ -10,9 +10,9 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Footer, Static
 
-from agent.tui import jobs as jobs_api
+from agent.evolve import job_control as jobs_api
+from agent.evolve.job_control import JobsSnapshot
 from agent.tui import timefmt
-from agent.tui.jobs import JobsSnapshot
 from agent.tui.reader import Reader
 from agent.tui.screens.base import DataScreen
 from agent.tui.widgets.cells import plain, tinted

@@ -1,4 +1,4 @@
-"""The scheduler's jobs, read from and steered through APScheduler's SQLAlchemyJobStore in the shared database.
+"""Job control for the CLI and the TUI: the scheduler's jobs, read from and steered through APScheduler's SQLAlchemyJobStore in the shared database.
 
 Jobs live in APScheduler 3.x's default table `apscheduler_jobs`; their state is pickled by APScheduler,
 so every read and change goes through its job store, never through our own unpickling. Changes are
@@ -61,6 +61,7 @@ class JobInfo:
     trigger: str
     next_run: datetime | None  # None: paused
     func: str
+    interval_s: float | None = None  # interval triggers (what the daemon schedules)
 
     @property
     def paused(self) -> bool:
@@ -87,6 +88,11 @@ def describe_trigger(trigger) -> str:
     return str(trigger)
 
 
+def _interval_s(trigger) -> float | None:
+    interval = getattr(trigger, "interval", None)
+    return interval.total_seconds() if isinstance(interval, timedelta) else None
+
+
 def read_jobs(url: str) -> JobsSnapshot:
     store = None
     try:
@@ -94,7 +100,7 @@ def read_jobs(url: str) -> JobsSnapshot:
         if not inspect(store.engine).has_table(TABLE):
             return JobsSnapshot()
         jobs = store.get_all_jobs()
-        return JobsSnapshot(True, [JobInfo(j.id, j.name, describe_trigger(j.trigger), j.next_run_time, j.func_ref)
+        return JobsSnapshot(True, [JobInfo(j.id, j.name, describe_trigger(j.trigger), j.next_run_time, j.func_ref, _interval_s(j.trigger))
                                    for j in jobs], list(store.unreadable))
     except Exception as exc:  # noqa: BLE001 - the Jobs screen shows why, the rest of the TUI goes on
         return JobsSnapshot(error=f"cannot read scheduled jobs: {exc}".splitlines()[0])
@@ -132,7 +138,8 @@ def _with_scheduler(url: str, job_id: str, change) -> str:
     try:
         return change(scheduler)
     except JobLookupError:
-        raise JobsError(f"no job {job_id!r} any more (the daemon may have removed it)") from None
+        raise JobsError(f"no job {job_id!r}: not scheduled yet (start `agent daemon` once to create it) "
+                        "or removed by the daemon") from None
     except Exception as exc:  # noqa: BLE001 - e.g. a job whose function this process cannot import
         raise JobsError(f"{type(exc).__name__}: {exc}".splitlines()[0]) from None
     finally:
