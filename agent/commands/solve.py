@@ -85,10 +85,6 @@ def command(
             if not handle.trained:
                 say("[yellow]hypernetwork: untrained (no checkpoint yet): generated adapters are zero, "
                     "so parametric mode behaves like no skills[/]")
-    with err_console.status("retrieving skills ..."):
-        ctx, lora = skill_context.build(store, mode, task, top_k, loaded, handle)
-    for s in ctx.active:
-        say(f"skill {s['name']}  weight={s.get('weight')}  similarity={s.get('similarity', '')}")
 
     def on_step(i, action, obs):
         what = f"{action.kind} {action.arg[:60]!r}" if action else "format error"
@@ -96,12 +92,11 @@ def command(
         say(f"[bold]step {i}[/] {what}: {text.strip().splitlines()[0][:100] if text.strip() else ''}",
             markup=True, highlight=False)
 
-    applied = contextlib.nullcontext()
-    if lora is not None:
-        from hypernet.inject import apply_lora
-
-        applied = apply_lora(loaded.model, lora, mode="merge", base_model=loaded.name)
-    with applied:
+    with contextlib.ExitStack() as stack:
+        with err_console.status("retrieving skills ..."):
+            ctx = stack.enter_context(skill_context.in_effect(store, mode, task, top_k, loaded, handle))
+        for s in ctx.active:
+            say(f"skill {s['name']}  weight={s.get('weight')}  similarity={s.get('similarity', '')}")
         report = solve(request, store, chat, ctx, on_step=on_step, on_phase=lambda t: say(f"[dim]{t}[/]"))
     if json:
         emit_json(report.to_dict())

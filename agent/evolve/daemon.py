@@ -11,7 +11,6 @@ its unfinished job runs are marked interrupted (their work items were never mark
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
@@ -90,13 +89,8 @@ def make_solver(chat_factory: ChatFactory | None = None) -> Solver:
                 handle = ctx.handle() if mode == "parametric" else None
             if mode == "parametric" and loaded is None:
                 mode = request.mode = "none"  # a scripted or remote chat takes no adapters
-            skills, lora = skill_context.build(ctx.store, mode, item.task, int(opts.get("top_k", 3)), loaded, handle)
-            applied = contextlib.nullcontext()
-            if lora is not None:
-                from hypernet.inject import apply_lora
-
-                applied = apply_lora(loaded.model, lora, mode="merge", base_model=loaded.name)
-            with applied:
+            with skill_context.in_effect(ctx.store, mode, item.task, int(opts.get("top_k", 3)), loaded,
+                                         handle) as skills:
                 report = solve(request, ctx.store, StoppableChat(chat, ctx.stop_event), skills)
         return SolveOutcome(report.trajectory_id, report.status, report.verified)
 
