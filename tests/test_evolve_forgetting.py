@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from agent.learn import forgetting as fg
+from hypernet import norms
 
 
 @pytest.fixture(autouse=True)
@@ -23,10 +24,10 @@ def skills(n=6, **kw):
 def test_low_rank_inner_products_match_dense():
     a, b = skills(2, shared=0.5)
     dense = sum(float((a.delta(k) * b.delta(k)).sum()) for k in a.keys)
-    assert fg.inner(a, b) == pytest.approx(dense, rel=1e-6)
+    assert norms.inner(a, b) == pytest.approx(dense, rel=1e-6)
     diff = sum(float(((a.delta(k) - b.delta(k)) ** 2).sum()) for k in a.keys) ** 0.5
-    assert fg.diff_norm(a, b) == pytest.approx(diff, rel=1e-6)
-    assert fg.cosine(a, a) == pytest.approx(1.0)
+    assert norms.diff_norm(a, b) == pytest.approx(diff, rel=1e-6)
+    assert norms.cosine(a, a) == pytest.approx(1.0)
 
 
 def test_retention_follows_the_ema_weights_without_truncation():
@@ -51,7 +52,7 @@ def test_choose_beta_and_a_plugged_in_scorer():
 
     def adherence(persistent, i, skill):  # stands in for "run the model with P on skill i's probe"
         calls.append(i)
-        return fg.cosine(skill, persistent)
+        return norms.cosine(skill, persistent)
 
     curves = fg.measure(sk, fg.default_strategies((0.3, 0.8, 0.99)), max_rank=8,
                         scorers={"cosine": fg.SCORERS["cosine"], "adherence": adherence})

@@ -32,11 +32,10 @@ from typing import Any
 from sqlalchemy import delete, select
 
 from agent.evolve.context import Converted, EvolveContext
-from agent.learn.forgetting import cosine, diff_norm
 from hypernet.ema import ema_update
 from hypernet.lora import LoraWeights
 from hypernet.merge import recompress
-from hypernet.norms import delta_norms
+from hypernet.norms import cosine, delta_norms, diff_norm
 from memory import adapters as adapter_repo
 from memory import evolution as evo_repo
 from memory import skills as skill_repo

@@ -26,40 +26,10 @@ import torch
 from hypernet.ema import ema_update
 from hypernet.lora import LoraWeights
 from hypernet.merge import merge
+from hypernet.norms import cosine, norm, retention
 from hypernet.targets import Target
 
 Scorer = Callable[[LoraWeights, int, LoraWeights], float]
-
-
-# --- low-rank inner products ---------------------------------------------------------------------------
-
-def inner(x: LoraWeights, y: LoraWeights) -> float:
-    """Σ over targets of ⟨ΔW_x, ΔW_y⟩_F, from the factors."""
-    total = 0.0
-    for key in x.keys:
-        ax, bx = (t.double() for t in x.factors[key])
-        ay, by = (t.double() for t in y.factors[key])
-        total += float(torch.trace((bx.T @ by) @ (ay @ ax.T)))
-    return total
-
-
-def norm(x: LoraWeights) -> float:
-    return math.sqrt(max(inner(x, x), 0.0))
-
-
-def cosine(x: LoraWeights, y: LoraWeights) -> float:
-    nx, ny = norm(x), norm(y)
-    return inner(x, y) / (nx * ny) if nx > 0 and ny > 0 else 0.0
-
-
-def retention(skill: LoraWeights, persistent: LoraWeights) -> float:
-    n2 = inner(skill, skill)
-    return inner(skill, persistent) / n2 if n2 > 0 else 0.0
-
-
-def diff_norm(x: LoraWeights, y: LoraWeights) -> float:
-    """‖ΔW_x − ΔW_y‖_F without forming either."""
-    return math.sqrt(max(inner(x, x) - 2 * inner(x, y) + inner(y, y), 0.0))
 
 
 SCORERS: dict[str, Scorer] = {
