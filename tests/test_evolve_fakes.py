@@ -13,8 +13,14 @@ from pathlib import Path
 
 import torch
 
-from agent.evolve.accumulate import Converted
-from agent.evolve.context import EvolveContext, EvolveSettings, GateScore, TrainedCandidate, lexical_embed
+from agent.evolve.context import (
+    EvolveContext,
+    EvolveSettings,
+    FoldableAdapter,
+    GateScore,
+    TrainedCandidate,
+    lexical_embed,
+)
 from agent.evolve.verify import Verification
 from hypernet.lora import LoraWeights
 from hypernet.targets import Target
@@ -59,7 +65,7 @@ def add_trajectory(store: Store, *, verified: bool = True, diff: str = FIX_DIFF,
     return tid
 
 
-def fake_converter(ctx: EvolveContext, doc, skill_id: int) -> Converted:
+def fake_converter(ctx: EvolveContext, doc, skill_id: int) -> FoldableAdapter:
     """A deterministic small adapter per skill text, stored like a real conversion (cached by content)."""
     from agent.runtime.skill_adapters import store_lora
     from memory import adapters as adapter_repo
@@ -68,10 +74,10 @@ def fake_converter(ctx: EvolveContext, doc, skill_id: int) -> Converted:
     with ctx.store.session() as s:
         row = adapter_repo.cached(s, key)
         if row is not None:
-            return Converted(LoraWeights.from_safetensors_bytes(row.blob), row.id, None)
+            return FoldableAdapter(LoraWeights.from_safetensors_bytes(row.blob), row.id, None)
     lora = fake_lora(int(doc.content_hash[:8], 16))
     aid = store_lora(ctx.store, lora, "skill", skill_id=skill_id, cache_key=key, meta={"skill": doc.name})
-    return Converted(lora, aid, None)
+    return FoldableAdapter(lora, aid, None)
 
 
 class FakeTrainer:

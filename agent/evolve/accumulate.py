@@ -31,7 +31,7 @@ from typing import Any
 
 from sqlalchemy import delete, select
 
-from agent.evolve.context import Converted, EvolveContext
+from agent.evolve.context import EvolveContext, FoldableAdapter
 from hypernet.ema import ema_update
 from hypernet.lora import LoraWeights
 from hypernet.merge import recompress
@@ -110,7 +110,7 @@ def run(ctx: EvolveContext) -> dict[str, Any]:
     return {"folded": folded, "errors": errors, "beta": beta, "stopped": ctx.stopping()}
 
 
-def fold(session, ctx: EvolveContext, skill_id: int, conv: Converted, beta: float, max_rank: int) -> dict | None:
+def fold(session, ctx: EvolveContext, skill_id: int, conv: FoldableAdapter, beta: float, max_rank: int) -> dict | None:
     """One EMA step for one skill: re-check, read the latest version, write N+1, mark the skill."""
     row = session.get(Skill, skill_id)
     if row is None or not row.is_current or row.status != "active" or row.ema_version is not None:

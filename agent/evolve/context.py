@@ -141,7 +141,9 @@ class GateScore:
 
 
 @dataclass(frozen=True)
-class Converted:
+class FoldableAdapter:
+    """A skill's adapter with the hypernetwork that made it: what accumulate folds into the EMA."""
+
     lora: LoraWeights
     adapter_id: int | None
     hypernet_id: int | None
@@ -266,7 +268,7 @@ class EvolveContext:
         with self.model_lock:
             handle = self.handle()
             conv = convert_skill(self.store, self.loaded(), handle, doc, skill_id)
-        return Converted(conv.lora, conv.adapter_id, handle.checkpoint_id)
+        return FoldableAdapter(conv.lora, conv.adapter_id, handle.checkpoint_id)
 
     def library(self) -> list[tuple[int, str, str]]:
         with self.store.session() as s:

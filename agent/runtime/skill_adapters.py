@@ -14,7 +14,9 @@ from memory.skillfile import SkillDoc
 
 
 @dataclass
-class Converted:
+class SkillAdapter:
+    """A skill's adapter as the hypernetwork made it (or the store had it cached)."""
+
     lora: LoraWeights
     adapter_id: int | None
     cached: bool
@@ -45,18 +47,18 @@ def load_lora(store: Store, adapter_id: int) -> LoraWeights:
 
 
 def convert_skill(store: Store | None, loaded: LoadedModel, handle: HypernetHandle, doc: SkillDoc,
-                  skill_id: int | None = None) -> Converted:
+                  skill_id: int | None = None) -> SkillAdapter:
     key = f"{doc.content_hash}:{handle.ident}"
     if store is not None:
         with store.session() as s:
             row = adapter_repo.cached(s, key)
             if row is not None and row.base_model == loaded.name:
                 lora = LoraWeights.from_safetensors_bytes(adapter_repo.checked_blob(row), expected_sha256=row.sha256)
-                return Converted(lora, row.id, True, None)
+                return SkillAdapter(lora, row.id, True, None)
     lora, timings = convert(handle.net, loaded.model, loaded.tokenizer, doc.text)
     lora = lora.replace(lora.factors, {**lora.metadata, "skill": doc.name, "hypernet": handle.ident})
     adapter_id = None
     if store is not None:
         adapter_id = store_lora(store, lora, "skill", skill_id=skill_id, hypernet_id=handle.checkpoint_id,
                                 cache_key=key, meta={"skill": doc.name, "trained_hypernet": handle.trained})
-    return Converted(lora, adapter_id, False, timings)
+    return SkillAdapter(lora, adapter_id, False, timings)
