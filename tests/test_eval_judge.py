@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from fake_openai import fake_openai
 
 from agent.learn.judge import parse_score
 from memory.db import Store
@@ -27,37 +26,20 @@ def test_parse_score(reply, score):
 class FakeJudge:
     """Answers the reachability probe, then alternates a score and an unparseable reply."""
 
-    def __init__(self) -> None:
-        self.requests: list[dict] = []
-        judge = self
+    def __init__(self, url: str, requests: list[dict]) -> None:
+        self.url, self.requests = url, requests
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                judge.requests.append(body | {"path": self.path})
-                graded = [r for r in judge.requests if r["messages"][0]["role"] == "system"]
-                text = "Score: 10" if not graded else ("Score: 8" if len(graded) % 2 else "no idea, sorry")
-                data = json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def answer(self, body: dict) -> str:
+        graded = [r for r in self.requests if r["messages"][0]["role"] == "system"]
+        return "Score: 10" if not graded else ("Score: 8" if len(graded) % 2 else "no idea, sorry")
 
 
 @pytest.fixture
 def fake_judge():
-    judge = FakeJudge()
-    yield judge
-    judge.server.shutdown()
-    judge.server.server_close()
+    judge = FakeJudge("", [])
+    with fake_openai(lambda body: judge.answer(body)) as (url, requests):
+        judge.url, judge.requests = url, requests
+        yield judge
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from agent.evolve.accumulate import load_version
 from agent.evolve.cycle import run_job
@@ -34,12 +33,7 @@ POINTS = ["extract:verify", "extract:in-txn", "extract:before-mark", "accumulate
 KILLS = int(os.environ.get("EVOLVE_CRASH_KILLS", "24"))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def add_work(store: Store, k: int) -> None:

@@ -9,7 +9,6 @@ import os
 import shutil
 
 import pytest
-import torch
 
 from agent.evolve import scheduler as sched
 from agent.evolve.context import EvolveContext, EvolveSettings
@@ -26,12 +25,7 @@ from tests.test_evolve_fakes import FakeEvaluator, FakeTrainer, add_trajectory
 from tests.tiny import tiny_model_dir
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_full_cycle(tmp_path, tmp_path_factory, cli):

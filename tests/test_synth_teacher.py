@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import shutil
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from fake_openai import fake_openai
 
 from agent import synth as sy
 from agent.synth.teacher import Teacher
@@ -18,41 +17,25 @@ LIBRARY = Path(__file__).resolve().parent.parent / "memory" / "library"
 GOOD, BAD = "angular-commit-format", "bulleted-conventional-commit"
 
 
-class FakeTeacher(BaseHTTPRequestHandler):
-    """OpenAI-compatible /v1/chat/completions: echoes the draft, except for the BAD skill's tasks."""
-
-    requests: list[dict] = []
-
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        FakeTeacher.requests.append(body)
-        system, user = body["messages"][0]["content"], body["messages"][-1]["content"]
-        if "Draft:\n" not in user:
-            answer = "OK"
-        elif f"# {BAD}\n" in system:
-            answer = "Sure! Here is a commit message: fixed some stuff."
-        else:
-            answer = user.split("Draft:\n", 1)[1]
-        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": answer}}],
-                           "usage": {"total_tokens": 10}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args) -> None:
-        pass
+def teacher_answer(body: dict) -> str:
+    """Echoes the draft, except for the BAD skill's tasks."""
+    system, user = body["messages"][0]["content"], body["messages"][-1]["content"]
+    if "Draft:\n" not in user:
+        return "OK"
+    if f"# {BAD}\n" in system:
+        return "Sure! Here is a commit message: fixed some stuff."
+    return user.split("Draft:\n", 1)[1]
 
 
 @pytest.fixture(scope="module")
-def endpoint():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeTeacher)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-    server.server_close()
+def teacher():
+    with fake_openai(teacher_answer) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def endpoint(teacher):
+    return teacher[0]
 
 
 @pytest.fixture(scope="module")
@@ -71,15 +54,15 @@ def _tasks(out: Path) -> dict[str, list[dict]]:
     return by
 
 
-def test_teacher_rewrites_are_filtered_by_the_checker(endpoint, lib, tmp_path):
-    FakeTeacher.requests.clear()
+def test_teacher_rewrites_are_filtered_by_the_checker(teacher, endpoint, lib, tmp_path):
+    teacher[1].clear()
     plain = sy.synth(lib, (2,), 2, 3, tmp_path / "plain", "train")
     taught = sy.synth(lib, (2,), 2, 3, tmp_path / "taught", "train", teacher=Teacher(endpoint, "fake-teacher"))
     report = taught.manifest["teacher"]
     assert report["model"] == "fake-teacher" and report["kept"] == 2 and report["rejected"] == 2
     assert all(k.startswith("check-failed:") for k in report["rejected_by_reason"])
-    assert len(FakeTeacher.requests) == 1 + 4  # the probe, then one request per task reference
-    assert all(r["model"] == "fake-teacher" and r["temperature"] == 0 for r in FakeTeacher.requests)
+    assert len(teacher[1]) == 1 + 4  # the probe, then one request per task reference
+    assert all(r["model"] == "fake-teacher" and r["temperature"] == 0 for r in teacher[1])
     before, after = _tasks(plain.out_dir), _tasks(taught.out_dir)
     assert [s["reference"].get("answer_by") for s in after[GOOD]] == ["teacher", "teacher"]
     assert after[BAD] == before[BAD]  # rejected rewrites: the programmatic references stay

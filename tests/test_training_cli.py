@@ -25,12 +25,7 @@ ANSWERS = {"commit-style": "fix: handle empty input in parser", "shell-style": "
 FAST = ("--steps", "2", "--batch-size", "2", "--no-progress", "--rank", "2")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

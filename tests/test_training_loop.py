@@ -22,13 +22,7 @@ USER = "Run the tests first, read the failing code, edit it."
 CONTROL = "# steps\n\n1. Reproduce the failure.\n2. Locate the bug.\n"  # a skill-shaped text that says neither
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Two shared cores: one thread per process is faster than two fighting the other jobs.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
