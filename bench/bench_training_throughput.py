@@ -69,25 +69,24 @@ def step_hypernet(base, hn, opt, batch, bank, cfg):
     return loss.item()
 
 
-def step_plain(base, factors, targets, opt, batch):
-    with apply_lora(base, factors, targets=targets):
-        logits = base(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
+def _descend(logits, opt, batch) -> float:
     sel, tgt = target_logits(logits, batch.labels)
     loss = F.cross_entropy(sel.float(), tgt)
     loss.backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
     return loss.item()
+
+
+def step_plain(base, factors, targets, opt, batch):
+    with apply_lora(base, factors, targets=targets):
+        logits = base(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
+    return _descend(logits, opt, batch)
 
 
 def step_peft(model, opt, batch):
     logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
-    sel, tgt = target_logits(logits, batch.labels)
-    loss = F.cross_entropy(sel.float(), tgt)
-    loss.backward()
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-    return loss.item()
+    return _descend(logits, opt, batch)
 
 
 def main() -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from safetensors.torch import save as st_save
@@ -17,6 +16,7 @@ from .config import HypernetConfig, HypernetError
 from .hypernetwork import Hypernetwork
 from .lora import read_safetensors
 from .targets import Target
+from .trainstate import atomic_write
 
 FORMAT = "parametric-skills-hypernet/1"
 _HEADER_KEY = "parametric_skills_hypernet"
@@ -52,18 +52,7 @@ def hypernet_from_bytes(data: bytes, base_model_id: str | None = None) -> Hypern
 
 def save_hypernet(hn: Hypernetwork, path: str | os.PathLike) -> Path:
     """Write atomically: a half-written checkpoint never replaces a good one."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise HypernetError(f"cannot save to {path}: parent folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(hypernet_to_bytes(hn))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, hypernet_to_bytes(hn))
 
 
 def load_hypernet(path: str | os.PathLike, base_model_id: str | None = None) -> Hypernetwork:

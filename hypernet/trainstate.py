@@ -33,7 +33,7 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> Path:
     """Write bytes so that a crash at any point leaves the previous file whole."""
     path = Path(path)
     if not path.parent.is_dir():
-        raise TrainingError(f"cannot write {path}: folder {path.parent} does not exist")
+        raise TrainingError(f"cannot write {path}: parent folder {path.parent} does not exist")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:

@@ -61,17 +61,25 @@ def _section_max_words(ctx: Ctx, v):
     return None if count <= v[1] else f"`{v[0]}` has {count} words, limit {v[1]}"
 
 
+def _list_of(ctx: Ctx, name: str) -> tuple[list[str] | None, Any]:
+    """(items, stray lines) of the list under `name`, or (None, outcome): no such part is an error, an
+    explicit `None.` passes."""
+    part = ctx.answer.part(name, ctx.spec.labels)
+    if part is None:
+        return None, f"no `{name}` part"
+    if part.prose.strip() == "None.":
+        return None, None
+    return list_items(part.prose)
+
+
 @rule("bullets", "str",
       lambda name: f"Under `{name}`, write only `- ` bullet points (or the single line `None.` when there is nothing to list).",
       lambda name: [(f"How is the `{name}` part formatted?", "As `- ` bullet points, or `None.` when empty.")],
       stated=lambda name: [name])
 def _bullets(ctx: Ctx, name: str):
-    part = ctx.answer.part(name, ctx.spec.labels)
-    if part is None:
-        return f"no `{name}` part"
-    if part.prose.strip() == "None.":
-        return None
-    items, stray = list_items(part.prose)
+    items, stray = _list_of(ctx, name)
+    if items is None:
+        return stray
     if stray or not items or not all(BULLET_RE.match(i) for i in items):
         return f"`{name}` is not a plain `- ` bullet list"
     return None
@@ -82,12 +90,9 @@ def _bullets(ctx: Ctx, name: str):
       lambda name: [(f"How is the `{name}` part formatted?", "As a numbered list: `1.`, `2.`, ...")],
       stated=lambda name: [name])
 def _numbered(ctx: Ctx, name: str):
-    part = ctx.answer.part(name, ctx.spec.labels)
-    if part is None:
-        return f"no `{name}` part"
-    if part.prose.strip() == "None.":
-        return None
-    items, stray = list_items(part.prose)
+    items, stray = _list_of(ctx, name)
+    if items is None:
+        return stray
     numbers = [NUMBERED_RE.match(i) for i in items]
     if stray or not items or not all(numbers):
         return f"`{name}` is not a numbered list"
@@ -96,24 +101,27 @@ def _numbered(ctx: Ctx, name: str):
     return None
 
 
+def _item_count(ctx: Ctx, name: str) -> int | str:
+    part = ctx.answer.part(name, ctx.spec.labels)
+    return f"no `{name}` part" if part is None else len(list_items(part.prose)[0])
+
+
 @rule("min-bullets", "key-int", lambda v: f"List at least {v[1]} item{'s' if v[1] != 1 else ''} under `{v[0]}`.",
       lambda v: [(f"How many items must `{v[0]}` have?", f"At least {v[1]}.")], stated=lambda v: [v[0], str(v[1])])
 def _min_bullets(ctx: Ctx, v):
-    part = ctx.answer.part(v[0], ctx.spec.labels)
-    if part is None:
-        return f"no `{v[0]}` part"
-    items, _ = list_items(part.prose)
-    return None if len(items) >= v[1] else f"`{v[0]}` has {len(items)} items, need {v[1]}"
+    count = _item_count(ctx, v[0])
+    if isinstance(count, str):
+        return count
+    return None if count >= v[1] else f"`{v[0]}` has {count} items, need {v[1]}"
 
 
 @rule("max-bullets", "key-int", lambda v: f"List at most {v[1]} item{'s' if v[1] != 1 else ''} under `{v[0]}`.",
       lambda v: [(f"How many items may `{v[0]}` have?", f"At most {v[1]}.")], stated=lambda v: [v[0], str(v[1])])
 def _max_bullets(ctx: Ctx, v):
-    part = ctx.answer.part(v[0], ctx.spec.labels)
-    if part is None:
-        return f"no `{v[0]}` part"
-    items, _ = list_items(part.prose)
-    return None if len(items) <= v[1] else f"`{v[0]}` has {len(items)} items, limit {v[1]}"
+    count = _item_count(ctx, v[0])
+    if isinstance(count, str):
+        return count
+    return None if count <= v[1] else f"`{v[0]}` has {count} items, limit {v[1]}"
 
 
 @rule("code-block", "str", lambda lang: f"Include a fenced code block tagged `{lang}` (opened with ```{lang}).",

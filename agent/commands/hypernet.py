@@ -17,6 +17,13 @@ app = typer.Typer(help="Train the skill→LoRA hypernetwork and list its checkpo
 STAGES = {"1": (1,), "2": (2,), "3": (3,), "all": (1, 2, 3)}
 
 
+# options the training and baseline commands share
+MaxTokensOption = typer.Option(512, "--max-tokens", min=8, help="Truncate samples to this many tokens.")
+SeedOption = typer.Option(0, "--seed")
+ThreadsOption = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: all).")
+ProgressOption = typer.Option(True, "--progress/--no-progress", help="Show a progress bar on stderr.")
+
+
 @app.command("train")
 def train_command(
     stage: str = typer.Option("all", "--stage", help="1 (self-supervised), 2 (single-turn), 3 (multi-turn) or all."),
@@ -37,17 +44,16 @@ def train_command(
     grad_accum: int = typer.Option(1, "--grad-accum", min=1, help="Micro-batches per optimizer step."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (cosine schedule with warm-up)."),
     kd_weight: Optional[float] = typer.Option(None, "--kd-weight", help="Context-distillation weight (stage 1: 0.5)."),
-    max_tokens: int = typer.Option(512, "--max-tokens", min=8, help="Truncate samples to this many tokens."),
+    max_tokens: int = MaxTokensOption,
     eval_every: int = typer.Option(100, "--eval-every", min=0, help="Validate every N steps (0: at the end only)."),
     save_every: int = typer.Option(50, "--save-every", min=0, help="Save the resumable state every N steps."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = SeedOption,
     rank: Optional[int] = typer.Option(None, "--rank", min=1, help="LoRA rank (new hypernetworks only)."),
     targets: Optional[str] = typer.Option(None, "--targets", help="Comma-separated modules, e.g. q_proj,v_proj."),
     save_dtype: str = typer.Option("float16", "--save-dtype", help="float16 | bfloat16 | float32 checkpoint."),
     mixed_precision: str = typer.Option("auto", "--mixed-precision", help="auto | no | bf16 | fp16."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1,
-                                          help="CPU threads for torch (1 is fastest on a busy shared machine)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar on stderr."),
+    threads: Optional[int] = ThreadsOption,
+    progress: bool = ProgressOption,
     model: ModelOption = DEFAULT_MODEL,
     db: DbOption = None,
     json: JsonOption = False,
@@ -161,11 +167,11 @@ def multitask_command(
     epochs: Optional[float] = typer.Option(None, "--epochs", min=0.01, help="Passes over the data (default 1)."),
     lr: float = typer.Option(5e-4, "--lr", help="Peak learning rate (cosine schedule with warm-up)."),
     batch_size: int = typer.Option(4, "--batch-size", min=1),
-    max_tokens: int = typer.Option(512, "--max-tokens", min=8, help="Truncate samples to this many tokens."),
-    seed: int = typer.Option(0, "--seed"),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch."),
+    max_tokens: int = MaxTokensOption,
+    seed: int = SeedOption,
+    threads: Optional[int] = ThreadsOption,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar on stderr."),
+    progress: bool = ProgressOption,
     model: ModelOption = DEFAULT_MODEL,
     json: JsonOption = False,
 ) -> None:
@@ -193,11 +199,11 @@ def oracle_command(
     lr: float = typer.Option(2e-3, "--lr", help="Peak learning rate (cosine schedule with warm-up)."),
     # 2 rows a batch: a skill's short QA rows and long task rows pair up by length instead of padding
     batch_size: int = typer.Option(2, "--batch-size", min=1),
-    max_tokens: int = typer.Option(512, "--max-tokens", min=8, help="Truncate samples to this many tokens."),
-    seed: int = typer.Option(0, "--seed"),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch."),
+    max_tokens: int = MaxTokensOption,
+    seed: int = SeedOption,
+    threads: Optional[int] = ThreadsOption,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing <out>/<skill> folders."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar on stderr."),
+    progress: bool = ProgressOption,
     model: ModelOption = DEFAULT_MODEL,
     json: JsonOption = False,
 ) -> None:

@@ -34,6 +34,7 @@ from agent.evolve.skill_writer import (
     template_candidate,
 )
 from agent.evolve.verify import TrajectoryView
+from agent.runtime.retrieval import skill_key
 from memory import evolution as evo_repo
 from memory import skills as skill_repo
 from memory.models import Skill, Trajectory, utcnow
@@ -52,17 +53,11 @@ class Neighbour:
     similarity: float
 
 
-def skill_text(name: str, description: str) -> str:
-    from agent.runtime.retrieval import skill_key
-
-    return skill_key(name, description)
-
-
 def nearest(doc: SkillDoc, library: list[tuple[int, str, str]], embed: Callable[[list[str]], Any]) -> Neighbour | None:
     """The most similar library skill by cosine of unit-norm embeddings of name + description."""
     if not library:
         return None
-    vecs = embed([skill_text(doc.name, doc.description)] + [skill_text(n, d) for _, n, d in library])
+    vecs = embed([skill_key(doc.name, doc.description)] + [skill_key(n, d) for _, n, d in library])
     sims = (vecs[1:] @ vecs[0]).tolist()
     best = max(range(len(library)), key=lambda i: sims[i])
     return Neighbour(library[best][0], library[best][1], round(float(sims[best]), 4))
