@@ -3,8 +3,9 @@
 A reply holds one fenced block whose info string names the action:
 
     ```bash            any shell command, run in the sandbox
-    ```read            a path (optionally `path:START-END`)
-    ```edit            a path line, then <<<<<<< SEARCH / ======= / >>>>>>> REPLACE
+    ```read            a path, optionally with a window: `path:START` or `path:START-END`
+    ```edit            a path line, then <<<<<<< SEARCH / ======= / >>>>>>> REPLACE,
+                       or `path:START-END` then the new text of lines START..END
     ```test            runs the repo's test command
     ```submit          ends the run
 """
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 KINDS = ("bash", "read", "edit", "test", "submit")
 ALIASES = {"sh": "bash", "shell": "bash", "console": "bash", "": "bash"}
 FENCE = re.compile(r"```([A-Za-z]*)[^\n]*\n(.*?)```", re.DOTALL)
+RANGE = re.compile(r"^(?P<path>[^\n:]+):(?P<start>\d+)-(?P<end>\d+)[ \t]*(?:\n(?P<text>.*))?$", re.DOTALL)
 EDIT = re.compile(r"^(?P<path>[^\n]+)\n<{5,7} ?SEARCH\n(?P<search>.*?)\n?={5,7}\n(?P<replace>.*?)\n?>{5,7} ?REPLACE",
                   re.DOTALL)
 
@@ -31,15 +33,18 @@ class Action:
     arg: str = ""
     search: str = ""
     replace: str = ""
+    lines: tuple[int, int] | None = None  # a line-range edit: replace lines START..END with `replace`
 
-    def key(self) -> tuple[str, str, str, str]:
+    def key(self) -> tuple:
         """Identity for loop detection."""
-        return (self.kind, self.arg.strip(), self.search, self.replace)
+        return (self.kind, self.arg.strip(), self.search, self.replace, self.lines)
 
-    def to_dict(self) -> dict[str, str]:
-        d = {"kind": self.kind, "arg": self.arg}
+    def to_dict(self) -> dict:
+        d: dict = {"kind": self.kind, "arg": self.arg}
         if self.kind == "edit":
             d |= {"search": self.search, "replace": self.replace}
+            if self.lines:
+                d["lines"] = list(self.lines)
         return d
 
 
@@ -63,11 +68,18 @@ def parse(reply: str) -> Action:
             raise FormatError("empty read block: give a file path")
         return Action("read", body.strip().splitlines()[0].strip())
     if kind == "edit":
-        m = EDIT.match(body.lstrip("\n"))
-        if not m:
-            raise FormatError(
-                "edit block must be: a path line, then <<<<<<< SEARCH, the exact old text, =======, "
-                "the new text, >>>>>>> REPLACE"
-            )
-        return Action("edit", m["path"].strip(), m["search"], m["replace"])
+        body = body.lstrip("\n")
+        m = EDIT.match(body)
+        if m:
+            return Action("edit", m["path"].strip(), m["search"], m["replace"])
+        r = RANGE.match(body)
+        if r and "<<<<<<<" not in body:
+            start, end = int(r["start"]), int(r["end"])
+            if start < 1 or end < start:
+                raise FormatError(f"edit line range {start}-{end}: START must be at least 1 and END at least START")
+            return Action("edit", r["path"].strip(), "", (r["text"] or "").removesuffix("\n"), (start, end))
+        raise FormatError(
+            "edit block must be: a path line, then <<<<<<< SEARCH, the exact old text, =======, "
+            "the new text, >>>>>>> REPLACE; or `path:START-END` and then the new text of those lines"
+        )
     return Action(kind)

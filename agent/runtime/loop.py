@@ -20,10 +20,14 @@ Act in small steps. Each reply: one short thought, then exactly ONE fenced actio
 grep -n "def " calc.py
 ```
 ```read
-path/to/file.py
+calc.py:20
 ```
 ```edit
-path/to/file.py
+calc.py:24-25
+new text of lines 24 to 25
+```
+```edit
+calc.py
 <<<<<<< SEARCH
 exact old lines
 =======
@@ -35,7 +39,8 @@ new lines
 ```submit
 ```
 
-Run the tests first, read the failing code, edit it, run the tests again, then submit."""
+`read` shows numbered lines from a start line. Run the tests, read the failing code, edit it, run the
+tests again, then submit."""
 
 OBS_LIMIT = 4000
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import ast
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from agent.runtime.actions import Action
+from agent.runtime.test_report import compact
 
-READ_LIMIT_LINES = 200
+READ_WINDOW = 80  # lines a `read` shows from its start line: enough for a function, small for a 135M model
+FILE_LIMIT = 1_000_000  # bytes: read/edit refuse larger files (the model never needs one whole)
 
 
 class CommandRunner(Protocol):
@@ -22,6 +27,10 @@ class Observation:
     text: str
     ok: bool
     exit_code: int | None = None
+
+
+class FileRefused(OSError):
+    """A path the host-side tools will not open: outside the workspace, not a regular file, too large."""
 
 
 class Tools:
@@ -47,7 +56,10 @@ class Tools:
         return self._shell(action.arg)
 
     def _test(self, action: Action) -> Observation:
-        return self.run_tests()
+        # the model sees the failures compactly; `bash` with the test command shows everything
+        run = self.run_tests()
+        head, _, output = run.text.partition("\n")
+        return Observation(f"{head}\n{compact(output, self.test_cmd)}", run.ok, run.exit_code)
 
     def _submit(self, action: Action) -> Observation:
         return Observation("submitted", True)
@@ -56,31 +68,65 @@ class Tools:
         # Follow symlinks before checking: a link in the repo must not reach outside the workspace.
         path = (self.root / rel.lstrip("/")).resolve() if not rel.startswith(str(self.root)) else Path(rel).resolve()
         if path != self.root and self.root not in path.parents:
-            raise PermissionError(f"{rel}: outside the workspace")
+            raise FileRefused(f"{rel}: outside the workspace")
         return path
+
+    def _load(self, rel: str) -> tuple[Path, str]:
+        """A regular file's text, opened without blocking (a FIFO must not hang the agent) and size-capped."""
+        path = self._resolve(rel)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise FileRefused(f"{rel}: not a regular file")
+            if info.st_size > FILE_LIMIT:
+                raise FileRefused(f"{rel}: {info.st_size} bytes, over the {FILE_LIMIT}-byte limit of read/edit "
+                                  "(use bash: head, sed -n, grep)")
+            with os.fdopen(fd, "rb") as handle:
+                fd = -1
+                data = handle.read(FILE_LIMIT + 1)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        return path, data.decode("utf-8", errors="replace")
 
     def _read(self, action: Action) -> Observation:
         spec, start, end = action.arg, 1, None
         if ":" in spec and spec.rsplit(":", 1)[1].replace("-", "").isdigit():
             spec, rng = spec.rsplit(":", 1)
             lo, _, hi = rng.partition("-")
-            start, end = int(lo or 1), int(hi) if hi else None
+            start, end = max(int(lo or 1), 1), int(hi) if hi else None
         try:
-            path = self._resolve(spec)
-            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-        except (OSError, PermissionError) as exc:
-            return Observation(f"cannot read {spec}: {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}", False)
-        end = min(end or len(lines), start + READ_LIMIT_LINES - 1)
+            _, text = self._load(spec)
+        except OSError as exc:
+            return Observation(f"cannot read {spec}: {exc.strerror if exc.strerror else exc}", False)
+        lines = text.splitlines()
+        end = min(end or len(lines), start + READ_WINDOW - 1, len(lines))
         body = "\n".join(f"{i:4d} | {line}" for i, line in enumerate(lines[start - 1:end], start))
-        more = f"\n... ({len(lines) - end} more lines; read {spec}:{end + 1}-)" if end < len(lines) else ""
+        more = f"\n... ({len(lines) - end} more lines; read {spec}:{end + 1})" if end < len(lines) else ""
         return Observation(f"{spec} (lines {start}-{end} of {len(lines)})\n{body}{more}", True)
 
     def _edit(self, action: Action) -> Observation:
         try:
-            path = self._resolve(action.arg)
-            text = path.read_text(encoding="utf-8")
-        except (OSError, PermissionError) as exc:
-            return Observation(f"cannot edit {action.arg}: {exc}", False)
+            path, text = self._load(action.arg)
+        except OSError as exc:
+            return Observation(f"cannot edit {action.arg}: {exc.strerror if exc.strerror else exc}", False)
+        if action.lines:
+            new = self._replace_lines(text, action)
+        else:
+            new = self._replace_text(text, action)
+        if isinstance(new, Observation):
+            return new
+        if path.suffix == ".py":
+            try:
+                ast.parse(new, filename=action.arg)
+            except SyntaxError as exc:
+                return Observation(f"edit refused: {action.arg} would not parse (line {exc.lineno}: {exc.msg}); "
+                                   "the file is unchanged", False)
+        path.write_text(new, encoding="utf-8")
+        return Observation(f"edited {action.arg}", True)
+
+    def _replace_text(self, text: str, action: Action) -> str | Observation:
         count = text.count(action.search) if action.search else 0
         if count == 0:
             return Observation(f"edit failed: the SEARCH text was not found in {action.arg} (copy it exactly, "
@@ -88,5 +134,12 @@ class Tools:
         if count > 1:
             return Observation(f"edit failed: the SEARCH text occurs {count} times in {action.arg}; "
                                "include more surrounding lines so it is unique", False)
-        path.write_text(text.replace(action.search, action.replace, 1), encoding="utf-8")
-        return Observation(f"edited {action.arg}", True)
+        return text.replace(action.search, action.replace, 1)
+
+    def _replace_lines(self, text: str, action: Action) -> str | Observation:
+        lines = text.splitlines(keepends=True)
+        start, end = action.lines
+        if end > len(lines):
+            return Observation(f"edit failed: {action.arg} has {len(lines)} lines, not {end}; `read` it first", False)
+        new = [line + "\n" for line in action.replace.split("\n")] if action.replace else []
+        return "".join(lines[:start - 1] + new + lines[end:])

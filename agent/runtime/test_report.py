@@ -1,0 +1,115 @@
+"""A failing test run, told compactly: which tests failed, the assertion, expected vs actual, the last frames.
+
+A small model reads a few lines better than a pytest traceback; the full output stays one `bash` away.
+Written by hand because it is this project's own view of pytest's and unittest's text, not a parser of a
+format a library owns. Output that is neither (a `make test`, a crash) comes back as it was, shortened.
+"""
+
+from __future__ import annotations
+
+import re
+
+MAX_FAILURES = 3  # failing tests shown in detail; the rest by name
+MAX_LINES = 30
+
+_PYTEST_FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+::\S+|\S+\.py)(?: - (.*))?$")
+_PYTEST_HEAD = re.compile(r"^_{3,} (?:ERROR at \w+ of )?(\S.*?) _{3,}$")
+_UNITTEST_HEAD = re.compile(r"^(FAIL|ERROR): (\w+) \(([\w.]+)\)")
+_FRAME = re.compile(r'^\s*File "([^"]+)", line (\d+), in (\S+)')
+_PYTEST_FRAME = re.compile(r"^([\w./-]+\.py):(\d+): \w+")
+_SUMMARY = re.compile(r"^=*\s*(\d+ (?:failed|passed|error|errors)\b.*?)\s*=*$")
+_UNITTEST_SUMMARY = re.compile(r"^(Ran \d+ tests?|FAILED \(.*\)|OK\b.*)")
+_DURATION = re.compile(r" in \d+(?:\.\d+)?s\b(?: \(\d+:\d\d:\d\d\))?")
+_EXPECTED = re.compile(r"(AssertionError|assert|Error)\b")
+
+
+def _short_path(path: str) -> str:
+    return path.split("/workspace/", 1)[-1] if "/workspace/" in path else path.rsplit("/", 1)[-1]
+
+
+def _pytest_sections(lines: list[str]) -> dict[str, list[str]]:
+    """Traceback sections of pytest's FAILURES block, by test name."""
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in lines:
+        head = _PYTEST_HEAD.match(line)
+        if head:
+            current = sections.setdefault(head.group(1), [])
+        elif line.startswith(("=====", "-----")) and current is not None and "short test summary" in line:
+            current = None
+        elif current is not None:
+            current.append(line)
+    return sections
+
+
+def _detail(section: list[str]) -> list[str]:
+    """The assertion and expected/actual lines plus the last two frames of one traceback."""
+    errors = [l.strip()[1:].strip() for l in section if l.startswith("E ")]
+    frames = [f"at {_short_path(m.group(1))}:{m.group(2)}" for m in map(_PYTEST_FRAME.match, section) if m]
+    frames += [f"at {_short_path(m.group(1))}:{m.group(2)} in {m.group(3)}"
+               for m in map(_FRAME.match, section) if m]
+    code = [l.strip() for l in section if l.startswith(">")]
+    out = [f"  {e}" for e in errors[:4]]
+    if code:
+        out.append(f"  line: {code[-1].lstrip('> ').strip()}")
+    out += [f"  {f}" for f in frames[-2:]]
+    return out
+
+
+def _pytest(text: str) -> list[str] | None:
+    lines = text.splitlines()
+    failed = [(m.group(1), m.group(2)) for m in map(_PYTEST_FAILED.match, lines) if m]
+    summary = next((m.group(1) for m in map(_SUMMARY.match, reversed(lines)) if m), None)
+    if not failed and summary is None:
+        return None
+    sections = _pytest_sections(lines)
+    out = []
+    for i, (name, reason) in enumerate(failed):
+        out.append(f"FAILED {name}")
+        if i >= MAX_FAILURES:
+            continue
+        short = name.split("::", 1)[-1].replace("::", ".")
+        section = next((v for k, v in sections.items() if k == short or k.endswith(short.rsplit(".", 1)[-1])), [])
+        detail = _detail(section)
+        out += detail if detail else ([f"  {reason}"] if reason else [])
+    if summary:
+        out.append(_DURATION.sub("", summary))
+    return out
+
+
+def _unittest(text: str) -> list[str] | None:
+    lines = text.splitlines()
+    heads = [(i, m) for i, m in enumerate(map(_UNITTEST_HEAD.match, lines)) if m]
+    summary = [l for l in lines if _UNITTEST_SUMMARY.match(l.strip())]
+    if not heads and not summary:
+        return None
+    out = []
+    for n, (i, m) in enumerate(heads):
+        kind, test, where = m.groups()
+        out.append(f"{kind} {where if where.endswith(test) else f'{where}.{test}'}")
+        if n >= MAX_FAILURES:
+            continue
+        end = heads[n + 1][0] if n + 1 < len(heads) else len(lines)
+        block = [l for l in lines[i + 1:end] if l.strip() and not set(l.strip()) <= set("-=")]
+        frames = [f"  at {_short_path(f.group(1))}:{f.group(2)} in {f.group(3)}" for f in map(_FRAME.match, block) if f]
+        code = [block[j + 1].strip() for j, l in enumerate(block[:-1]) if _FRAME.match(l)
+                and not _FRAME.match(block[j + 1])]
+        errors = [f"  {l.strip()}" for l in block if _EXPECTED.search(l) and not _FRAME.match(l)
+                  and not l.startswith("Traceback")]
+        out += errors[-2:]
+        if code:
+            out.append(f"  line: {code[-1]}")
+        out += frames[-2:]
+    out += [_DURATION.sub("", l.strip()) for l in summary[-2:]]
+    return out
+
+
+def compact(output: str, test_cmd: str = "") -> str:
+    """The test output as a few lines a small model can act on; unknown formats are returned as they are."""
+    lines = _pytest(output) or _unittest(output)
+    if lines is None:
+        return output
+    if len(lines) > MAX_LINES:
+        lines = lines[:MAX_LINES - 1] + [f"... ({len(lines) - MAX_LINES + 1} more lines)"]
+    hint = f"\n(full output: `{test_cmd}` in a bash block)" if test_cmd else ""
+    return "\n".join(lines) + hint

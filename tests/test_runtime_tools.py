@@ -1,0 +1,86 @@
+"""The agent-computer interface a small model uses: windows, line-range edits, refusals, compact test output."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.runtime import tools as tools_mod
+from agent.runtime.actions import Action, FormatError, parse
+from agent.runtime.test_report import compact
+from agent.runtime.tools import Tools
+from test_agent_loop import EXAMPLE, FakeRunner
+
+SOURCE = "def f(x):\n    if x > 1:\n        return 0\n    return x\n"
+
+
+def test_line_range_edit_parses_and_replaces_exactly_those_lines(tmp_path):
+    (tmp_path / "m.py").write_text(SOURCE)
+    action = parse("The branch is wrong.\n```edit\nm.py:2-3\n    if x > 1:\n        return 1\n```")
+    assert action.lines == (2, 3) and action.arg == "m.py"
+    obs = Tools(tmp_path, FakeRunner(), "t").execute(action)
+    assert obs.ok and (tmp_path / "m.py").read_text() == SOURCE.replace("return 0", "return 1")
+    # deleting a line is an empty replacement; the other lines stay byte for byte
+    Tools(tmp_path, FakeRunner(), "t").execute(parse("```edit\nm.py:4-4\n```"))
+    assert (tmp_path / "m.py").read_text() == "def f(x):\n    if x > 1:\n        return 1\n"
+    for bad in ("```edit\nm.py:3-2\nx\n```", "```edit\nm.py:0-1\nx\n```"):
+        with pytest.raises(FormatError):
+            parse(bad)
+
+
+def test_edit_that_does_not_parse_is_refused_and_the_file_is_unchanged(tmp_path):
+    (tmp_path / "m.py").write_text(SOURCE)
+    tools = Tools(tmp_path, FakeRunner(), "t")
+    for action in (Action("edit", "m.py", "return x", "return (x"),
+                   Action("edit", "m.py", "", "    if x > 1\n", (2, 2))):
+        obs = tools.execute(action)
+        assert not obs.ok and "would not parse" in obs.text and "unchanged" in obs.text
+        assert (tmp_path / "m.py").read_text() == SOURCE
+    past_end = tools.execute(Action("edit", "m.py", "", "x", (4, 9)))
+    assert not past_end.ok and "has 4 lines" in past_end.text
+
+
+def test_read_takes_a_window_and_numbers_lines(tmp_path, monkeypatch):
+    monkeypatch.setattr(tools_mod, "READ_WINDOW", 3)
+    (tmp_path / "long.py").write_text("".join(f"x{i} = {i}\n" for i in range(1, 11)))
+    obs = Tools(tmp_path, FakeRunner(), "t").execute(parse("```read\nlong.py:4\n```"))
+    assert obs.text.splitlines()[:4] == ["long.py (lines 4-6 of 10)", "   4 | x4 = 4", "   5 | x5 = 5", "   6 | x6 = 6"]
+    assert "read long.py:7" in obs.text
+
+
+def test_read_and_edit_refuse_fifos_and_huge_files_without_hanging(tmp_path, monkeypatch):
+    os.mkfifo(tmp_path / "pipe")
+    tools = Tools(tmp_path, FakeRunner(), "t")
+    for action in (Action("read", "pipe"), Action("edit", "pipe", "a", "b")):
+        obs = tools.execute(action)  # a blocking open would hang here forever
+        assert not obs.ok and "not a regular file" in obs.text
+    monkeypatch.setattr(tools_mod, "FILE_LIMIT", 100)
+    with open(tmp_path / "sparse.bin", "wb") as f:
+        f.truncate(10_000_000)
+    obs = tools.execute(Action("read", "sparse.bin"))
+    assert not obs.ok and "over the 100-byte limit" in obs.text
+
+
+def _outputs(tmp_path: Path) -> dict[str, str]:
+    repo = tmp_path / "repo"
+    shutil.copytree(EXAMPLE, repo)
+    run = lambda *args: subprocess.run([sys.executable, "-m", *args], cwd=repo, capture_output=True, text=True)  # noqa: E731
+    pyt = run("pytest", "-p", "no:cacheprovider")
+    uni = run("unittest", "discover")
+    return {"pytest": pyt.stdout + pyt.stderr, "unittest": uni.stdout + uni.stderr}
+
+
+def test_compact_report_keeps_the_failure_and_drops_the_noise(tmp_path):
+    for runner, text in _outputs(tmp_path).items():
+        short = compact(text, f"python -m {runner}")
+        assert "test_clamp_inside_and_outside" in short, runner
+        assert "AssertionError: 0 != 10" in short and "clamp(11, 0, 10)" in short, runner
+        assert "test_stats.py:17" in short and f"`python -m {runner}`" in short, runner
+        assert len(short.splitlines()) <= 8 < len(text.splitlines()), runner
+        assert " in 0." not in short  # durations vary between runs: never in what the model sees
+    assert compact("make: *** [test] Error 2") == "make: *** [test] Error 2"
