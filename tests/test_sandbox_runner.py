@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from sandbox_fixtures import TEST_LIMITS, needs_bwrap, needs_pids_cgroup, processes_matching, sb, ws_dir  # noqa: F401
+from sandbox_fixtures import TEST_LIMITS, UNCONFINED_PYTHON, needs_bwrap, processes_matching, sb, ws_dir  # noqa: F401
 
 import sandbox.bwrap as bw
 from sandbox import CommandResult, Limits, Sandbox, SandboxError, SandboxUnavailable
@@ -67,12 +67,13 @@ def test_unconfined_fallback_warns_and_still_limits(ws_dir: Path, monkeypatch: p
     monkeypatch.setattr(bw, "find_bwrap", lambda: None)
     with pytest.warns(RuntimeWarning, match="UNCONFINED"):
         box = Sandbox(ws_dir, limits=Limits(address_space_bytes=1 << 30, output_head_bytes=100,
-                                            output_tail_bytes=100), allow_unconfined=True)
+                                            output_tail_bytes=100), allow_unconfined=True,
+                      python=UNCONFINED_PYTHON)
     assert not box.confined
     r = box.run("pwd; cat hello.txt; echo $HOME", timeout=20)
     assert r.output.splitlines()[:2] == [str(ws_dir.resolve()), "hello"]
     assert not os.path.exists(r.output.splitlines()[2])  # private HOME removed afterwards
-    r = box.run('python -c "bytearray(4 * 1024**3)"', timeout=20)
+    r = box.run('python3 -c "bytearray(4 * 1024**3)"', timeout=20)
     assert "MemoryError" in r.output
     r = box.run("while :; do :; done", timeout=0.5)
     assert r.timed_out
@@ -80,11 +81,10 @@ def test_unconfined_fallback_warns_and_still_limits(ws_dir: Path, monkeypatch: p
     assert r.truncated and r.elided_bytes == 100000 - 200
 
 
-@needs_pids_cgroup
 def test_unconfined_fallback_kills_leftovers(ws_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bw, "find_bwrap", lambda: None)
     with pytest.warns(RuntimeWarning):
-        box = Sandbox(ws_dir, limits=TEST_LIMITS, allow_unconfined=True)
+        box = Sandbox(ws_dir, limits=TEST_LIMITS, allow_unconfined=True, python=UNCONFINED_PYTHON)
     tag = uuid.uuid4().int % 10**6
     r = box.run(f"sleep 1000.{tag}1 & (setsid sleep 1000.{tag}2 &); echo started", timeout=20)
     assert r.output.strip() == "started" and r.duration_s < 5
