@@ -3,6 +3,7 @@ resource limits and capped output. Depends on the stdlib and git only."""
 
 from sandbox.bwrap import bwrap_works, find_bwrap
 from sandbox.errors import (
+    DiffError,
     InterpreterError,
     PatchConflict,
     SandboxError,
@@ -19,6 +20,7 @@ from sandbox.workspace import Workspace
 
 __all__ = [
     "CommandResult",
+    "DiffError",
     "InterpreterError",
     "Limits",
     "PatchConflict",

@@ -11,8 +11,9 @@ Layout of one workspace folder ``$TMPDIR/parametric-skills-ws-<pid>-<rand>/``:
   patch. Sandboxed code can rewrite ``repo/.git/config`` (filters, fsmonitor,
   external diff...); running host git with that config would execute its
   programs unconfined, so host-side git never reads ``repo/.git``'s config.
-  Its objects are hard links to the clone's, so the starting point survives
-  ``rm -rf .git`` or ``git gc`` inside the sandbox.
+  Its objects are copies of the clone's (not hard links: those share the
+  inode, which sandboxed code could rewrite), so the starting point survives
+  ``rm -rf .git``, ``git gc`` or overwritten objects inside the sandbox.
 
 The user's repository is only ever read (clone, diff-index, ls-files), with
 optional locks disabled, so its ``.git`` is unchanged even if we are killed.
@@ -32,6 +33,7 @@ from types import TracebackType
 
 from sandbox import cleanup
 from sandbox.errors import (
+    DiffError,
     PatchConflict,
     SourceNotADirectory,
     SourceNotFound,
@@ -104,16 +106,24 @@ class Workspace:
     # -- results ----------------------------------------------------------
 
     def diff_bytes(self) -> bytes:
-        """The patch from the starting point to the current tree (git, --binary)."""
+        """The patch from the starting point to the current tree (git, --binary).
+
+        Raises DiffError, with a one-line message, whatever the sandbox left.
+        """
         self._check_open()
         env = self._shadow_env()
-        run_git(["add", "-A", "--", "."], cwd=self.path, env=env)
-        return run_git(
-            ["diff", "--cached", "--binary", "--full-index", "--no-color", "--no-ext-diff",
-             "--no-textconv", "--src-prefix=a/", "--dst-prefix=b/", "-M", self.base_commit, "--"],
-            cwd=self.path,
-            env=env,
-        ).stdout
+        try:
+            run_git(["add", "-A", "--", "."], cwd=self.path, env=env)
+            return run_git(
+                ["diff", "--cached", "--binary", "--full-index", "--no-color", "--no-ext-diff",
+                 "--no-textconv", "--src-prefix=a/", "--dst-prefix=b/", "-M", self.base_commit, "--"],
+                cwd=self.path,
+                env=env,
+            ).stdout
+        except (WorkspaceError, OSError) as exc:
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            detail = " / ".join(lines[:2])[:300] or type(exc).__name__
+            raise DiffError(f"could not compute the workspace's changes: {detail}") from None
 
     def diff(self) -> str:
         """``diff_bytes`` as text; undecodable bytes survive as surrogate escapes."""
@@ -271,28 +281,20 @@ def _commit_start(dst: Path) -> str:
     return git_out(["rev-parse", "HEAD"], cwd=dst)
 
 
-def _link_tree(src: Path, dst: Path) -> None:
-    """Hard-link every object file into the shadow store (copy across devices).
-
-    Git never rewrites an object file in place, so the links cost no space
-    and survive the sandbox deleting ``.git`` or running ``git gc``.
-    """
+def _copy_objects(src: Path, dst: Path) -> None:
+    """Copy every object file into the shadow store (before any command runs)."""
     for folder, _dirs, files in os.walk(src):
         target = dst / os.path.relpath(folder, src)
         target.mkdir(parents=True, exist_ok=True)
         for name in files:
-            if os.path.lexists(target / name):
-                continue
-            try:
-                os.link(os.path.join(folder, name), target / name)
-            except OSError:
-                shutil.copy2(os.path.join(folder, name), target / name)
+            if not os.path.lexists(target / name):
+                shutil.copyfile(os.path.join(folder, name), target / name)
 
 
 def _make_shadow(root: Path, dst: Path) -> None:
     shadow = root / "shadow.git"
     run_git(["init", "-q", "--bare", str(shadow)], cwd=root)
-    _link_tree(dst / ".git" / "objects", shadow / "objects")
+    _copy_objects(dst / ".git" / "objects", shadow / "objects")
     index = dst / ".git" / "index"
     env = {"GIT_DIR": str(shadow), "GIT_WORK_TREE": str(dst), "GIT_INDEX_FILE": str(root / "shadow.index")}
     base = git_out(["rev-parse", "HEAD"], cwd=dst)
