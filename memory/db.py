@@ -90,7 +90,8 @@ def check_sqlite_file(path: Path) -> None:
     except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed", ...
         raise StoreError(f"database {path} is damaged ({_first_line(exc)}); {fix}") from None
     if rows != [("ok",)]:
-        first = str(rows[0][0]).splitlines()[0] if rows else "no answer"
+        lines = [ln for row in rows for ln in str(row[0]).splitlines() if ln.strip() and not ln.startswith("***")]
+        first = lines[0] if lines else "quick_check failed"
         raise StoreError(f"database {path} is damaged ({first}); {fix}")
 
 
