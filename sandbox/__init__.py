@@ -13,7 +13,10 @@ from sandbox.errors import (
     SourceNotReadable,
     WorkspaceError,
 )
+from sandbox.disk import DiskUsage, check_disk_budget
+from sandbox.files import FileRefused, read_regular
 from sandbox.limits import Limits
+from sandbox.output import cap_text
 from sandbox.runner import CommandResult, Sandbox
 from sandbox.testcmd import detect_test_command
 from sandbox.workspace import Workspace
@@ -21,6 +24,8 @@ from sandbox.workspace import Workspace
 __all__ = [
     "CommandResult",
     "DiffError",
+    "DiskUsage",
+    "FileRefused",
     "InterpreterError",
     "Limits",
     "PatchConflict",
@@ -33,6 +38,9 @@ __all__ = [
     "Workspace",
     "WorkspaceError",
     "bwrap_works",
+    "cap_text",
+    "check_disk_budget",
     "detect_test_command",
     "find_bwrap",
+    "read_regular",
 ]
