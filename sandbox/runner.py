@@ -252,9 +252,12 @@ class Sandbox:
         return argv, {"PATH": _SYSTEM_PATH}, "/"
 
     def _unconfined_argv(self, command: str, rel: str, home: Path) -> tuple[list[str], dict[str, str], str]:
-        tmp = home / "tmp"
+        tmp, links = home / "tmp", home / "bin"
         tmp.mkdir()
-        env = self._env(str(home), str(tmp), [self.python_install.bin_dir])
+        links.mkdir()
+        for name in ("python", "python3"):  # as in the sandbox: plain `python` is the chosen interpreter
+            (links / name).symlink_to(self.python)
+        env = self._env(str(home), str(tmp), [str(links), self.python_install.bin_dir])
         argv = [self._bash, "-c", command]
         if self.run_as is not None:
             _hand_over(home, self.run_as)

@@ -73,7 +73,7 @@ def test_unconfined_fallback_warns_and_still_limits(ws_dir: Path, monkeypatch: p
     r = box.run("pwd; cat hello.txt; echo $HOME", timeout=20)
     assert r.output.splitlines()[:2] == [str(ws_dir.resolve()), "hello"]
     assert not os.path.exists(r.output.splitlines()[2])  # private HOME removed afterwards
-    r = box.run('python3 -c "bytearray(4 * 1024**3)"', timeout=20)
+    r = box.run('python -c "bytearray(4 * 1024**3)"', timeout=20)
     assert "MemoryError" in r.output
     r = box.run("while :; do :; done", timeout=0.5)
     assert r.timed_out

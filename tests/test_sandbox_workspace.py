@@ -15,6 +15,7 @@ import pytest
 from sandbox_fixtures import TEST_LIMITS, git, make_repo, needs_bwrap, processes_matching, tree_digest, write_files
 
 from sandbox import (
+    DiffError,
     PatchConflict,
     Sandbox,
     SandboxError,
@@ -125,6 +126,24 @@ def test_diff_survives_agent_destroying_its_git_dir(dirty_repo: Path) -> None:
         assert "+rewritten" in patch and ".git/" not in patch
         ws.apply_to()
     assert (dirty_repo / "mod.txt").read_text() == "rewritten\n"
+
+
+def test_shadow_objects_share_no_inode_with_the_workspace(dirty_repo: Path) -> None:
+    with Workspace.create(dirty_repo) as ws:
+        inodes = {os.stat(os.path.join(d, f)).st_ino for d, _, fs in os.walk(ws.path / ".git" / "objects") for f in fs}
+        shadow = ws.root / "shadow.git" / "objects"
+        copied = [os.path.join(d, f) for d, _, fs in os.walk(shadow) for f in fs]
+        assert copied and not inodes & {os.stat(p).st_ino for p in copied}
+
+
+def test_failing_diff_is_one_clear_error(dirty_repo: Path) -> None:
+    with Workspace.create(dirty_repo) as ws:
+        shutil.rmtree(ws.root / "shadow.git" / "objects")  # as if the shadow store were lost
+        (ws.root / "shadow.git" / "objects").mkdir()
+        with pytest.raises(DiffError) as err:
+            ws.diff()
+    message = str(err.value)
+    assert message.startswith("could not compute the workspace's changes: ") and "\n" not in message
 
 
 def test_apply_to_clean(dirty_repo: Path) -> None:
