@@ -31,6 +31,10 @@ class PatchConflict(WorkspaceError):
     """The workspace patch does not apply cleanly; the target was left unchanged."""
 
 
+class PatchRefused(WorkspaceError):
+    """The patch would create or change a symlink pointing outside the target; nothing was changed."""
+
+
 class SandboxUnavailable(SandboxError):
     """bubblewrap cannot run here and unconfined execution was not allowed."""
 

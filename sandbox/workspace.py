@@ -35,6 +35,7 @@ from sandbox import cleanup
 from sandbox.errors import (
     DiffError,
     PatchConflict,
+    PatchRefused,
     SourceNotADirectory,
     SourceNotFound,
     SourceNotReadable,
@@ -134,11 +135,18 @@ class Workspace:
 
         ``git apply --check`` runs first; on any conflict PatchConflict is raised
         and the target is untouched. Only the working tree is changed (no index).
+        A symlink the patch creates or changes must point inside the target,
+        else PatchRefused (git apply itself never writes through a symlink).
         """
         dest = check_source(target if target is not None else self.source)
         patch = self.diff_bytes()
         if not patch.strip():
             return
+        for rel, link in self._changed_symlinks():
+            if _points_outside(dest, rel, link):
+                raise PatchRefused(
+                    f"refusing to apply: symlink {rel} would point outside {dest} ({link}); nothing was changed"
+                )
         # Stop git from finding an enclosing repository: in a subfolder of one,
         # patch paths would be taken relative to that repository's top.
         env = {"GIT_CEILING_DIRECTORIES": str(dest.parent)}
@@ -177,12 +185,39 @@ class Workspace:
         if self.closed:
             raise WorkspaceError(f"workspace {self.root} was already cleaned up")
 
+    def _changed_symlinks(self) -> list[tuple[str, str]]:
+        """(path, link target) of each symlink the patch creates or changes (index as left by diff_bytes)."""
+        env = self._shadow_env()
+        raw = run_git(["diff", "--cached", "--raw", "-z", "--no-abbrev", "--no-renames", self.base_commit, "--"],
+                      cwd=self.path, env=env).stdout
+        fields = raw.split(b"\0")
+        found = []
+        for head, path in zip(fields[0::2], fields[1::2]):
+            parts = head.decode(errors="replace").lstrip(":").split()
+            if len(parts) >= 4 and parts[1] == "120000":
+                link = run_git(["cat-file", "blob", parts[3]], cwd=self.path, env=env).stdout
+                found.append((os.fsdecode(path), os.fsdecode(link)))
+        return found
+
     def _shadow_env(self) -> dict[str, str]:
         return {
             "GIT_DIR": str(self.root / "shadow.git"),
             "GIT_WORK_TREE": str(self.path),
             "GIT_INDEX_FILE": str(self.root / "shadow.index"),
         }
+
+
+def _points_outside(dest: Path, rel: str, link: str) -> bool:
+    """Whether a link at ``dest/rel`` to ``link`` leaves ``dest``: absolute,
+    climbing out by '..', or through a link already in ``dest`` that does."""
+    if os.path.isabs(link):
+        return True
+    lexical = os.path.normpath(os.path.join(os.path.dirname(rel), link))
+    if lexical == ".." or lexical.startswith("../"):
+        return True
+    root = os.path.realpath(dest)
+    resolved = os.path.realpath(os.path.join(root, lexical))
+    return resolved != root and not resolved.startswith(root + os.sep)
 
 
 # -- helpers (host side, before any sandboxed code has run) -----------------

@@ -28,7 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sandbox_fixtures import host_pids, make_repo, needs_bwrap, processes_matching, tree_digest
+from sandbox_fixtures import (
+    host_pids,
+    make_repo,
+    needs_bwrap,
+    processes_matching,
+    tree_digest,
+)
 
 import sandbox.bwrap as bw
 from sandbox import FileRefused, Limits, Sandbox, Workspace, read_regular
@@ -40,8 +46,8 @@ ROOT = os.geteuid() == 0
 USER_UID = bw.SANDBOX_UID - 1  # an id nobody else uses: RLIMIT_NPROC counts only ours
 SYSTEM_PYTHON = "/usr/bin/python3"
 WORKTREE = str(Path(__file__).resolve().parents[1])
-LIMITS = dict(cpu_seconds=20, address_space_bytes=1 << 30, memory_bytes=256 << 20, max_processes=48,
-              tmpfs_bytes=16 << 20, file_size_bytes=64 << 20, disk_bytes=16 << 20)
+LIMITS = {"cpu_seconds": 20, "address_space_bytes": 1 << 30, "memory_bytes": 256 << 20, "max_processes": 48,
+          "tmpfs_bytes": 16 << 20, "file_size_bytes": 64 << 20, "disk_bytes": 16 << 20}
 
 # Runs in the child (as USER_UID): build the Sandbox, run one command, report.
 _CHILD = r"""
@@ -93,7 +99,7 @@ class Box:
         proc = subprocess.run(
             [SYSTEM_PYTHON, "-I", "-c", _CHILD, WORKTREE, bw.find_bwrap() or "bwrap", args],
             user=USER_UID, group=USER_UID, extra_groups=[], cwd="/", env={"PATH": "/usr/bin:/bin", "HOME": "/"},
-            capture_output=True, text=True, timeout=timeout + 30,
+            capture_output=True, text=True, timeout=timeout + 30, check=False,
         )
         assert proc.returncode == 0, proc.stderr[-2000:]
         return Outcome(**json.loads(proc.stdout))
@@ -135,7 +141,7 @@ def box(identity: str, scratch: Path) -> Box:
 
 def host_process(uid: int, *argv: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """A process outside the sandbox running as ``uid``: the fairest target."""
-    kwargs = dict(user=uid, group=uid, extra_groups=[]) if ROOT else {}
+    kwargs = {"user": uid, "group": uid, "extra_groups": []} if ROOT else {}
     return subprocess.Popen(list(argv), env=env or {"PATH": "/usr/bin:/bin"}, cwd="/",
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             **kwargs)  # type: ignore[arg-type]
@@ -317,6 +323,7 @@ def test_signals_to_host_processes_are_contained(box: Box) -> None:
     target = host_process(box.uid, "sleep", "30")
     try:
         r = box.run(f"kill -9 {target.pid}; kill -9 -1; kill -9 1; echo sent")
+        assert "sent" in r.output
         time.sleep(0.2)
         assert target.poll() is None  # same uid, yet out of reach
     finally:

@@ -17,6 +17,7 @@ from sandbox_fixtures import TEST_LIMITS, git, make_repo, needs_bwrap, processes
 from sandbox import (
     DiffError,
     PatchConflict,
+    PatchRefused,
     Sandbox,
     SandboxError,
     SourceNotADirectory,
@@ -331,3 +332,25 @@ def test_no_workspace_dirs_left(tmp_path: Path) -> None:
         Workspace.create(broken)
     after = {p for p in Path(cleanup_mod.temp_root()).glob(f"{WS_PREFIX}{os.getpid()}-*")}
     assert after == before
+
+
+@pytest.mark.parametrize("link", ["/etc/passwd", "../outside", "sub/../../x", "via/escape"])
+def test_apply_refuses_symlinks_pointing_outside(tmp_path: Path, link: str) -> None:
+    repo = make_repo(tmp_path / "repo", {"a.txt": "a\n", "sub/b.txt": "b\n"})
+    (repo / "via").symlink_to(tmp_path)  # the user's own link out: a new link through it leaves too
+    before = tree_digest(repo)
+    with Workspace.create(repo) as ws:
+        (ws.path / "a.txt").write_text("changed\n")
+        (ws.path / "evil").symlink_to(link)
+        with pytest.raises(PatchRefused, match="symlink evil would point outside") as err:
+            ws.apply_to()
+        assert "\n" not in str(err.value)
+    assert tree_digest(repo) == before
+
+
+def test_apply_keeps_symlinks_inside_the_repo(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", {"a.txt": "a\n", "sub/b.txt": "b\n"})
+    with Workspace.create(repo) as ws:
+        (ws.path / "sub" / "link").symlink_to("../a.txt")
+        ws.apply_to()
+    assert os.readlink(repo / "sub" / "link") == "../a.txt"

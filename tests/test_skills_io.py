@@ -161,8 +161,7 @@ def test_refused_skill_leaves_the_store_unchanged(tmp_path, db_url):
     folder.mkdir()
     (folder / "SKILL.md").write_text("---\nname: x-skill\ndescription: d\x1b]0;owned\x07\n---\nbody\n")
     store = Store(db_url)
-    with pytest.raises(SkillFormatError):
-        with store.session() as s:
-            skill_repo.upsert(s, read_skill_dir(folder))
+    with pytest.raises(SkillFormatError), store.session() as s:
+        skill_repo.upsert(s, read_skill_dir(folder))
     with store.session() as s:
         assert skill_repo.list_current(s, include_rejected=True) == []
