@@ -244,10 +244,13 @@ def build_argv(
         if setpriv is None:
             raise SandboxError("setpriv (util-linux) not found: cannot drop root for sandboxed commands")
         # --unshare-all would add a user namespace: list the others instead.
-        # The three capabilities only let setpriv switch uid; it drops them all.
+        # These capabilities last only until setpriv switches uid, which drops
+        # them all: three to switch, and DAC_READ_SEARCH for bwrap's chdir
+        # into a workspace folder only its (non-root) owner may enter.
         isolation = [
             "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
             "--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP",
+            "--cap-add", "CAP_DAC_READ_SEARCH",
         ]
         command = [
             setpriv, f"--reuid={run_as}", f"--regid={run_as}", "--clear-groups",

@@ -38,6 +38,16 @@ def test_workspace_is_writable_and_changes_reach_host(sb: Sandbox, ws_dir: Path)
 
 
 @needs_bwrap
+def test_private_workspace_folders_work(ws_dir: Path) -> None:
+    """tempfile.mkdtemp makes 0700 folders; as root they are handed to the command's uid."""
+    ws_dir.chmod(0o700)
+    box = Sandbox(ws_dir, limits=TEST_LIMITS)
+    assert box.run("mkdir -m 700 private && echo x > private/f", timeout=20).exit_code == 0
+    r = box.run("cat f; pwd; python -c 'print(1)'", timeout=30, cwd="private")
+    assert (r.exit_code, r.output) == (0, "x\n/workspace/private\n1\n"), r.output
+
+
+@needs_bwrap
 def test_extra_env_is_passed(ws_dir: Path) -> None:
     box = Sandbox(ws_dir, limits=TEST_LIMITS, env={"FOO": "bar baz"})
     assert box.run('printf %s "$FOO"', timeout=20).output == "bar baz"
