@@ -1,5 +1,6 @@
 """Isolated command execution for the agent: workspace copies, bubblewrap,
-resource limits and capped output. Depends on the stdlib and git only."""
+resource limits and capped output. Depends on the stdlib and git only (and,
+when run as root, util-linux's setpriv)."""
 
 from sandbox.bwrap import bwrap_works, find_bwrap
 from sandbox.errors import (

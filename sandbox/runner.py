@@ -251,8 +251,13 @@ class Sandbox:
         )
         return argv, {"PATH": _SYSTEM_PATH}, "/"
 
-    def _unconfined_argv(self, command: str, rel: str, home: Path) -> tuple[list[str], dict[str, str], str]:
+    def _unconfined_argv(self, command: str, rel: str, owned: Path) -> tuple[list[str], dict[str, str], str]:
+        # HOME is a folder inside the owned one, which stays ours (so that
+        # sweep_stale may remove it after a kill -9) but searchable by run_as.
+        home = owned / "home"
         tmp, links = home / "tmp", home / "bin"
+        owned.chmod(0o711)
+        home.mkdir()
         tmp.mkdir()
         links.mkdir()
         for name in ("python", "python3"):  # as in the sandbox: plain `python` is the chosen interpreter
