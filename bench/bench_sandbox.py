@@ -2,8 +2,12 @@
 
 For `true` and `python -c pass`: median wall time over N runs of
 - plain: subprocess.run(["bash", "-c", cmd])
-- unconfined: Sandbox with bwrap disabled (launcher, rlimits, cgroup, capture)
-- sandbox: the real bubblewrap Sandbox
+- unconfined: Sandbox with bwrap disabled (launcher, rlimits, cgroups, capture)
+- sandbox: the real bubblewrap Sandbox, with its default Limits (memory and
+  pids cgroup where one can be made; as root, setpriv to an unprivileged uid
+  and the workspace handed to it before each command)
+As root the unconfined variant runs the system Python (/usr/bin/python3): its
+unprivileged uid cannot reach an interpreter under /root.
 Writes bench/results/sandbox_overhead.json and sandbox_overhead.png.
 
     python bench/bench_sandbox.py [--runs 50]
@@ -27,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import sandbox.bwrap as bw  # noqa: E402
 from sandbox import Limits, Sandbox, Workspace  # noqa: E402
-from sandbox.cgroup import pids_parent  # noqa: E402
+from sandbox.cgroup import memory_parent, pids_parent  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 COMMANDS = {"true": "true", "python -c pass": "python -c pass"}
@@ -72,7 +76,8 @@ def unconfined_sandbox(cwd: str) -> Sandbox:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return Sandbox(cwd, allow_unconfined=True)
+            python = "/usr/bin/python3" if os.geteuid() == 0 and os.path.exists("/usr/bin/python3") else sys.executable
+            return Sandbox(cwd, allow_unconfined=True, python=python)
     finally:
         bw.find_bwrap = real  # type: ignore[assignment]
 
@@ -109,6 +114,10 @@ def main() -> None:
         boxed = Sandbox(ws, limits=Limits())
         rows = {}
         for label, cmd in COMMANDS.items():
+            for name, box in (("unconfined", loose), ("sandbox", boxed)):  # time only commands that work
+                r = box.run(cmd, timeout=60)
+                if r.exit_code != 0:
+                    raise SystemExit(f"{name} {cmd!r} failed (exit {r.exit_code}): {r.output.strip()}")
             m = interleaved_medians({
                 "plain": lambda: plain(cmd),
                 "unconfined": lambda: loose.run(cmd, timeout=60),
@@ -133,7 +142,10 @@ def main() -> None:
             "python": platform.python_version(),
             "bwrap": version,
             "pids_cgroup": pids_parent() is not None,
+            "memory_cgroup": memory_parent() is not None,
             "euid": os.geteuid(),
+            "commands_run_as_uid": boxed.run_as if boxed.run_as is not None else os.geteuid(),
+            "unconfined_python": loose.python,
             # Other jobs share these cores; a high load inflates every column.
             "loadavg_1m_before": load_before,
             "loadavg_1m_after": round(os.getloadavg()[0], 2),

@@ -12,14 +12,17 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from .config import HypernetError
 from .lora import LoraWeights
-from .targets import Target
+from .targets import Target, find_targets
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -94,8 +97,56 @@ def _target_of(path: str, in_features: int, out_features: int) -> Target:
     return Target(layers[-1], parts[-1], path, in_features, out_features)
 
 
-def import_peft(folder: str | os.PathLike, base_model: str | None = None) -> LoraWeights:
-    """Read a PEFT LoRA folder into LoraWeights, folding PEFT's alpha/r (or alpha/√r) scaling into B."""
+def model_targets(model: nn.Module) -> list[Target]:
+    """Every nn.Linear of the model's decoder layers: what a LoRA for it may target."""
+    names = sorted({p.rsplit(".", 1)[-1] for p, m in model.named_modules()
+                    if isinstance(m, nn.Linear) and any(part.isdigit() for part in p.split("."))})
+    if not names:
+        raise HypernetError(f"{type(model).__name__} has no nn.Linear inside numbered decoder layers")
+    return find_targets(model, names)
+
+
+def base_targets(model_id: str) -> list[Target]:
+    """model_targets of ``model_id``, built from its config on the meta device (no weights read)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(model_id)
+    except (OSError, ValueError) as e:
+        raise HypernetError(f"cannot read the config of base model {model_id!r}: {str(e).splitlines()[0]}") from None
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return model_targets(model)
+
+
+def check_against_base(path: str, a: torch.Tensor, b: torch.Tensor, base: Sequence[Target]) -> None:
+    """One module's factors against the base model's targets; one-line HypernetError on a mismatch."""
+    target = _target_of(path, a.shape[1] if a.dim() == 2 else -1, b.shape[0] if b.dim() == 2 else -1)
+    layers = max(t.layer for t in base) + 1
+    modules = sorted({t.module for t in base})
+    if target.layer >= layers:
+        raise HypernetError(f"{path}: layer {target.layer} does not exist (the base model has layers 0-{layers - 1})")
+    if target.module not in modules:
+        raise HypernetError(f"{path}: unknown module {target.module!r} (the base model has {', '.join(modules)})")
+    known = {t.key: t for t in base}
+    want = known.get(target.key)
+    if want is None:
+        raise HypernetError(f"{path}: the base model has no {target.module} in layer {target.layer}")
+    if a.dim() != 2 or b.dim() != 2 or a.shape[0] != b.shape[1] or (a.shape[1], b.shape[0]) != (
+            want.in_features, want.out_features):
+        raise HypernetError(
+            f"{path}: shapes A{tuple(a.shape)} B{tuple(b.shape)} do not fit the base model's "
+            f"{want.in_features}->{want.out_features} layer (need A r×{want.in_features}, B {want.out_features}×r)")
+
+
+def import_peft(folder: str | os.PathLike, base_model: str | None = None,
+                base: Sequence[Target] | None = None) -> LoraWeights:
+    """Read a PEFT LoRA folder into LoraWeights, folding PEFT's alpha/r (or alpha/√r) scaling into B.
+
+    Factors must be finite. With ``base`` (the base model's targets: ``model_targets(model)`` or
+    ``base_targets(model_id)``), layer indices, module names and shapes are checked against it too,
+    so a wrong adapter fails here, with one line, rather than later, at use.
+    """
     folder = Path(folder)
     try:
         cfg = json.loads((folder / CONFIG_NAME).read_text())
@@ -119,6 +170,13 @@ def import_peft(folder: str | os.PathLike, base_model: str | None = None) -> Lor
         if set(pairs[path]) != {"A", "B"}:
             raise HypernetError(f"PEFT adapter has only one factor for {path}")
         a, b = pairs[path]["A"], pairs[path]["B"]
+        for factor, tensor in (("lora_A", a), ("lora_B", b)):
+            if not tensor.is_floating_point():
+                raise HypernetError(f"{path}: {factor} is {tensor.dtype}, not a float tensor")
+            if not bool(torch.isfinite(tensor).all()):
+                raise HypernetError(f"{path}: {factor} holds NaN or infinite values")
+        if base is not None:
+            check_against_base(path, a, b, base)
         r = a.shape[0]
         alpha = float(_pattern_value(cfg.get("alpha_pattern") or {}, path, cfg.get("lora_alpha", r)))
         scaling = alpha / (math.sqrt(r) if cfg.get("use_rslora") else r)

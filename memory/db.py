@@ -7,6 +7,7 @@ timeout and foreign keys so a daemon, a solve and the TUI can share one file.
 from __future__ import annotations
 
 import os
+import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -50,9 +51,10 @@ def make_engine(url: str | None = None) -> Engine:
         if url.startswith("sqlite"):
             path = url.split(":///", 1)[-1]
             if path and path != ":memory:" and not path.startswith("file:"):
-                parent = Path(path).expanduser().resolve().parent
-                if not parent.is_dir():
-                    raise StoreError(f"cannot open database {url}: folder {parent} does not exist")
+                file = Path(path).expanduser().resolve()
+                if not file.parent.is_dir():
+                    raise StoreError(f"cannot open database {url}: folder {file.parent} does not exist")
+                check_sqlite_file(file)
             engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
             event.listen(engine, "connect", _sqlite_pragmas)
             # SQLAlchemy's recipe for pysqlite: we start transactions ourselves, with BEGIN IMMEDIATE,
@@ -68,6 +70,29 @@ def make_engine(url: str | None = None) -> Engine:
     except (ArgumentError, SQLAlchemyError, ImportError) as exc:
         raise StoreError(f"cannot open database {url}: {_first_line(exc)}") from None
     return engine
+
+
+def check_sqlite_file(path: Path) -> None:
+    """Refuse a damaged SQLite file before anything writes to it.
+
+    ``PRAGMA quick_check`` on a read-only connection (opening normally would
+    switch on WAL, a write); a file that does not exist yet is fine.
+    """
+    if not path.exists():
+        return
+    fix = f"restore it from a backup, or salvage it with: sqlite3 {path} .recover | sqlite3 recovered.db"
+    try:
+        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+        try:
+            rows = conn.execute("PRAGMA quick_check").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed", ...
+        raise StoreError(f"database {path} is damaged ({_first_line(exc)}); {fix}") from None
+    if rows != [("ok",)]:
+        lines = [ln for row in rows for ln in str(row[0]).splitlines() if ln.strip() and not ln.startswith("***")]
+        first = lines[0] if lines else "quick_check failed"
+        raise StoreError(f"database {path} is damaged ({first}); {fix}")
 
 
 def _first_line(exc: Exception) -> str:

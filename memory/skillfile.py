@@ -22,6 +22,15 @@ MAX_DESCRIPTION = 1024
 # A recipe is a page or two; anything this large is a mistake (or an attack on the encoder).
 MAX_SKILL_BYTES = 256 * 1024
 OPTIONAL_FIELDS = ("license", "compatibility", "metadata")
+# C0 controls but tab, newline and carriage return; DEL; C1 (0x9b is a CSI on
+# some terminals). Refused in frontmatter, escaped by escape_controls.
+CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with control characters shown as ``\\xNN``, safe to print on a
+    terminal (no ANSI sequence reaches it); tabs and newlines are kept."""
+    return CONTROL_RE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 @dataclass(frozen=True)
@@ -76,6 +85,10 @@ def validate(doc: SkillDoc, folder_name: str | None = None) -> SkillDoc:
 
 
 def parse(text: str, folder_name: str | None = None, where: str = "SKILL.md") -> SkillDoc:
+    """Parse and validate; NUL anywhere, and control characters in the
+    frontmatter (they end up in names and listings), are refused."""
+    if "\0" in text:
+        raise SkillFormatError(f"{where}: contains a NUL byte (at character {text.index(chr(0))})")
     if not text.startswith("---"):
         raise SkillFormatError(f"{where}: missing YAML frontmatter (must start with '---')")
     first_nl = text.find("\n")
@@ -83,6 +96,12 @@ def parse(text: str, folder_name: str | None = None, where: str = "SKILL.md") ->
     if first_nl < 0 or end < 0:
         raise SkillFormatError(f"{where}: frontmatter is not closed by a '---' line")
     raw = text[first_nl + 1 : end + 1]
+    bad = CONTROL_RE.search(raw)
+    if bad:
+        line = text.count("\n", 0, first_nl + 1 + bad.start()) + 1
+        raise SkillFormatError(
+            f"{where}: control character {escape_controls(bad.group())} in the frontmatter (line {line})"
+        )
     after = text.find("\n", end + 4)
     body = "" if after < 0 else text[after + 1 :]
     try:

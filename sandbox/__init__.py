@@ -1,10 +1,13 @@
 """Isolated command execution for the agent: workspace copies, bubblewrap,
-resource limits and capped output. Depends on the stdlib and git only."""
+resource limits and capped output. Depends on the stdlib and git only (and,
+when run as root, util-linux's setpriv)."""
 
 from sandbox.bwrap import bwrap_works, find_bwrap
 from sandbox.errors import (
+    DiffError,
     InterpreterError,
     PatchConflict,
+    PatchRefused,
     SandboxError,
     SandboxUnavailable,
     SourceNotADirectory,
@@ -12,16 +15,23 @@ from sandbox.errors import (
     SourceNotReadable,
     WorkspaceError,
 )
+from sandbox.disk import DiskUsage, check_disk_budget
+from sandbox.files import FileRefused, read_regular
 from sandbox.limits import Limits
+from sandbox.output import cap_text
 from sandbox.runner import CommandResult, Sandbox
 from sandbox.testcmd import detect_test_command
 from sandbox.workspace import Workspace
 
 __all__ = [
     "CommandResult",
+    "DiffError",
+    "DiskUsage",
+    "FileRefused",
     "InterpreterError",
     "Limits",
     "PatchConflict",
+    "PatchRefused",
     "Sandbox",
     "SandboxError",
     "SandboxUnavailable",
@@ -31,6 +41,9 @@ __all__ = [
     "Workspace",
     "WorkspaceError",
     "bwrap_works",
+    "cap_text",
+    "check_disk_budget",
     "detect_test_command",
     "find_bwrap",
+    "read_regular",
 ]

@@ -23,8 +23,16 @@ class SourceNotReadable(WorkspaceError):
     """The folder (or a file in it) cannot be read by this process."""
 
 
+class DiffError(WorkspaceError):
+    """The workspace's changes could not be computed; the message is one line."""
+
+
 class PatchConflict(WorkspaceError):
     """The workspace patch does not apply cleanly; the target was left unchanged."""
+
+
+class PatchRefused(WorkspaceError):
+    """The patch would create or change a symlink pointing outside the target; nothing was changed."""
 
 
 class SandboxUnavailable(SandboxError):

@@ -73,3 +73,24 @@ class OutputCap:
             + tail.decode("utf-8", errors="replace")
         )
         return CappedOutput(text, True, elided, self.total)
+
+
+def cap_text(text: str, max_bytes: int, what: str = "output") -> str:
+    """``text`` cut to about ``max_bytes`` of UTF-8 (head and tail kept), the
+    cut saying what the cap is, for diffs and observations kept in the store.
+
+    Undecodable bytes (surrogate escapes, as in ``Workspace.diff``) survive.
+    """
+    data = text.encode("utf-8", errors="surrogateescape")
+    if len(data) <= max_bytes:
+        return text
+    half = max_bytes // 2
+    head, tail = data[:half], data[len(data) - (max_bytes - half):]
+    head = head[: len(head) - _incomplete_utf8_suffix(head)]
+    tail = tail[_continuation_prefix(tail):]
+    elided = len(data) - len(head) - len(tail)
+    return (
+        head.decode("utf-8", errors="surrogateescape")
+        + f"\n... [{what} capped at {max_bytes} bytes: {elided} of {len(data)} bytes elided] ...\n"
+        + tail.decode("utf-8", errors="surrogateescape")
+    )

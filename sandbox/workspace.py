@@ -11,8 +11,9 @@ Layout of one workspace folder ``$TMPDIR/parametric-skills-ws-<pid>-<rand>/``:
   patch. Sandboxed code can rewrite ``repo/.git/config`` (filters, fsmonitor,
   external diff...); running host git with that config would execute its
   programs unconfined, so host-side git never reads ``repo/.git``'s config.
-  Its objects are hard links to the clone's, so the starting point survives
-  ``rm -rf .git`` or ``git gc`` inside the sandbox.
+  Its objects are copies of the clone's (not hard links: those share the
+  inode, which sandboxed code could rewrite), so the starting point survives
+  ``rm -rf .git``, ``git gc`` or overwritten objects inside the sandbox.
 
 The user's repository is only ever read (clone, diff-index, ls-files), with
 optional locks disabled, so its ``.git`` is unchanged even if we are killed.
@@ -32,7 +33,9 @@ from types import TracebackType
 
 from sandbox import cleanup
 from sandbox.errors import (
+    DiffError,
     PatchConflict,
+    PatchRefused,
     SourceNotADirectory,
     SourceNotFound,
     SourceNotReadable,
@@ -104,16 +107,24 @@ class Workspace:
     # -- results ----------------------------------------------------------
 
     def diff_bytes(self) -> bytes:
-        """The patch from the starting point to the current tree (git, --binary)."""
+        """The patch from the starting point to the current tree (git, --binary).
+
+        Raises DiffError, with a one-line message, whatever the sandbox left.
+        """
         self._check_open()
         env = self._shadow_env()
-        run_git(["add", "-A", "--", "."], cwd=self.path, env=env)
-        return run_git(
-            ["diff", "--cached", "--binary", "--full-index", "--no-color", "--no-ext-diff",
-             "--no-textconv", "--src-prefix=a/", "--dst-prefix=b/", "-M", self.base_commit, "--"],
-            cwd=self.path,
-            env=env,
-        ).stdout
+        try:
+            run_git(["add", "-A", "--", "."], cwd=self.path, env=env)
+            return run_git(
+                ["diff", "--cached", "--binary", "--full-index", "--no-color", "--no-ext-diff",
+                 "--no-textconv", "--src-prefix=a/", "--dst-prefix=b/", "-M", self.base_commit, "--"],
+                cwd=self.path,
+                env=env,
+            ).stdout
+        except (WorkspaceError, OSError) as exc:
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            detail = " / ".join(lines[:2])[:300] or type(exc).__name__
+            raise DiffError(f"could not compute the workspace's changes: {detail}") from None
 
     def diff(self) -> str:
         """``diff_bytes`` as text; undecodable bytes survive as surrogate escapes."""
@@ -124,11 +135,18 @@ class Workspace:
 
         ``git apply --check`` runs first; on any conflict PatchConflict is raised
         and the target is untouched. Only the working tree is changed (no index).
+        A symlink the patch creates or changes must point inside the target,
+        else PatchRefused (git apply itself never writes through a symlink).
         """
         dest = check_source(target if target is not None else self.source)
         patch = self.diff_bytes()
         if not patch.strip():
             return
+        for rel, link in self._changed_symlinks():
+            if _points_outside(dest, rel, link):
+                raise PatchRefused(
+                    f"refusing to apply: symlink {rel} would point outside {dest} ({link}); nothing was changed"
+                )
         # Stop git from finding an enclosing repository: in a subfolder of one,
         # patch paths would be taken relative to that repository's top.
         env = {"GIT_CEILING_DIRECTORIES": str(dest.parent)}
@@ -167,12 +185,39 @@ class Workspace:
         if self.closed:
             raise WorkspaceError(f"workspace {self.root} was already cleaned up")
 
+    def _changed_symlinks(self) -> list[tuple[str, str]]:
+        """(path, link target) of each symlink the patch creates or changes (index as left by diff_bytes)."""
+        env = self._shadow_env()
+        raw = run_git(["diff", "--cached", "--raw", "-z", "--no-abbrev", "--no-renames", self.base_commit, "--"],
+                      cwd=self.path, env=env).stdout
+        fields = raw.split(b"\0")
+        found = []
+        for head, path in zip(fields[0::2], fields[1::2]):
+            parts = head.decode(errors="replace").lstrip(":").split()
+            if len(parts) >= 4 and parts[1] == "120000":
+                link = run_git(["cat-file", "blob", parts[3]], cwd=self.path, env=env).stdout
+                found.append((os.fsdecode(path), os.fsdecode(link)))
+        return found
+
     def _shadow_env(self) -> dict[str, str]:
         return {
             "GIT_DIR": str(self.root / "shadow.git"),
             "GIT_WORK_TREE": str(self.path),
             "GIT_INDEX_FILE": str(self.root / "shadow.index"),
         }
+
+
+def _points_outside(dest: Path, rel: str, link: str) -> bool:
+    """Whether a link at ``dest/rel`` to ``link`` leaves ``dest``: absolute,
+    climbing out by '..', or through a link already in ``dest`` that does."""
+    if os.path.isabs(link):
+        return True
+    lexical = os.path.normpath(os.path.join(os.path.dirname(rel), link))
+    if lexical == ".." or lexical.startswith("../"):
+        return True
+    root = os.path.realpath(dest)
+    resolved = os.path.realpath(os.path.join(root, lexical))
+    return resolved != root and not resolved.startswith(root + os.sep)
 
 
 # -- helpers (host side, before any sandboxed code has run) -----------------
@@ -271,28 +316,20 @@ def _commit_start(dst: Path) -> str:
     return git_out(["rev-parse", "HEAD"], cwd=dst)
 
 
-def _link_tree(src: Path, dst: Path) -> None:
-    """Hard-link every object file into the shadow store (copy across devices).
-
-    Git never rewrites an object file in place, so the links cost no space
-    and survive the sandbox deleting ``.git`` or running ``git gc``.
-    """
+def _copy_objects(src: Path, dst: Path) -> None:
+    """Copy every object file into the shadow store (before any command runs)."""
     for folder, _dirs, files in os.walk(src):
         target = dst / os.path.relpath(folder, src)
         target.mkdir(parents=True, exist_ok=True)
         for name in files:
-            if os.path.lexists(target / name):
-                continue
-            try:
-                os.link(os.path.join(folder, name), target / name)
-            except OSError:
-                shutil.copy2(os.path.join(folder, name), target / name)
+            if not os.path.lexists(target / name):
+                shutil.copyfile(os.path.join(folder, name), target / name)
 
 
 def _make_shadow(root: Path, dst: Path) -> None:
     shadow = root / "shadow.git"
     run_git(["init", "-q", "--bare", str(shadow)], cwd=root)
-    _link_tree(dst / ".git" / "objects", shadow / "objects")
+    _copy_objects(dst / ".git" / "objects", shadow / "objects")
     index = dst / ".git" / "index"
     env = {"GIT_DIR": str(shadow), "GIT_WORK_TREE": str(dst), "GIT_INDEX_FILE": str(root / "shadow.index")}
     base = git_out(["rev-parse", "HEAD"], cwd=dst)

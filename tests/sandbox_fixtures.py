@@ -5,18 +5,17 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from sandbox import Limits, Sandbox, bwrap_works
-from sandbox.cgroup import pids_parent
 
 needs_bwrap = pytest.mark.skipif(not bwrap_works(), reason="bubblewrap cannot run on this machine")
-needs_pids_cgroup = pytest.mark.skipif(
-    pids_parent() is None and os.geteuid() == 0,
-    reason="no writable pids cgroup, and RLIMIT_NPROC does not bind root",
-)
+# Unconfined commands run as an unprivileged uid when we are root, and this
+# interpreter may live where that uid cannot reach (e.g. pyenv under /root).
+UNCONFINED_PYTHON = "/usr/bin/python3" if os.geteuid() == 0 and os.path.exists("/usr/bin/python3") else sys.executable
 
 # Small limits so a misbehaving test cannot hurt the host.
 TEST_LIMITS = Limits(cpu_seconds=20, address_space_bytes=2 << 30, max_processes=64, tmpfs_bytes=64 << 20)

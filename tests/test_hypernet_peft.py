@@ -86,3 +86,73 @@ def test_import_refuses_broken_folders(tmp_path):
     (folder / "adapter_model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
     with pytest.raises(HypernetError, match="corrupted"):
         import_peft(folder)
+
+
+def _tamper(folder, edit):
+    """Rewrite the adapter's tensors through `edit(dict)`."""
+    from safetensors.torch import load_file, save_file
+
+    path = folder / "adapter_model.safetensors"
+    tensors = load_file(path)
+    edit(tensors)
+    save_file(tensors, path, metadata={"format": "pt"})
+
+
+def _q0(tensors, factor="A"):
+    return next(k for k in tensors if ".layers.0." in k and "q_proj" in k and f"lora_{factor}" in k)
+
+
+@pytest.mark.parametrize("case,match", [
+    ("nan", r"lora_A holds NaN or infinite values"),
+    ("inf", r"lora_B holds NaN or infinite values"),
+    ("wide", r"do not fit the base model's 64->64 layer"),
+    ("layer", r"layer 7 does not exist \(the base model has layers 0-1\)"),
+    ("module", r"unknown module 'z_proj'"),
+])
+def test_import_refuses_adapters_that_do_not_fit_the_base_model(tmp_path, case, match):
+    from hypernet.peft_io import model_targets
+
+    model = tiny_llama()
+    folder = export_peft(random_lora(find_targets(model, ("q_proj", "v_proj")), rank=2, dtype=torch.float32),
+                         tmp_path / "a")
+
+    def edit(t):
+        if case == "nan":
+            t[_q0(t)][0, 0] = float("nan")
+        elif case == "inf":
+            t[_q0(t, "B")][0, 0] = float("inf")
+        elif case == "wide":  # made for a 96-wide model
+            t[_q0(t)] = torch.zeros(2, 96)
+        else:
+            old = "layers.0.self_attn.q_proj"
+            new = "layers.7.self_attn.q_proj" if case == "layer" else "layers.0.self_attn.z_proj"
+            for key in [k for k in t if old in k]:
+                t[key.replace(old, new)] = t.pop(key)
+
+    _tamper(folder, edit)
+    with pytest.raises(HypernetError, match=match) as err:
+        import_peft(folder, base=model_targets(model))
+    assert "\n" not in str(err.value)
+    if case in ("wide", "layer", "module"):  # without the base model, only finiteness can be checked
+        import_peft(folder)
+
+
+def test_model_targets_lists_every_linear_of_the_decoder_layers():
+    from hypernet.peft_io import model_targets
+
+    targets = model_targets(tiny_llama())
+    assert {t.module for t in targets} == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                          "down_proj"}
+    assert {t.layer for t in targets} == {0, 1}
+    v = next(t for t in targets if t.key == "layers.0.v_proj")
+    assert (v.in_features, v.out_features) == (64, 32)
+
+
+def test_base_targets_reads_only_the_config(tmp_path):
+    from hypernet.peft_io import base_targets, model_targets
+
+    model = tiny_llama()
+    model.config.save_pretrained(tmp_path)
+    assert base_targets(str(tmp_path)) == model_targets(model)
+    with pytest.raises(HypernetError, match="cannot read the config"):
+        base_targets(str(tmp_path / "missing"))

@@ -19,7 +19,6 @@ from sandbox_fixtures import (  # noqa: F401 - fixtures
     host_pids,
     make_repo,
     needs_bwrap,
-    needs_pids_cgroup,
     processes_matching,
     sb,
     ws_dir,
@@ -151,7 +150,6 @@ def test_symlink_out_of_repo_cannot_be_read(tmp_path: Path) -> None:
         assert_usable(box)
 
 
-@needs_pids_cgroup
 def test_fork_bomb_is_contained(ws_dir: Path) -> None:
     marker = f"bomb{uuid.uuid4().hex[:12]}"
     box = Sandbox(ws_dir, limits=Limits(max_processes=32, cpu_seconds=10, address_space_bytes=1 << 30))
@@ -207,7 +205,7 @@ def test_infinite_loop_killed_by_cpu_limit(ws_dir: Path) -> None:
 @pytest.mark.parametrize("cgroup", [True, False], ids=["with-pids-cgroup", "namespace-only"])
 def test_processes_outliving_their_command_are_gone(sb: Sandbox, cgroup: bool, monkeypatch) -> None:
     if not cgroup:  # PID-namespace teardown alone must be enough
-        monkeypatch.setattr("sandbox.runner.PidsCgroup.create", lambda max_pids: None)
+        monkeypatch.setattr("sandbox.runner.CommandCgroup.create", lambda max_pids, memory_bytes: None)
     tag = uuid.uuid4().int % 10**6
     cmd = (
         f"sleep 1000.{tag}1 & "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sandbox.output import OutputCap
+from sandbox.output import OutputCap, cap_text
 
 
 def test_small_output_is_kept_whole() -> None:
@@ -48,3 +48,14 @@ def test_matches_naive_head_tail(chunks: list[bytes], head: int, tail: int) -> N
         assert len(data) - head - tail <= r.elided_bytes <= len(data) - head - tail + 6
         assert f"[{r.elided_bytes} bytes elided]" in r.text
     assert len(cap._tail) <= 2 * tail + max((len(c) for c in chunks), default=0)
+
+
+def test_cap_text_states_the_cap_and_keeps_head_and_tail() -> None:
+    assert cap_text("short", 100, "diff") == "short"
+    text = "é" * 10_000 + "MIDDLE" + "z" * 10_000
+    capped = cap_text(text, 1000, "diff")
+    assert "[diff capped at 1000 bytes: " in capped and "of 30006 bytes elided]" in capped
+    assert capped.startswith("é") and capped.endswith("z") and "MIDDLE" not in capped
+    assert len(capped.encode()) < 1000 + 100
+    raw = "a\udcff" * 2000  # surrogate escapes from Workspace.diff survive
+    assert "\udcff" in cap_text(raw, 100)

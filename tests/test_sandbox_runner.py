@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from sandbox_fixtures import TEST_LIMITS, needs_bwrap, needs_pids_cgroup, processes_matching, sb, ws_dir  # noqa: F401
+from sandbox_fixtures import TEST_LIMITS, UNCONFINED_PYTHON, needs_bwrap, processes_matching, sb, ws_dir  # noqa: F401
 
 import sandbox.bwrap as bw
 from sandbox import CommandResult, Limits, Sandbox, SandboxError, SandboxUnavailable
@@ -35,6 +35,16 @@ def test_workspace_is_writable_and_changes_reach_host(sb: Sandbox, ws_dir: Path)
     assert r.exit_code == 0
     assert (ws_dir / "made.txt").read_text() == "made\n"
     assert (ws_dir / "d/y").exists()
+
+
+@needs_bwrap
+def test_private_workspace_folders_work(ws_dir: Path) -> None:
+    """tempfile.mkdtemp makes 0700 folders; as root they are handed to the command's uid."""
+    ws_dir.chmod(0o700)
+    box = Sandbox(ws_dir, limits=TEST_LIMITS)
+    assert box.run("mkdir -m 700 private && echo x > private/f", timeout=20).exit_code == 0
+    r = box.run("cat f; pwd; python -c 'print(1)'", timeout=30, cwd="private")
+    assert (r.exit_code, r.output) == (0, "x\n/workspace/private\n1\n"), r.output
 
 
 @needs_bwrap
@@ -67,7 +77,8 @@ def test_unconfined_fallback_warns_and_still_limits(ws_dir: Path, monkeypatch: p
     monkeypatch.setattr(bw, "find_bwrap", lambda: None)
     with pytest.warns(RuntimeWarning, match="UNCONFINED"):
         box = Sandbox(ws_dir, limits=Limits(address_space_bytes=1 << 30, output_head_bytes=100,
-                                            output_tail_bytes=100), allow_unconfined=True)
+                                            output_tail_bytes=100), allow_unconfined=True,
+                      python=UNCONFINED_PYTHON)
     assert not box.confined
     r = box.run("pwd; cat hello.txt; echo $HOME", timeout=20)
     assert r.output.splitlines()[:2] == [str(ws_dir.resolve()), "hello"]
@@ -80,11 +91,10 @@ def test_unconfined_fallback_warns_and_still_limits(ws_dir: Path, monkeypatch: p
     assert r.truncated and r.elided_bytes == 100000 - 200
 
 
-@needs_pids_cgroup
 def test_unconfined_fallback_kills_leftovers(ws_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bw, "find_bwrap", lambda: None)
     with pytest.warns(RuntimeWarning):
-        box = Sandbox(ws_dir, limits=TEST_LIMITS, allow_unconfined=True)
+        box = Sandbox(ws_dir, limits=TEST_LIMITS, allow_unconfined=True, python=UNCONFINED_PYTHON)
     tag = uuid.uuid4().int % 10**6
     r = box.run(f"sleep 1000.{tag}1 & (setsid sleep 1000.{tag}2 &); echo started", timeout=20)
     assert r.output.strip() == "started" and r.duration_s < 5

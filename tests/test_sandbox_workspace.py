@@ -15,7 +15,9 @@ import pytest
 from sandbox_fixtures import TEST_LIMITS, git, make_repo, needs_bwrap, processes_matching, tree_digest, write_files
 
 from sandbox import (
+    DiffError,
     PatchConflict,
+    PatchRefused,
     Sandbox,
     SandboxError,
     SourceNotADirectory,
@@ -125,6 +127,24 @@ def test_diff_survives_agent_destroying_its_git_dir(dirty_repo: Path) -> None:
         assert "+rewritten" in patch and ".git/" not in patch
         ws.apply_to()
     assert (dirty_repo / "mod.txt").read_text() == "rewritten\n"
+
+
+def test_shadow_objects_share_no_inode_with_the_workspace(dirty_repo: Path) -> None:
+    with Workspace.create(dirty_repo) as ws:
+        inodes = {os.stat(os.path.join(d, f)).st_ino for d, _, fs in os.walk(ws.path / ".git" / "objects") for f in fs}
+        shadow = ws.root / "shadow.git" / "objects"
+        copied = [os.path.join(d, f) for d, _, fs in os.walk(shadow) for f in fs]
+        assert copied and not inodes & {os.stat(p).st_ino for p in copied}
+
+
+def test_failing_diff_is_one_clear_error(dirty_repo: Path) -> None:
+    with Workspace.create(dirty_repo) as ws:
+        shutil.rmtree(ws.root / "shadow.git" / "objects")  # as if the shadow store were lost
+        (ws.root / "shadow.git" / "objects").mkdir()
+        with pytest.raises(DiffError) as err:
+            ws.diff()
+    message = str(err.value)
+    assert message.startswith("could not compute the workspace's changes: ") and "\n" not in message
 
 
 def test_apply_to_clean(dirty_repo: Path) -> None:
@@ -312,3 +332,25 @@ def test_no_workspace_dirs_left(tmp_path: Path) -> None:
         Workspace.create(broken)
     after = {p for p in Path(cleanup_mod.temp_root()).glob(f"{WS_PREFIX}{os.getpid()}-*")}
     assert after == before
+
+
+@pytest.mark.parametrize("link", ["/etc/passwd", "../outside", "sub/../../x", "via/escape"])
+def test_apply_refuses_symlinks_pointing_outside(tmp_path: Path, link: str) -> None:
+    repo = make_repo(tmp_path / "repo", {"a.txt": "a\n", "sub/b.txt": "b\n"})
+    (repo / "via").symlink_to(tmp_path)  # the user's own link out: a new link through it leaves too
+    before = tree_digest(repo)
+    with Workspace.create(repo) as ws:
+        (ws.path / "a.txt").write_text("changed\n")
+        (ws.path / "evil").symlink_to(link)
+        with pytest.raises(PatchRefused, match="symlink evil would point outside") as err:
+            ws.apply_to()
+        assert "\n" not in str(err.value)
+    assert tree_digest(repo) == before
+
+
+def test_apply_keeps_symlinks_inside_the_repo(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", {"a.txt": "a\n", "sub/b.txt": "b\n"})
+    with Workspace.create(repo) as ws:
+        (ws.path / "sub" / "link").symlink_to("../a.txt")
+        ws.apply_to()
+    assert os.readlink(repo / "sub" / "link") == "../a.txt"

@@ -9,7 +9,15 @@ import pytest
 from memory import skills as skill_repo
 from memory.db import Store
 from memory.errors import SkillFormatError
-from memory.skillfile import MAX_SKILL_BYTES, SkillDoc, discover, parse, read_skill_dir, write_skill_dir
+from memory.skillfile import (
+    MAX_SKILL_BYTES,
+    SkillDoc,
+    discover,
+    escape_controls,
+    parse,
+    read_skill_dir,
+    write_skill_dir,
+)
 
 
 def make_skill(root: Path, name: str, body: str = "1. Read the failing test.\n2. Fix it.\n", **front) -> Path:
@@ -92,6 +100,9 @@ def test_discover_finds_agent_skill_dirs_in_a_repo(tmp_path):
         ("empty-body", "body is empty"),
         ("non-utf8", "not UTF-8"),
         ("huge", "over the"),
+        ("nul-in-body", "NUL byte"),
+        ("ansi-in-name", r"control character \\x1b in the frontmatter \(line 2\)"),
+        ("bell-in-description", r"control character \\x07"),
     ],
 )
 def test_bad_skill_files_are_refused(tmp_path, case, match):
@@ -110,6 +121,9 @@ def test_bad_skill_files_are_refused(tmp_path, case, match):
         "mismatch": "---\nname: other\ndescription: d\n---\nbody\n",
         "long-description": "---\nname: x-skill\ndescription: " + "d" * 1025 + "\n---\nbody\n",
         "empty-body": "---\n" + good_front + "---\n   \n",
+        "nul-in-body": "---\n" + good_front + "---\nbo\0dy\n",
+        "ansi-in-name": "---\nname: x-skill\x1b[2J\ndescription: d\n---\nbody\n",
+        "bell-in-description": "---\nname: x-skill\ndescription: ring\x07\n---\nbody\n",
     }
     if case == "non-utf8":
         path.write_bytes(b"---\n" + good_front.encode() + b"---\nbody \xff\xfe\n")
@@ -134,3 +148,20 @@ def test_write_skill_dir_is_readable_back(tmp_path):
     doc = SkillDoc("w-skill", "desc", "body\n", license="MIT", metadata={"subtask": "refactoring"})
     write_skill_dir(doc, tmp_path)
     assert read_skill_dir(tmp_path / "w-skill") == doc
+
+
+def test_escape_controls_shows_escapes_instead_of_sending_them():
+    shown = escape_controls("body \x1b[31mred\x1b[0m\x07\x9b\x00 tab\there\nnext")
+    assert "\x1b" not in shown and "\x07" not in shown and "\x9b" not in shown and "\x00" not in shown
+    assert shown == "body \\x1b[31mred\\x1b[0m\\x07\\x9b\\x00 tab\there\nnext"
+
+
+def test_refused_skill_leaves_the_store_unchanged(tmp_path, db_url):
+    folder = tmp_path / "x-skill"
+    folder.mkdir()
+    (folder / "SKILL.md").write_text("---\nname: x-skill\ndescription: d\x1b]0;owned\x07\n---\nbody\n")
+    store = Store(db_url)
+    with pytest.raises(SkillFormatError), store.session() as s:
+        skill_repo.upsert(s, read_skill_dir(folder))
+    with store.session() as s:
+        assert skill_repo.list_current(s, include_rejected=True) == []

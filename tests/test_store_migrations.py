@@ -74,3 +74,30 @@ def test_bare_path_means_sqlite(tmp_path, monkeypatch):
     assert store_db.resolve_url(str(tmp_path / "a.db")) == f"sqlite:///{tmp_path / 'a.db'}"
     monkeypatch.setenv("AGENT_DB_URL", "sqlite:///env.db")
     assert store_db.resolve_url(None) == "sqlite:///env.db"
+
+
+def test_corrupt_sqlite_file_is_refused_untouched(tmp_path):
+    import hashlib
+
+    from memory.db import Store
+
+    path = tmp_path / "skills.db"
+    store = Store(f"sqlite:///{path}")
+    with store.engine.begin() as conn:  # enough rows for several pages
+        conn.exec_driver_sql("CREATE TABLE filler (x TEXT)")
+        for i in range(200):
+            conn.exec_driver_sql("INSERT INTO filler VALUES (?)", (f"{i}" * 200,))
+    store.close()
+    data = bytearray(path.read_bytes())
+    page = int.from_bytes(data[16:18], "big")
+    data[page * 2 : page * 2 + 64] = b"\xff" * 64  # trash the third page
+    path.write_bytes(bytes(data))
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    with pytest.raises(StoreError) as err:
+        Store(f"sqlite:///{path}")
+    message = str(err.value)
+    assert "\n" not in message and str(path) in message and "damaged" in message and ".recover" in message
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+    path.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(StoreError, match="damaged"):
+        Store(f"sqlite:///{path}")
