@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import ast
-import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from agent.runtime.actions import Action
 from agent.runtime.test_report import compact
+from sandbox.files import FileRefused, read_regular
 
 READ_WINDOW = 80  # lines a `read` shows from its start line: enough for a function, small for a 135M model
 FILE_LIMIT = 1_000_000  # bytes: read/edit refuse larger files (the model never needs one whole)
@@ -27,10 +26,6 @@ class Observation:
     text: str
     ok: bool
     exit_code: int | None = None
-
-
-class FileRefused(OSError):
-    """A path the host-side tools will not open: outside the workspace, not a regular file, too large."""
 
 
 class Tools:
@@ -68,26 +63,16 @@ class Tools:
         # Follow symlinks before checking: a link in the repo must not reach outside the workspace.
         path = (self.root / rel.lstrip("/")).resolve() if not rel.startswith(str(self.root)) else Path(rel).resolve()
         if path != self.root and self.root not in path.parents:
-            raise FileRefused(f"{rel}: outside the workspace")
+            raise PermissionError(f"{rel}: outside the workspace")
         return path
 
     def _load(self, rel: str) -> tuple[Path, str]:
         """A regular file's text, opened without blocking (a FIFO must not hang the agent) and size-capped."""
         path = self._resolve(rel)
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
         try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise FileRefused(f"{rel}: not a regular file")
-            if info.st_size > FILE_LIMIT:
-                raise FileRefused(f"{rel}: {info.st_size} bytes, over the {FILE_LIMIT}-byte limit of read/edit "
-                                  "(use bash: head, sed -n, grep)")
-            with os.fdopen(fd, "rb") as handle:
-                fd = -1
-                data = handle.read(FILE_LIMIT + 1)
-        finally:
-            if fd >= 0:
-                os.close(fd)
+            data = read_regular(path, FILE_LIMIT)
+        except FileRefused as exc:
+            raise FileRefused(str(exc).replace(str(path), rel, 1)) from None
         return path, data.decode("utf-8", errors="replace")
 
     def _read(self, action: Action) -> Observation:
@@ -98,8 +83,8 @@ class Tools:
             start, end = max(int(lo or 1), 1), int(hi) if hi else None
         try:
             _, text = self._load(spec)
-        except OSError as exc:
-            return Observation(f"cannot read {spec}: {exc.strerror if exc.strerror else exc}", False)
+        except (OSError, FileRefused) as exc:
+            return Observation(f"cannot read {spec}: {exc.strerror if getattr(exc, 'strerror', None) else exc}", False)
         lines = text.splitlines()
         end = min(end or len(lines), start + READ_WINDOW - 1, len(lines))
         body = "\n".join(f"{i:4d} | {line}" for i, line in enumerate(lines[start - 1:end], start))
@@ -109,8 +94,8 @@ class Tools:
     def _edit(self, action: Action) -> Observation:
         try:
             path, text = self._load(action.arg)
-        except OSError as exc:
-            return Observation(f"cannot edit {action.arg}: {exc.strerror if exc.strerror else exc}", False)
+        except (OSError, FileRefused) as exc:
+            return Observation(f"cannot edit {action.arg}: {exc.strerror if getattr(exc, 'strerror', None) else exc}", False)
         if action.lines:
             new = self._replace_lines(text, action)
         else:
