@@ -40,10 +40,11 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from agent.runtime.backends import EndpointError
     from agent.runtime.embed import EmbedderError
     from agent.runtime.base_model import ModelError
-    from agent.runtime.solve import SolveError
+    from agent.runtime.solve import RunFailed, SolveError
     from memory.errors import StoreError
 
-    errors: list[type[BaseException]] = [StoreError, ModelError, EndpointError, EmbedderError, SolveError]
+    errors: list[type[BaseException]] = [StoreError, ModelError, EndpointError, EmbedderError, SolveError,
+                                         RunFailed]
     try:
         from hypernet.config import HypernetError
 

@@ -165,10 +165,200 @@ def test_solve_without_detectable_tests(cli, tmp_path):
 
 def test_refusing_endpoint_is_a_clear_error_and_leaves_no_workspace(cli, tmp_path):
     import glob
+    import os
     import tempfile
 
-    before = set(glob.glob(str(Path(tempfile.gettempdir()) / "parametric-skills-ws-*")))
+    # this process's workspaces only: other processes on the machine make their own meanwhile
+    mine = str(Path(tempfile.gettempdir()) / f"parametric-skills-ws-{os.getpid()}-*")
+    before = set(glob.glob(mine))
     r = cli("solve", str(EXAMPLE), "fix", "--mode", "none", "--endpoint", "http://127.0.0.1:9/v1",
             "--endpoint-model", "m", "--db", f"sqlite:///{tmp_path / 's.db'}")
     assert r.code == 2 and "unreachable" in r.err
-    assert set(glob.glob(str(Path(tempfile.gettempdir()) / "parametric-skills-ws-*"))) <= before
+    assert set(glob.glob(mine)) <= before
+
+
+# --- issue 16: limits, caps and the end of a run, asserted on what the host and the store keep -------------
+
+def _steps_and_row(store, tid):
+    with store.session() as s:
+        row = traj_repo.get(s, tid)
+        return row.status, dict(row.outcome or {}), [st.content for st in row.steps]
+
+
+def test_disk_budget_ends_the_run_with_resource_limit(tmp_path):
+    from sandbox.limits import Limits as SandboxLimits
+
+    repo = tmp_path / "repo"
+    shutil.copytree(EXAMPLE, repo)
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    chat = ScriptedChat(["```bash\nhead -c 3000000 /dev/urandom > big.bin\n```", "```bash\ntouch more\n```"])
+    request = SolveRequest(repo=repo, task="fix", mode="none", sandbox_limits=SandboxLimits(disk_bytes=1_000_000))
+    report = solve(request, store, chat, SkillContext())
+    assert report.status == "resource_limit" and "over its disk budget of" in report.message
+    assert len(chat.seen) == 1  # the model was not asked for another command
+    assert report.diff == "" and not report.verified and report.tests_after["tail"].startswith("not run")
+    status, outcome, steps = _steps_and_row(store, report.trajectory_id)
+    assert status == "resource_limit" and outcome["diff"] == "" and "disk budget" in outcome["limit"]
+    assert "the run ends here" in steps[-1]
+    assert not (repo / "big.bin").exists()
+
+
+def test_memory_cap_and_disk_budget_reach_the_loop_through_observations(tmp_path):
+    from sandbox.disk import DiskUsage
+    from sandbox.runner import CommandResult
+
+    class CappedRunner(FakeRunner):
+        def __init__(self, used):
+            super().__init__()
+            self.used = used
+
+        def run(self, command, timeout):
+            self.commands.append(command)
+            return CommandResult(137, "Killed\n" + "x\n" * 3000, False, False, 0, 0.0, memory_capped=True)
+
+        def check_disk(self):
+            return DiskUsage(self.used, 100)
+
+    obs = Tools(tmp_path, CappedRunner(50), "pytest").execute(Action("test", ""))
+    assert obs.text.startswith("exit code 137 (memory cap reached") and obs.limit is None
+    runner = CappedRunner(500)
+    result = loop.run(ScriptedChat(["```bash\nls\n```", "```bash\npwd\n```"]), Tools(tmp_path, runner, "t"), "t")
+    assert result.status == "resource_limit" and "500 bytes, over its disk budget of 100" in result.message
+    assert runner.commands == ["ls"]
+
+
+def test_stored_diffs_and_messages_are_capped_and_say_so(tmp_path):
+    from agent.runtime.solve import DIFF_CAP, MESSAGE_CAP
+
+    repo = tmp_path / "repo"
+    shutil.copytree(EXAMPLE, repo)
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    write = "python -c \"open('big.txt', 'w').write(''.join(f'line {i}\\n' for i in range(60000)))\""
+    chat = ScriptedChat(["thinking " * 5000 + f"\n```bash\n{write}\n```", "```submit\n```"])
+    report = solve(SolveRequest(repo=repo, task="fix", mode="none"), store, chat, SkillContext())
+    assert f"diff capped at {DIFF_CAP} bytes" in report.diff and len(report.diff.encode()) < DIFF_CAP + 200
+    _, outcome, steps = _steps_and_row(store, report.trajectory_id)
+    assert outcome["diff"] == report.diff and "+line 0\n" in outcome["diff"] and "+line 59999" in outcome["diff"]
+    assert all(len(text.encode()) < MESSAGE_CAP + 200 for text in steps)
+    assert any(f"message capped at {MESSAGE_CAP} bytes" in text for text in steps)
+
+
+def test_a_failing_end_of_run_closes_the_trajectory_as_error(tmp_path, monkeypatch):
+    from agent.runtime.solve import RunFailed
+    from sandbox.errors import DiffError
+    from sandbox.workspace import Workspace
+
+    def broken(self):
+        raise DiffError("could not compute the workspace's changes: fatal: bad object HEAD")
+
+    monkeypatch.setattr(Workspace, "diff", broken)
+    repo = tmp_path / "repo"
+    shutil.copytree(EXAMPLE, repo)
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    with pytest.raises(RunFailed) as err:
+        solve(SolveRequest(repo=repo, task="fix", mode="none"), store, ScriptedChat(["```submit\n```"]),
+              SkillContext())
+    assert "\n" not in str(err.value) and "bad object HEAD" in str(err.value)
+    with store.session() as s:
+        (row,) = traj_repo.recent(s)
+        assert row.status == "error" and "bad object HEAD" in row.outcome["error"] and row.finished_at
+        assert not row.verified
+
+
+def _serve_script(replies, before_first=None):
+    """fake_openai answers: the probe (max_tokens 1) gets "OK", then the replies in order."""
+    queue = list(replies)
+
+    def answer(body):
+        if body.get("max_tokens") == 1:
+            return "OK"
+        if before_first is not None and len(queue) == len(replies):
+            before_first()
+        return queue.pop(0) if queue else "```submit\n```"
+
+    return answer
+
+
+@pytest.mark.parametrize("case", ["conflict", "outside-link"])
+def test_apply_failures_are_one_line_exit_2_and_leave_the_repo(cli, tmp_path, case):
+    from tests.fake_openai import fake_openai
+
+    repo = tmp_path / "repo"
+    shutil.copytree(EXAMPLE, repo)
+    user_edit = (repo / "stats.py").read_text().replace("        return low\n", "        return None  # mine\n", 1)
+    if case == "conflict":  # the user edits the same lines while the agent works
+        answer = _serve_script(FIX, before_first=lambda: (repo / "stats.py").write_text(user_edit))
+    else:
+        answer = _serve_script(["```bash\nln -s /etc/passwd leak\n```", "```submit\n```"])
+    db = tmp_path / "s.db"
+    with fake_openai(answer) as (url, requests):
+        r = cli("solve", str(repo), "fix", "--mode", "none", "--endpoint", url, "--endpoint-model", "m",
+                "--apply", "--db", f"sqlite:///{db}")
+    assert r.code == 2 and len(r.err.strip().splitlines()) == 1, r.err
+    assert requests[0]["max_tokens"] == 1  # probed before the run
+    assert ("do not apply" if case == "conflict" else "outside") in r.err and "closed as error" in r.err
+    assert not (repo / "leak").exists() and not (repo / "leak").is_symlink()
+    if case == "conflict":
+        assert (repo / "stats.py").read_text() == user_edit
+    store = Store(f"sqlite:///{db}")
+    with store.session() as s:
+        (row,) = traj_repo.recent(s)
+        assert row.status == "error" and "\n" not in row.outcome["error"]
+
+
+def _counts(url):
+    from sqlalchemy import text
+
+    with Store(url).engine.connect() as conn:
+        return [conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() for t in ("trajectories", "skills")]
+
+
+@pytest.mark.parametrize("endpoint", ["refused", "http-500"])
+def test_a_refused_endpoint_leaves_the_store_unchanged(cli, tmp_path, endpoint):
+    import http.server
+    import threading
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    Store(url)
+    before = _counts(url)
+    server = None
+    if endpoint == "refused":
+        base = "http://127.0.0.1:9/v1"
+    else:
+        class Fails(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                self.send_error(500, "down")
+
+            def log_message(self, *args):
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Fails)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        base = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    try:
+        r = cli("solve", str(EXAMPLE), "fix", "--mode", "none", "--endpoint", base, "--endpoint-model", "m",
+                "--db", url)
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+    assert r.code == 2 and len(r.err.strip().splitlines()) == 1
+    assert ("unreachable" if endpoint == "refused" else "HTTP 500") in r.err
+    assert _counts(url) == before == [0, 0]  # no `error` trajectory, not even the seed skills
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--max-steps", "0"], "--max-steps must be at least 1"),
+    (["--max-seconds", "0"], "--max-seconds must be at least 1"),
+    (["--no-sandbox"], "add --i-understand-commands-run-unconfined"),
+])
+def test_bad_limits_and_unconfirmed_no_sandbox_are_one_line(cli, tmp_path, args, match):
+    r = cli("solve", str(EXAMPLE), "fix", *args, "--db", f"sqlite:///{tmp_path / 's.db'}")
+    assert r.code == 2 and len(r.err.strip().splitlines()) == 1 and match in r.err, r.err
+    assert not (tmp_path / "s.db").exists()
+
+
+def test_confirmed_no_sandbox_gets_past_the_check(cli, tmp_path):
+    r = cli("solve", str(EXAMPLE), "fix", "--mode", "none", "--no-sandbox", "--i-understand-commands-run-unconfined",
+            "--endpoint", "http://127.0.0.1:9/v1", "--endpoint-model", "m", "--db", f"sqlite:///{tmp_path / 's.db'}")
+    assert r.code == 2 and "unreachable" in r.err  # refused at the endpoint probe, i.e. after the flag check

@@ -26,11 +26,14 @@ def command(
     top_k: int = typer.Option(3, min=0, help="How many skills to retrieve."),
     test_cmd: str = typer.Option(None, help="The repo's test command (default: detected)."),
     python: str = typer.Option(None, help="Interpreter for the repo's tests (default: this one)."),
-    max_steps: int = typer.Option(20, min=1, help="Step limit."),
-    max_seconds: float = typer.Option(900.0, min=1, help="Wall-time limit."),
-    max_tokens: int = typer.Option(200_000, min=1, help="Token limit."),
+    max_steps: int = typer.Option(20, help="Step limit."),  # limits: checked by SolveRequest.validate, one line
+    max_seconds: float = typer.Option(900.0, help="Wall-time limit."),
+    max_tokens: int = typer.Option(200_000, help="Token limit."),
     max_new_tokens: int = typer.Option(256, min=8, help="Tokens per model reply (local model)."),
     no_sandbox: bool = typer.Option(False, "--no-sandbox", help="Allow running without bubblewrap when it cannot start (DANGEROUS: host visible)."),
+    unconfined_ok: bool = typer.Option(False, "--i-understand-commands-run-unconfined",
+                                       help="Confirms --no-sandbox: the model's commands may then read and change "
+                                            "what this user can (files, network, this process's environment)."),
     apply: bool = typer.Option(False, "--apply", help="Apply the resulting patch to REPO (refused on conflicts)."),
     db: DbOption = None,
     json: JsonOption = False,
@@ -38,9 +41,12 @@ def command(
     """Solve TASK in a sandboxed copy of REPO; prints the outcome, the diff and the trajectory id."""
     import sys
 
+    from rich.markup import escape
+
     from agent.runtime import skill_context
     from memory.db import Store
     from memory.seed import ensure_seeded
+    from memory.skillfile import escape_controls
 
     request = SolveRequest(repo=repo.resolve(), task=task, mode=mode, model_name=endpoint_model or model,
                            test_cmd=test_cmd, python=python or sys.executable, sandbox=not no_sandbox, apply=apply,
@@ -60,18 +66,22 @@ def command(
         if not detect_test_command(repo, python or sys.executable):
             raise SolveError(f"{repo}: cannot detect how to run its tests (pytest, unittest, make test); "
                              "pass --test-cmd")
+    if no_sandbox and not unconfined_ok:
+        raise SolveError("--no-sandbox lets the model's commands run unconfined, with your rights over files, "
+                         "network and this process's keys: add --i-understand-commands-run-unconfined to confirm")
     if no_sandbox:
         err_console.print("[bold red]WARNING: --no-sandbox: if bubblewrap cannot run, commands run UNCONFINED "
                           "(rlimits and a workspace copy only) and can see this machine[/]")
-    store = Store(db)
-    ensure_seeded(store)
-    say = err_console.print if json else console.print
-    loaded = handle = None
     if endpoint:
         from agent.runtime.backends import EndpointChat
 
         chat = EndpointChat(endpoint, endpoint_model, key_env=endpoint_key_env)
-    else:
+        chat.probe()  # before the store is opened or seeded: a refused endpoint leaves it unchanged
+    store = Store(db)
+    ensure_seeded(store)
+    say = err_console.print if json else console.print
+    loaded = handle = None
+    if not endpoint:
         from agent.runtime.backends import LocalChat
         from agent.runtime.base_model import load_model
 
@@ -89,8 +99,9 @@ def command(
     def on_step(i, action, obs):
         what = f"{action.kind} {action.arg[:60]!r}" if action else "format error"
         text = obs if isinstance(obs, str) else obs.text
-        say(f"[bold]step {i}[/] {what}: {text.strip().splitlines()[0][:100] if text.strip() else ''}",
-            markup=True, highlight=False)
+        line = f"{what}: {text.strip().splitlines()[0][:100] if text.strip() else ''}"
+        # model and command output: neither rich markup nor terminal escapes get through
+        say(f"[bold]step {i}[/] {escape(escape_controls(line))}", markup=True, highlight=False)
 
     with contextlib.ExitStack() as stack:
         with err_console.status("retrieving skills ..."):
@@ -104,8 +115,10 @@ def command(
     console.rule("outcome")
     console.print(f"status: {report.status}   tests before: {'pass' if report.tests_before['passed'] else 'FAIL'}"
                   f"   after: {'pass' if report.tests_after['passed'] else 'FAIL'}   verified: {report.verified}")
+    if report.message:
+        console.print(report.message, markup=False, highlight=False)
     console.print(f"trajectory {report.trajectory_id}: {report.steps} steps, {report.tokens} tokens, "
                   f"{report.seconds:.1f} s   (agent trajectories show {report.trajectory_id})")
-    console.print(report.diff or "(no changes)", markup=False, highlight=False)
+    console.print(escape_controls(report.diff) or "(no changes)", markup=False, highlight=False)
     if report.applied:
         console.print(f"applied the patch to {repo}")

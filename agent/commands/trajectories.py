@@ -11,6 +11,7 @@ from agent.commands import DbOption, JsonOption
 from agent.commands.output import console, emit_json, fail, table
 from memory import trajectories as traj_repo
 from memory.db import Store
+from memory.skillfile import escape_controls
 
 app = typer.Typer(help="List, show and export agent trajectories.", no_args_is_help=True)
 
@@ -51,7 +52,8 @@ def show(trajectory_id: int, db: DbOption = None, json: JsonOption = False) -> N
                   f"mode={data['mode']} steps={data['steps']} tokens={data['tokens']}")
     for m in data["messages"]:
         console.rule(f"{m['idx']} {m['role']}")
-        console.print(m["content"], markup=False, highlight=False)
+        # model replies and command output (and icl skill text): control characters shown, never sent raw
+        console.print(escape_controls(m["content"]), markup=False, highlight=False)
 
 
 @app.command()

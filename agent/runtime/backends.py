@@ -76,9 +76,13 @@ class EndpointChat:
         self.timeout = timeout
         self.max_tokens = max_tokens
 
-    def chat(self, messages: list[dict[str, str]]) -> tuple[str, int]:
+    def probe(self) -> None:
+        """One tiny request, so a refused or wrong endpoint fails before a run sets anything up."""
+        self.chat([{"role": "user", "content": "Reply with OK."}], max_tokens=1)
+
+    def chat(self, messages: list[dict[str, str]], max_tokens: int | None = None) -> tuple[str, int]:
         body = json.dumps({"model": self.model, "messages": messages, "temperature": 0,
-                           "max_tokens": self.max_tokens}).encode()
+                           "max_tokens": max_tokens or self.max_tokens}).encode()
         url = self.url if self.url.endswith("/chat/completions") else f"{self.url}/chat/completions"
         req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json",
                                                               **({"Authorization": f"Bearer {self.key}"} if self.key else {})})

@@ -62,12 +62,13 @@ class Limits:
 
 @dataclass
 class RunResult:
-    status: str  # submitted | step_limit | time_limit | token_limit | format_errors | loop
+    status: str  # submitted | step_limit | time_limit | token_limit | format_errors | loop | resource_limit
     messages: list[dict[str, str]]
     steps: int
     tokens: int
     seconds: float
     actions: list[dict] = field(default_factory=list)
+    message: str = ""  # why a resource_limit run ended (one line)
 
 
 Recorder = Callable[[dict[str, str], dict | None], None]
@@ -98,8 +99,8 @@ def run(model: ChatModel, tools: Tools, task: str, *, limits: Limits | None = No
     repeats: dict[tuple, int] = {}
     actions: list[dict] = []
 
-    def done(status: str) -> RunResult:
-        return RunResult(status, messages, steps, tokens, time.monotonic() - start, actions)
+    def done(status: str, message: str = "") -> RunResult:
+        return RunResult(status, messages, steps, tokens, time.monotonic() - start, actions, message)
 
     while True:
         if steps >= limits.steps:
@@ -133,6 +134,9 @@ def run(model: ChatModel, tools: Tools, task: str, *, limits: Limits | None = No
         if action.kind == "submit":
             return done("submitted")
         text = truncate(observation.text)
+        if observation.limit:  # e.g. the workspace over its disk budget: running more commands only adds to it
+            add("user", f"{text}\n\n{observation.limit}; the run ends here")
+            return done("resource_limit", observation.limit)
         if repeats[action.key()] >= limits.nudge_repeats:
             text += ("\n\nNote: you have sent this exact action "
                      f"{repeats[action.key()]} times. Try something different.")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from agent.runtime import loop
 from agent.runtime.actions import Action
@@ -17,11 +17,24 @@ from agent.runtime.tools import Observation, Tools
 from memory import trajectories
 from memory.db import Store
 
+if TYPE_CHECKING:
+    from sandbox.limits import Limits as SandboxLimits
+
 MODES = ("parametric", "icl", "none")
+
+
+# What the store keeps (and `agent solve` prints) of a run: a command can write far more (issue 16).
+DIFF_CAP = 200_000  # bytes of the final diff
+MESSAGE_CAP = 20_000  # bytes per stored message; the loop shows the model much less (loop.OBS_LIMIT)
 
 
 class SolveError(ValueError):
     """Bad input to a solve: empty task, unknown mode, tests that cannot be found."""
+
+
+class RunFailed(RuntimeError):
+    """The end of a run failed (tests after, diff, --apply, the store); the trajectory was closed as `error`.
+    The message is one line."""
 
 
 @dataclass
@@ -36,12 +49,17 @@ class SolveRequest:
     apply: bool = False
     limits: loop.Limits = field(default_factory=loop.Limits)
     command_timeout: float = 60.0
+    sandbox_limits: SandboxLimits | None = None  # None: the sandbox's defaults (1 GiB disk budget, ...)
 
     def validate(self) -> None:
         if not self.task.strip():
             raise SolveError("the task is empty: say what to do, e.g. \"fix the failing test\"")
         if self.mode not in MODES:
             raise SolveError(f"unknown mode {self.mode!r} (one of {', '.join(MODES)})")
+        for name, value in (("--max-steps", self.limits.steps), ("--max-seconds", self.limits.seconds),
+                            ("--max-tokens", self.limits.tokens)):
+            if value < 1:
+                raise SolveError(f"{name} must be at least 1, got {value:g}")
 
 
 @dataclass
@@ -65,6 +83,7 @@ class SolveReport:
     seconds: float
     active_skills: list[dict]
     applied: bool = False
+    message: str = ""  # why a resource_limit run ended
 
     def to_dict(self) -> dict:
         return self.__dict__.copy()
@@ -74,9 +93,31 @@ def _tests(obs: Observation) -> dict:
     return {"passed": obs.ok, "exit_code": obs.exit_code, "tail": obs.text[-1500:]}
 
 
+def _one_line(exc: BaseException) -> str:
+    """What to tell a person: a sandbox error's own first line (PatchConflict carries git's lines after it),
+    anything else with its type."""
+    from sandbox.errors import SandboxError
+
+    text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "").rstrip(":")
+    if isinstance(exc, SandboxError) and text:
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _close_as_error(store: Store, tid: int, outcome: dict, line: str, tokens: int) -> None:
+    """Best effort: the store may be what failed; the caller raises with the line either way."""
+    try:
+        with store.session() as s:
+            trajectories.finish(s, tid, status="error", outcome=outcome | {"error": line}, verified=False,
+                                tokens=tokens)
+    except Exception:  # noqa: BLE001 - reported through the caller's exception
+        pass
+
+
 def solve(request: SolveRequest, store: Store, chat: loop.ChatModel, skills: SkillContext,
           on_step: Callable[[int, Action | None, Observation | str], None] | None = None,
           on_phase: Callable[[str], None] | None = None) -> SolveReport:
+    from sandbox.output import cap_text
     from sandbox.runner import Sandbox
     from sandbox.testcmd import detect_test_command
     from sandbox.workspace import Workspace
@@ -84,7 +125,8 @@ def solve(request: SolveRequest, store: Store, chat: loop.ChatModel, skills: Ski
     request.validate()
     phase = on_phase or (lambda text: None)
     with Workspace.create(request.repo) as ws:
-        runner = Sandbox(ws.path, python=request.python or sys.executable, allow_unconfined=not request.sandbox)
+        runner = Sandbox(ws.path, limits=request.sandbox_limits, python=request.python or sys.executable,
+                         allow_unconfined=not request.sandbox)
         test_cmd = request.test_cmd or detect_test_command(ws.path, runner.python)
         if not test_cmd:
             raise SolveError(f"{request.repo}: cannot detect how to run its tests; pass --test-cmd")
@@ -98,31 +140,54 @@ def solve(request: SolveRequest, store: Store, chat: loop.ChatModel, skills: Ski
 
         def record(message: dict, action: dict | None) -> None:
             nonlocal idx
+            what = "observation" if message["role"] == "user" else "message"
             with store.session() as s:  # one transaction per message: a crash keeps what came before
-                trajectories.add_step(s, tid, idx, message["role"], message["content"], action)
+                trajectories.add_step(s, tid, idx, message["role"], cap_text(message["content"], MESSAGE_CAP, what),
+                                      action)
             idx += 1
 
         system = loop.SYSTEM + (f"\n\n{skills.prompt}" if skills.prompt else "")
         task = f"{request.task}\n\nTest command: {test_cmd}\nCurrent test result:\n{loop.truncate(before.text, 1500)}"
-        status, result = "error", None
+        outcome = {"tests_before": _tests(before), "test_cmd": test_cmd, "sandboxed": runner.confined}
+        result = None
         try:
-            result = loop.run(chat, tools, task, limits=request.limits, system=system, record=record,
-                              on_step=on_step)
-            status = result.status
-        finally:
-            # a fresh test run decides the outcome, whatever the model claimed
-            phase("running the tests after")
-            after = tools.run_tests()
-            diff = ws.diff()
-            verified = (not before.ok) and after.ok
-            outcome = {"tests_before": _tests(before), "tests_after": _tests(after), "diff": diff,
-                       "test_cmd": test_cmd, "sandboxed": runner.confined}
+            if before.limit:  # the repo's own tests overran the disk budget: no run can follow
+                status, message = "resource_limit", before.limit
+            else:
+                result = loop.run(chat, tools, task, limits=request.limits, system=system, record=record,
+                                  on_step=on_step)
+                status, message = result.status, result.message
+        except BaseException as exc:
+            # the model or the process gave out (endpoint gone, daemon stopping, Ctrl-C): close, then re-raise
+            _close_as_error(store, tid, outcome, f"the run stopped: {_one_line(exc)}", result.tokens if result else 0)
+            raise
+        tokens = result.tokens if result else 0
+        try:
+            if status == "resource_limit":
+                # more commands or a diff of an over-budget workspace would only cost the host more
+                after, diff = Observation(f"not run: {message}", False), ""
+            else:
+                # a fresh test run decides the outcome, whatever the model claimed
+                phase("running the tests after")
+                after = tools.run_tests()
+                if after.limit:
+                    status, message, diff = "resource_limit", after.limit, ""
+                else:
+                    diff = ws.diff()
+            verified = (not before.ok) and after.ok and status != "resource_limit"
+            outcome |= {"tests_after": _tests(after), "diff": cap_text(diff, DIFF_CAP, "diff")}
+            if message:
+                outcome["limit"] = message
+            applied = False
+            if request.apply and diff:
+                ws.apply_to(request.repo)  # refuses conflicts and links leaving the repo, target unchanged
+                applied = True
             with store.session() as s:
-                trajectories.finish(s, tid, status=status, outcome=outcome, verified=verified,
-                                    tokens=result.tokens if result else 0)
-        applied = False
-        if request.apply and diff:
-            ws.apply_to(request.repo)
-            applied = True
-    return SolveReport(tid, status, verified, _tests(before), _tests(after), diff, result.steps, result.tokens,
-                       round(result.seconds, 2), skills.active, applied)
+                trajectories.finish(s, tid, status=status, outcome=outcome, verified=verified, tokens=tokens)
+        except Exception as exc:  # noqa: BLE001 - whatever failed, the trajectory must not stay `running`
+            line = _one_line(exc)
+            _close_as_error(store, tid, outcome, line, tokens)
+            raise RunFailed(f"{line} (trajectory {tid} closed as error)") from None
+    return SolveReport(tid, status, verified, _tests(before), _tests(after), outcome["diff"],
+                       result.steps if result else 0, tokens, round(result.seconds, 2) if result else 0.0,
+                       skills.active, applied, message)

@@ -16,7 +16,7 @@ FILE_LIMIT = 1_000_000  # bytes: read/edit refuse larger files (the model never 
 
 
 class CommandRunner(Protocol):
-    """The part of sandbox.Sandbox the agent uses."""
+    """The part of sandbox.Sandbox the agent uses (a runner may also have `check_disk`, see `_shell`)."""
 
     def run(self, command: str, timeout: float): ...
 
@@ -26,6 +26,8 @@ class Observation:
     text: str
     ok: bool
     exit_code: int | None = None
+    # set when a resource limit was crossed that ends the run (the workspace's disk budget): the message
+    limit: str | None = None
 
 
 class Tools:
@@ -44,8 +46,16 @@ class Tools:
 
     def _shell(self, command: str) -> Observation:
         result = self.runner.run(command, timeout=self.timeout)
-        head = f"exit code {result.exit_code}" + (" (timed out)" if result.timed_out else "")
-        return Observation(f"{head}\n{result.output}", result.exit_code == 0, result.exit_code)
+        # in the head line, so test-output compaction and truncation never hide it
+        head = (f"exit code {result.exit_code}" + (" (timed out)" if result.timed_out else "")
+                + (" (memory cap reached: a process was killed)" if getattr(result, "memory_capped", False) else ""))
+        limit = None
+        # No quota can bound a host folder while a command runs, so the budget is checked after each one;
+        # runners without a budget (test fakes) have no check_disk.
+        check_disk = getattr(self.runner, "check_disk", None)
+        if check_disk is not None and (usage := check_disk()).over:
+            limit = f"resource limit: {usage.message}"
+        return Observation(f"{head}\n{result.output}", result.exit_code == 0, result.exit_code, limit)
 
     def _bash(self, action: Action) -> Observation:
         return self._shell(action.arg)
@@ -54,7 +64,7 @@ class Tools:
         # the model sees the failures compactly; `bash` with the test command shows everything
         run = self.run_tests()
         head, _, output = run.text.partition("\n")
-        return Observation(f"{head}\n{compact(output, self.test_cmd)}", run.ok, run.exit_code)
+        return Observation(f"{head}\n{compact(output, self.test_cmd)}", run.ok, run.exit_code, run.limit)
 
     def _submit(self, action: Action) -> Observation:
         return Observation("submitted", True)

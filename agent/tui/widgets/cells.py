@@ -14,7 +14,8 @@ from textual.content import Content
 STATUS_COLOURS = {
     # trajectories
     "submitted": "", "running": "warning", "step_limit": "error", "time_limit": "error", "token_limit": "error",
-    "format_errors": "error", "loop": "error", "failed": "error", "error": "error", "stopped": "warning",
+    "format_errors": "error", "loop": "error", "resource_limit": "error", "failed": "error", "error": "error",
+    "stopped": "warning",
     # evolution runs
     "done": "success", "ok": "success", "succeeded": "success", "accepted": "success", "interrupted": "error",
     "rejected": "error",
