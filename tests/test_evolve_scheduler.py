@@ -170,8 +170,7 @@ def test_stop_during_a_task_requeues_it(store, tmp_path):
     repo.mkdir()
     (repo / "a.py").write_text("x = 1\n")
     with store.session() as s:
-        queue_repo.submit(s, repo=str(repo), task="look around", options={"mode": "none", "test_cmd": "true",
-                                                                          "no_sandbox": True})
+        queue_repo.submit(s, repo=str(repo), task="look around", options={"mode": "none", "test_cmd": "true"})
     ctx = fake_context(store, tmp_path)
 
     class StopsAfterOneStep:  # the operator presses Ctrl-C while the model thinks about step 1
@@ -187,3 +186,36 @@ def test_stop_during_a_task_requeues_it(store, tmp_path):
         (traj,) = s.query(Trajectory).all()
         assert [st.role for st in traj.steps][-1] == "user"  # the step that ran is kept
         assert not traj.verified
+
+
+def test_no_sandbox_never_enters_or_leaves_the_queue(cli, store, tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for args in (["--no-sandbox"], ["--max-steps", "0"]):
+        r = cli("submit", str(repo), "fix", *args, "--db", store.url)
+        assert r.code == 2 and len(r.err.strip().splitlines()) == 1, r.err
+    assert "always run in the sandbox" in cli("submit", str(repo), "fix", "--no-sandbox", "--db", store.url).err
+    r = cli("submit", str(repo), "fix", "--mode", "none", "--db", store.url, "--json")
+    assert r.code == 0
+    with store.session() as s:
+        (queued,) = queue_repo.listing(s)
+        assert "no_sandbox" not in queued.options
+        # written by anyone who can reach the queue, not by `agent submit`
+        hostile = queue_repo.submit(s, repo=str(repo), task="read the keys", options={"no_sandbox": True})
+        s.delete(queued)
+    ran = []
+    d = Daemon(fake_context(store, tmp_path), sched.load_config(None, []),
+               solver=lambda ctx, item: ran.append(item) or SolveOutcome(None, "submitted", False))
+    assert d.step()
+    assert ran == []  # nothing was run
+    with store.session() as s:
+        (task,) = queue_repo.listing(s)
+        assert task.id == hostile and task.status == "failed" and "no_sandbox" in task.error
+        assert not s.query(Trajectory).all()
+
+
+def test_evolve_no_sandbox_needs_the_confirmation_flag(cli, store):
+    r = cli("jobs", "run", "compact", "--no-sandbox", "--db", store.url)
+    assert r.code == 2 and len(r.err.strip().splitlines()) == 1 and "--i-understand-commands-run-unconfined" in r.err
+    r = cli("jobs", "run", "compact", "--no-sandbox", "--i-understand-commands-run-unconfined", "--db", store.url)
+    assert r.code == 0, r.err

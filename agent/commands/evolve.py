@@ -23,6 +23,10 @@ WriterFlag = typer.Option(None, "--writer", help="Skill writer: auto | template 
 EndpointFlag = typer.Option(None, "--endpoint", help="OpenAI-compatible teacher endpoint that writes skills.")
 EndpointModelFlag = typer.Option(None, "--endpoint-model", help="Model name at --endpoint.")
 NoSandboxFlag = typer.Option(False, "--no-sandbox", help="Allow verification runs without bubblewrap (DANGEROUS).")
+UnconfinedOkFlag = typer.Option(False, "--i-understand-commands-run-unconfined",
+                                help="Confirms --no-sandbox: re-run tests and patches may then read and change "
+                                     "what this user can.")
+UNCONFINED_FLAG = "--i-understand-commands-run-unconfined"
 
 
 def _config(config: Optional[Path], intervals: list[str] | None = None, **settings):
@@ -47,6 +51,7 @@ class EvolveOptions:
     endpoint: Optional[str]
     endpoint_model: Optional[str]
     no_sandbox: bool
+    unconfined_ok: bool
 
     def load(self, db, intervals: list[str] | None = None):
         """(config, EvolveContext) for these options."""
@@ -54,6 +59,9 @@ class EvolveOptions:
         from agent.runtime.base_model import DEFAULT_MODEL
         from memory.db import Store
 
+        if self.no_sandbox and not self.unconfined_ok:
+            fail(f"--no-sandbox lets model-written code run unconfined, with your rights: add {UNCONFINED_FLAG} "
+                 "to confirm")
         cfg = _config(self.config, intervals, beta=self.beta, writer=self.writer, endpoint=self.endpoint,
                       endpoint_model=self.endpoint_model, allow_unconfined=True if self.no_sandbox else None)
         ctx = EvolveContext(Store(db), cfg.settings, model_name=self.model or cfg.model or DEFAULT_MODEL,
@@ -64,7 +72,8 @@ class EvolveOptions:
 _SHARED = [("config", Optional[Path], ConfigOption), ("model", Optional[str], ModelFlag),
            ("hypernet", Optional[Path], HypernetFlag), ("beta", Optional[float], BetaFlag),
            ("writer", Optional[str], WriterFlag), ("endpoint", Optional[str], EndpointFlag),
-           ("endpoint_model", Optional[str], EndpointModelFlag), ("no_sandbox", bool, NoSandboxFlag)]
+           ("endpoint_model", Optional[str], EndpointModelFlag), ("no_sandbox", bool, NoSandboxFlag),
+           ("unconfined_ok", bool, UnconfinedOkFlag)]
 
 
 def with_evolve_options(command: Callable) -> Callable:
@@ -159,9 +168,10 @@ def submit_command(
     task: str = typer.Argument(..., help='What to do, e.g. "fix the failing test".'),
     mode: str = typer.Option("parametric", help="parametric | icl | none."),
     test_cmd: Optional[str] = typer.Option(None, help="The repo's test command (default: detected)."),
-    max_steps: int = typer.Option(20, min=1, help="Step limit."),
+    max_steps: int = typer.Option(20, help="Step limit."),
     top_k: int = typer.Option(3, min=0, help="How many skills to retrieve."),
-    no_sandbox: bool = typer.Option(False, "--no-sandbox", help="Allow running without bubblewrap (DANGEROUS)."),
+    no_sandbox: bool = typer.Option(False, "--no-sandbox", hidden=True,
+                                    help="Refused: queued tasks always run sandboxed."),
     db: DbOption = None,
     json: JsonOption = False,
 ) -> None:
@@ -176,7 +186,12 @@ def submit_command(
         fail(f"{repo}: no such folder")
     if not task.strip():
         fail('the task is empty: say what to do, e.g. "fix the failing test"')
-    options = {"mode": mode, "test_cmd": test_cmd, "max_steps": max_steps, "top_k": top_k, "no_sandbox": no_sandbox}
+    if max_steps < 1:
+        fail(f"--max-steps must be at least 1, got {max_steps}")
+    if no_sandbox:
+        fail("queued tasks always run in the sandbox (the daemon refuses no_sandbox): "
+             "run `agent solve --no-sandbox` yourself instead")
+    options = {"mode": mode, "test_cmd": test_cmd, "max_steps": max_steps, "top_k": top_k}
     store = Store(db)
     with store.session() as s:
         task_id = queue_repo.submit(s, repo=str(repo.resolve()), task=task, options=options)

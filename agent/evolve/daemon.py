@@ -74,7 +74,7 @@ def make_solver(chat_factory: ChatFactory | None = None) -> Solver:
         mode = opts.get("mode", "parametric")
         request = SolveRequest(repo=Path(item.repo), task=item.task, mode=mode, model_name=ctx.model_name,
                                test_cmd=opts.get("test_cmd"), python=opts.get("python") or sys.executable,
-                               sandbox=not opts.get("no_sandbox", False),
+                               sandbox=True,  # never from the queue: anyone who can submit could ask for it
                                limits=loop.Limits(steps=int(opts.get("max_steps", 20)),
                                                   seconds=float(opts.get("max_seconds", 900))))
         with ctx.model_lock:  # the adapter is merged into the shared model for the whole solve
@@ -151,6 +151,14 @@ class Daemon:
             item = QueuedView(row.id, row.repo, row.task, dict(row.options or {})) if row else None
         if item is None:
             return False
+        if item.options.get("no_sandbox"):
+            # a queued task is anyone's who can write the queue; unconfined runs are for `agent solve` in person
+            reason = ("refused: queued tasks always run in the sandbox, and this one asks for no_sandbox "
+                      "(run it with `agent solve --no-sandbox` yourself if you must)")
+            with self.ctx.store.session() as s:
+                queue_repo.finish(s, item.id, status="failed", error=reason)
+            self.say(f"task {item.id}: {reason}")
+            return True
         self.say(f"task {item.id}: solving {item.task!r} in {item.repo}")
         try:
             out = self.solver(self.ctx, item)
