@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -165,3 +166,18 @@ def test_refused_skill_leaves_the_store_unchanged(tmp_path, db_url):
         skill_repo.upsert(s, read_skill_dir(folder))
     with store.session() as s:
         assert skill_repo.list_current(s, include_rejected=True) == []
+
+
+def test_skills_show_and_list_never_send_control_characters_to_the_terminal(cli, tmp_path):
+    db = f"sqlite:///{tmp_path / 's.db'}"
+    body = "1. Read \x1b[31mthis\x1b[0m\x1b]0;owned\x07 first.\n2. Then \x9b2J the rest.\n"
+    make_skill(tmp_path / "lib", "ansi-body", body=body, metadata="\n  subtask: bug-fixing")
+    assert cli("skills", "import", str(tmp_path / "lib"), "--db", db).code == 0
+    shown = cli("skills", "show", "ansi-body", "--db", db)
+    assert shown.code == 0
+    assert not any(c in shown.out for c in "\x1b\x07\x9b"), repr(shown.out)
+    assert "\\x1b[31mthis" in shown.out and "\\x9b2J" in shown.out
+    listed = cli("skills", "list", "--db", db)
+    assert listed.code == 0 and "ansi-body" in listed.out and "\x1b" not in listed.out
+    data = json.loads(cli("skills", "show", "ansi-body", "--db", db, "--json").out)
+    assert "\x1b[31mthis" in data["skill_md"]  # JSON keeps the text exact (json escapes it)

@@ -11,7 +11,7 @@ from agent.commands import DbOption, JsonOption
 from agent.commands.output import console, emit_json, table
 from memory import skills as skill_repo
 from memory.db import Store
-from memory.skillfile import SkillDoc, discover, read_skill_dir
+from memory.skillfile import SkillDoc, discover, escape_controls, read_skill_dir
 
 app = typer.Typer(help="Import, list, show, export and lint skills (Agent Skills folders).", no_args_is_help=True)
 
@@ -62,7 +62,9 @@ def list_(
     elif not rows:
         console.print("no skills yet: `agent skills import PATH` or `agent skills seed`")
     else:
-        table(rows, ["name", "version", "subtask", "split", "source", "uses", "wins"], title=f"{len(rows)} skills")
+        # skill text reaches the terminal only with its control characters escaped (no ANSI sequences)
+        shown = [{k: escape_controls(v) if isinstance(v, str) else v for k, v in r.items()} for r in rows]
+        table(shown, ["name", "version", "subtask", "split", "source", "uses", "wins"], title=f"{len(rows)} skills")
 
 
 @app.command()
@@ -77,9 +79,13 @@ def show(name: str, db: DbOption = None, json: JsonOption = False) -> None:
     else:
         from rich.markdown import Markdown
 
-        console.print(f"[bold]{data['name']}[/] v{data['version']}  {data['subtask'] or ''}  "
+        from rich.markup import escape
+
+        # a SKILL.md body may hold control characters (ANSI escapes): shown as \xNN, never sent raw
+        console.print(f"[bold]{escape(escape_controls(data['name']))}[/] v{data['version']}  "
+                      f"{escape(escape_controls(data['subtask'] or ''))}  "
                       f"source={data['source']} uses={data['uses']} wins={data['wins']}")
-        console.print(Markdown(data["skill_md"].split("---\n", 2)[-1]))
+        console.print(Markdown(escape_controls(data["skill_md"].split("---\n", 2)[-1])))
 
 
 @app.command()
@@ -113,7 +119,7 @@ def lint(
     else:
         for name, items in bad.items():
             for p in items:
-                console.print(f"{name}: {p}", markup=False)
+                console.print(escape_controls(f"{name}: {p}"), markup=False)
         console.print(f"{len(docs)} skills, {len(bad)} with problems")
     if bad:
         raise typer.Exit(1)
