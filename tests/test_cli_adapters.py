@@ -84,3 +84,35 @@ def test_parametric_solve_runs_with_tiny_model(cli, env):
     assert not report["tests_before"]["passed"] and not report["verified"]
     shown = json.loads(cli("trajectories", "show", str(report["trajectory_id"]), "--db", db, "--json").out)
     assert shown["mode"] == "parametric" and shown["messages"][0]["role"] == "system"
+
+
+@pytest.mark.parametrize("case,match", [
+    ("nan", "holds NaN or infinite values"),
+    ("wide", "do not fit the base model's"),
+    ("layer", "layer 7 does not exist"),
+    ("module", "unknown module 'z_proj'"),
+])
+def test_import_checks_the_adapter_against_the_base_model(cli, env, case, match):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    tmp, db, tiny = env
+    cli("skills", "import", str(tmp / "lib"), "--db", db)
+    cli("convert", "fix-bounds", "--model", tiny, "--out", str(tmp / "peft"), "--db", db)
+    weights = tmp / "peft" / "adapter_model.safetensors"
+    t = load_file(weights)
+    q0a = next(k for k in t if ".layers.0." in k and "q_proj" in k and "lora_A" in k)
+    if case == "nan":
+        t[q0a][0, 0] = float("nan")
+    elif case == "wide":  # an adapter made for a wider model
+        t[q0a] = torch.zeros(t[q0a].shape[0], t[q0a].shape[1] + 32)
+    else:
+        old = "layers.0.self_attn.q_proj"
+        new = "layers.7.self_attn.q_proj" if case == "layer" else "layers.0.self_attn.z_proj"
+        for key in [k for k in t if old in k]:
+            t[key.replace(old, new)] = t.pop(key)
+    save_file(t, weights, metadata={"format": "pt"})
+    before = cli("adapters", "list", "--db", db, "--json").out
+    r = cli("adapters", "import", str(tmp / "peft"), "--base-model", tiny, "--db", db)
+    assert r.code == 2 and len(r.err.strip().splitlines()) == 1 and match in r.err, r.err
+    assert cli("adapters", "list", "--db", db, "--json").out == before

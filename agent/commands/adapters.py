@@ -135,11 +135,19 @@ def export(adapter_id: int, out: Path = typer.Argument(..., help="New folder for
 def import_(folder: Path = typer.Argument(..., help="A PEFT LoRA folder."),
             base_model: str = typer.Option(DEFAULT_MODEL, help="The base model it belongs to."),
             db: DbOption = None, json: JsonOption = False) -> None:
-    """Import a PEFT LoRA folder as an adapter (scaling folded into the factors)."""
+    """Import a PEFT LoRA folder as an adapter (scaling folded into the factors), checked against the base
+    model: layers, modules, shapes and finite values, so a wrong adapter fails now rather than at use."""
+    from agent.runtime.base_model import load_model, resolve
     from agent.runtime.skill_adapters import store_lora
-    from hypernet.peft_io import import_peft
+    from hypernet.peft_io import base_targets, import_peft, model_targets
 
-    lora = import_peft(folder, base_model=base_model)
+    location, kind = resolve(base_model)
+    if kind == "gguf":  # the embedded model's config lives in its GGUF: load (and cache) it once
+        with err_console.status(f"loading {base_model} ..."):
+            base = model_targets(load_model(base_model).model)
+    else:
+        base = base_targets(location)  # from the config alone, no weights read
+    lora = import_peft(folder, base_model=base_model, base=base)
     aid = store_lora(Store(db), lora, "import", meta={"from": str(folder)})
     emit_json({"adapter_id": aid}) if json else console.print(f"imported {folder} as adapter {aid}")
 
