@@ -13,6 +13,7 @@ from typing import Callable
 
 from agent.runtime import loop
 from agent.runtime.actions import Action
+from agent.runtime.test_report import compact
 from agent.runtime.tools import Observation, Tools
 from memory import trajectories
 from memory.db import Store
@@ -74,6 +75,12 @@ def _tests(obs: Observation) -> dict:
     return {"passed": obs.ok, "exit_code": obs.exit_code, "tail": obs.text[-1500:]}
 
 
+def task_message(task: str, test_cmd: str, before: Observation) -> str:
+    """The task as the model first sees it: the request, the test command and the compacted test report."""
+    head, _, output = before.text.partition("\n")
+    return f"{task}\n\nTest command: {test_cmd}\nCurrent test result:\n{head}\n{loop.truncate(compact(output, test_cmd), 1500)}"
+
+
 def solve(request: SolveRequest, store: Store, chat: loop.ChatModel, skills: SkillContext,
           on_step: Callable[[int, Action | None, Observation | str], None] | None = None,
           on_phase: Callable[[str], None] | None = None) -> SolveReport:
@@ -103,7 +110,7 @@ def solve(request: SolveRequest, store: Store, chat: loop.ChatModel, skills: Ski
             idx += 1
 
         system = loop.SYSTEM + (f"\n\n{skills.prompt}" if skills.prompt else "")
-        task = f"{request.task}\n\nTest command: {test_cmd}\nCurrent test result:\n{loop.truncate(before.text, 1500)}"
+        task = task_message(request.task, test_cmd, before)
         status, result = "error", None
         try:
             result = loop.run(chat, tools, task, limits=request.limits, system=system, record=record,
