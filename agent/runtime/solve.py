@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from agent.runtime import loop
 from agent.runtime.actions import Action
@@ -66,6 +66,8 @@ class SolveReport:
     seconds: float
     active_skills: list[dict]
     applied: bool = False
+    attempt: int = 1  # which attempt this is (generate-and-validate: the first verified one wins)
+    attempts: list[int] = field(default_factory=list)  # every attempt's trajectory id, in order
 
     def to_dict(self) -> dict:
         return self.__dict__.copy()
@@ -83,7 +85,8 @@ def task_message(task: str, test_cmd: str, before: Observation) -> str:
 
 def solve(request: SolveRequest, store: Store, chat: loop.ChatModel, skills: SkillContext,
           on_step: Callable[[int, Action | None, Observation | str], None] | None = None,
-          on_phase: Callable[[str], None] | None = None) -> SolveReport:
+          on_phase: Callable[[str], None] | None = None, attempt: tuple[int, int | None] = (1, None),
+          apply_unverified: bool = True) -> SolveReport:
     from sandbox.runner import Sandbox
     from sandbox.testcmd import detect_test_command
     from sandbox.workspace import Workspace
@@ -123,13 +126,36 @@ def solve(request: SolveRequest, store: Store, chat: loop.ChatModel, skills: Ski
             diff = ws.diff()
             verified = (not before.ok) and after.ok
             outcome = {"tests_before": _tests(before), "tests_after": _tests(after), "diff": diff,
-                       "test_cmd": test_cmd, "sandboxed": runner.confined}
+                       "test_cmd": test_cmd, "sandboxed": runner.confined, "attempt": attempt[0]}
+            if attempt[1] is not None:
+                outcome["first_attempt_trajectory"] = attempt[1]
             with store.session() as s:
                 trajectories.finish(s, tid, status=status, outcome=outcome, verified=verified,
                                     tokens=result.tokens if result else 0)
         applied = False
-        if request.apply and diff:
+        if request.apply and diff and (verified or apply_unverified):
             ws.apply_to(request.repo)
             applied = True
     return SolveReport(tid, status, verified, _tests(before), _tests(after), diff, result.steps, result.tokens,
-                       round(result.seconds, 2), skills.active, applied)
+                       round(result.seconds, 2), skills.active, applied, attempt[0], [tid])
+
+
+def solve_attempts(request: SolveRequest, store: Store, open_chat: Callable[[int], Any], skills: SkillContext,
+                   attempts: int = 1, on_attempt: Callable[[int], None] | None = None, **kw: Any) -> SolveReport:
+    """Generate and validate: up to `attempts` independent runs, each in a fresh workspace with its own
+    chat (`open_chat(k)`: another sampling seed), stopping at the first whose fresh test run passes.
+    Every attempt's trajectory is stored; each names the first attempt's, and the report says which won."""
+    if attempts < 1:
+        raise SolveError(f"--attempts must be at least 1 (got {attempts})")
+    ids: list[int] = []
+    for k in range(1, attempts + 1):
+        if on_attempt:
+            on_attempt(k)
+        with open_chat(k) as chat:
+            report = solve(request, store, chat, skills, attempt=(k, ids[0] if ids else None),
+                           apply_unverified=k == attempts, **kw)
+        ids.append(report.trajectory_id)
+        if report.verified:
+            break
+    report.attempts = ids
+    return report
