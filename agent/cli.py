@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from agent.commands import adapters, data, db, evaluation, evolve, model, skills, solve, trajectories, tui
+from agent.commands import adapters, data, db, evaluation, evolve, model, policy, skills, solve, trajectories, tui
 from agent.commands import hypernet as hypernet_cmd
 
 app = typer.Typer(
@@ -23,6 +23,7 @@ app.command("convert")(adapters.convert_command)
 app.add_typer(adapters.app, name="adapters")
 # learning: data, training, evaluation, self-evolution
 app.add_typer(data.app, name="data")
+app.add_typer(policy.app, name="policy")
 app.add_typer(hypernet_cmd.app, name="hypernet")
 app.command("eval")(evaluation.command)
 app.command("evolve")(evolve.evolve_command)

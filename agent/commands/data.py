@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from agent.commands import JsonOption
-from agent.commands.output import console, emit_json, fail, table
+from agent.commands.output import console, emit_json, err_console, fail, table
 
 app = typer.Typer(help="Synthesize skill-exploitation training data.", no_args_is_help=True)
 
@@ -70,3 +71,39 @@ def synth(
     if "teacher" in result.manifest:
         t = result.manifest["teacher"]
         console.print(f"teacher {t['model']}: {t['kept']} rewrites kept, {t['rejected']} rejected")
+
+
+class Pool(str, Enum):
+    train = "train"
+    eval = "eval"
+
+
+@app.command()
+def policy(
+    out: Path = typer.Option(..., "--out", help="Folder to write {pool}-policy.jsonl and policy-manifest.json to."),
+    n: int = typer.Option(611, "--n", min=1, help="Bug tasks to draw (each gives up to one trajectory per route)."),
+    pool: Pool = typer.Option(Pool.train, "--pool", help="train (training corpus modules) or eval (held out)."),
+    seed: int = typer.Option(0, help="Seed of the task draw and the routes."),
+    workers: int = typer.Option(2, min=1, help="Sandboxes run at once."),
+    json: JsonOption = False,
+) -> None:
+    """Verified multi-turn bug-fixing trajectories through the agent's own interface (the policy's data)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from agent.synth.common import require_sandbox
+    from agent.synth.policy import synth_policy
+
+    if not out.parent.is_dir():
+        fail(f"cannot write to {out}: folder {out.parent} does not exist")
+    require_sandbox()
+    with Progress(TextColumn("trajectories"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err_console, transient=True) as bar:
+        task = bar.add_task("run", total=None)
+        manifest = synth_policy(out, n, seed, pool.value, workers=workers,
+                                progress=lambda done, total: bar.update(task, completed=done, total=total))
+    if json:
+        emit_json(manifest)
+        return
+    console.print(f"{manifest['kept']} verified of {manifest['planned']} planned trajectories from "
+                  f"{manifest['tasks']} tasks ({', '.join(manifest['modules'])}); discarded: "
+                  f"{manifest['discarded'] or 'none'} -> {out}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from enum import Enum
 from pathlib import Path
 
 import typer
@@ -11,7 +12,10 @@ from agent.commands import DbOption, JsonOption, ModelOption
 from agent.commands.output import console, emit_json, err_console
 from agent.runtime import loop
 from agent.runtime.base_model import DEFAULT_MODEL
-from agent.runtime.solve import SolveError, SolveRequest, solve
+from agent.runtime.local_chat import BACKENDS
+from agent.runtime.solve import SolveError, SolveRequest, solve_attempts
+
+Backend = Enum("Backend", {b: b for b in BACKENDS}, type=str)
 
 
 def command(
@@ -22,6 +26,14 @@ def command(
     endpoint: str = typer.Option(None, help="OpenAI-compatible base URL instead of a local model (icl/none only)."),
     endpoint_model: str = typer.Option(None, help="Model name at --endpoint."),
     endpoint_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable holding the endpoint key."),
+    backend: Backend = typer.Option(None, "--backend", help="Local generation: llama (llama.cpp on the GGUF, "
+                                    "grammar-constrained actions; default for the embedded model) or torch."),
+    policy: str = typer.Option(None, "--policy", help="Policy adapter (PEFT folder), or none (default: the "
+                               "shipped one for the embedded model)."),
+    attempts: int = typer.Option(1, "--attempts", help="Generate and validate: up to K attempts (fresh "
+                                 "workspace, another sampling seed each), stopping at the first verified."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sampling attempts (attempt 1 is greedy)."),
+    temperature: float = typer.Option(0.7, "--temperature", help="Sampling temperature of attempts 2..K."),
     hypernet: Path = typer.Option(None, help="Hypernetwork checkpoint (default: the shipped one, if any)."),
     top_k: int = typer.Option(3, min=0, help="How many skills to retrieve."),
     test_cmd: str = typer.Option(None, help="The repo's test command (default: detected)."),
@@ -52,6 +64,8 @@ def command(
                            test_cmd=test_cmd, python=python or sys.executable, sandbox=not no_sandbox, apply=apply,
                            limits=loop.Limits(steps=max_steps, seconds=max_seconds, tokens=max_tokens))
     request.validate()  # mode and task, before anything slow
+    if attempts < 1:
+        raise SolveError(f"--attempts must be at least 1 (got {attempts})")
     if not repo.exists():
         raise SolveError(f"{repo}: no such folder")
     if endpoint and mode == "parametric":
@@ -72,22 +86,27 @@ def command(
     if no_sandbox:
         err_console.print("[bold red]WARNING: --no-sandbox: if bubblewrap cannot run, commands run UNCONFINED "
                           "(rlimits and a workspace copy only) and can see this machine[/]")
+    adapters: list = []
     if endpoint:
         from agent.runtime.backends import EndpointChat
 
-        chat = EndpointChat(endpoint, endpoint_model, key_env=endpoint_key_env)
-        chat.probe()  # before the store is opened or seeded: a refused endpoint leaves it unchanged
+        endpoint_chat = EndpointChat(endpoint, endpoint_model, key_env=endpoint_key_env)
+        endpoint_chat.probe()  # before the store is opened or seeded: a refused endpoint leaves it unchanged
     store = Store(db)
     ensure_seeded(store)
     say = err_console.print if json else console.print
     loaded = handle = None
     if not endpoint:
-        from agent.runtime.backends import LocalChat
         from agent.runtime.base_model import load_model
+        from agent.runtime.local_chat import default_backend, load_policy
 
         with err_console.status(f"loading {model} ..."):
             loaded = load_model(model)
-        chat = LocalChat(loaded.model, loaded.tokenizer, max_new_tokens=max_new_tokens)
+            chosen = backend.value if backend else default_backend(loaded.name)
+            policy_lora = load_policy(policy, loaded)
+        if policy_lora is not None:
+            adapters.append(policy_lora)
+        say(f"[dim]backend {chosen}; policy adapter: {'none' if policy_lora is None else policy or 'shipped'}[/]")
         if mode == "parametric":
             from agent.runtime.hypernet_loader import load as load_hypernet
 
@@ -103,12 +122,23 @@ def command(
         # model and command output: neither rich markup nor terminal escapes get through
         say(f"[bold]step {i}[/] {escape(escape_controls(line))}", markup=True, highlight=False)
 
-    with contextlib.ExitStack() as stack:
-        with err_console.status("retrieving skills ..."):
-            ctx = stack.enter_context(skill_context.in_effect(store, mode, task, top_k, loaded, handle))
-        for s in ctx.active:
-            say(f"skill {s['name']}  weight={s.get('weight')}  similarity={s.get('similarity', '')}")
-        report = solve(request, store, chat, ctx, on_step=on_step, on_phase=lambda t: say(f"[dim]{t}[/]"))
+    with err_console.status("retrieving skills ..."):
+        ctx, skill_lora = skill_context.build(store, mode, task, top_k, loaded, handle)
+    for s in ctx.active:
+        say(f"skill {s['name']}  weight={s.get('weight')}  similarity={s.get('similarity', '')}")
+
+    def open_chat(k: int):
+        if endpoint:
+            return contextlib.nullcontext(endpoint_chat)
+        from agent.runtime.local_chat import open_local_chat
+
+        return open_local_chat(loaded, adapters + ([skill_lora] if skill_lora is not None else []), backend=chosen,
+                               max_new_tokens=max_new_tokens, seed=seed + k - 1,
+                               temperature=0.0 if k == 1 else temperature)
+
+    report = solve_attempts(request, store, open_chat, ctx, attempts,
+                            on_attempt=lambda k: attempts > 1 and say(f"[bold]attempt {k} of {attempts}[/]"),
+                            on_step=on_step, on_phase=lambda t: say(f"[dim]{t}[/]"))
     if json:
         emit_json(report.to_dict())
         return
@@ -117,6 +147,9 @@ def command(
                   f"   after: {'pass' if report.tests_after['passed'] else 'FAIL'}   verified: {report.verified}")
     if report.message:
         console.print(report.message, markup=False, highlight=False)
+    if attempts > 1:
+        console.print(f"attempt {report.attempt} of {attempts} {'won' if report.verified else 'was the last'}; "
+                      f"trajectories {', '.join(map(str, report.attempts))}")
     console.print(f"trajectory {report.trajectory_id}: {report.steps} steps, {report.tokens} tokens, "
                   f"{report.seconds:.1f} s   (agent trajectories show {report.trajectory_id})")
     console.print(escape_controls(report.diff) or "(no changes)", markup=False, highlight=False)

@@ -11,6 +11,7 @@ its unfinished job runs are marked interrupted (their work items were never mark
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -77,20 +78,24 @@ def make_solver(chat_factory: ChatFactory | None = None) -> Solver:
                                sandbox=True,  # never from the queue: anyone who can submit could ask for it
                                limits=loop.Limits(steps=int(opts.get("max_steps", 20)),
                                                   seconds=float(opts.get("max_seconds", 900))))
-        with ctx.model_lock:  # the adapter is merged into the shared model for the whole solve
+        with ctx.model_lock:  # the adapters are in the shared model's weights for the whole solve (torch)
             loaded = handle = None
-            if chat_factory is not None:
-                chat = chat_factory(ctx, item)
-            else:
-                from agent.runtime.backends import LocalChat
-
+            if chat_factory is None:
                 loaded = ctx.loaded()
-                chat = LocalChat(loaded.model, loaded.tokenizer, max_new_tokens=int(opts.get("max_new_tokens", 256)))
                 handle = ctx.handle() if mode == "parametric" else None
-            if mode == "parametric" and loaded is None:
+            elif mode == "parametric":
                 mode = request.mode = "none"  # a scripted or remote chat takes no adapters
-            with skill_context.in_effect(ctx.store, mode, item.task, int(opts.get("top_k", 3)), loaded,
-                                         handle) as skills:
+            skills, skill_lora = skill_context.build(ctx.store, mode, item.task, int(opts.get("top_k", 3)), loaded,
+                                                     handle)
+            if chat_factory is not None:
+                chat_cm = contextlib.nullcontext(chat_factory(ctx, item))
+            else:
+                from agent.runtime.local_chat import default_backend, load_policy, open_local_chat
+
+                adapters = [a for a in (load_policy(None, loaded), skill_lora) if a is not None]
+                chat_cm = open_local_chat(loaded, adapters, backend=opts.get("backend") or default_backend(loaded.name),
+                                          max_new_tokens=int(opts.get("max_new_tokens", 256)))
+            with chat_cm as chat:
                 report = solve(request, ctx.store, StoppableChat(chat, ctx.stop_event), skills)
         return SolveOutcome(report.trajectory_id, report.status, report.verified)
 

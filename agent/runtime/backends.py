@@ -39,11 +39,14 @@ def prompt_ids(tokenizer, messages: list[dict[str, str]], budget: int) -> torch.
 
 
 class LocalChat:
-    """Greedy decoding with the local model; whatever adapter is applied to it is in effect."""
+    """Decoding with the local model (greedy at temperature 0, else seeded sampling); whatever adapter is
+    applied to it is in effect."""
 
     def __init__(self, model, tokenizer, max_new_tokens: int = 256, context: int | None = None,
-                 stop_after_block: bool = True) -> None:
+                 stop_after_block: bool = True, temperature: float = 0.0, seed: int = 0) -> None:
         self.model = model
+        self.temperature = temperature
+        self.generator_seed = seed
         self.stop_after_block = stop_after_block
         self.tokenizer = tokenizer
         self.max_new_tokens = max_new_tokens
@@ -56,8 +59,13 @@ class LocalChat:
 
         ids = ids.to(self.model.device)
         stop = StoppingCriteriaList([_stop_after_block(self.tokenizer, ids.shape[1])] if self.stop_after_block else [])
+        sampling = {"do_sample": False}
+        if self.temperature > 0:
+            torch.manual_seed(self.generator_seed)
+            self.generator_seed += 1  # another draw next turn, the same sequence for the same seed
+            sampling = {"do_sample": True, "temperature": self.temperature, "top_k": 0, "top_p": 1.0}
         out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), stopping_criteria=stop,
-                                  max_new_tokens=self.max_new_tokens, do_sample=False,
+                                  max_new_tokens=self.max_new_tokens, **sampling,
                                   pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id)
         new = out[0, ids.shape[1]:]
         return self.tokenizer.decode(new, skip_special_tokens=True), int(ids.shape[1] + new.shape[0])

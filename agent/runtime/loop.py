@@ -81,6 +81,10 @@ def truncate(text: str, limit: int = OBS_LIMIT) -> str:
     return f"{text[:half]}\n... [{len(text) - limit} characters elided] ...\n{text[-half:]}"
 
 
+def first_message(task: str) -> str:
+    return f"Task: {task}\n\nThe repository is your current directory."
+
+
 def run(model: ChatModel, tools: Tools, task: str, *, limits: Limits | None = None,
         system: str = SYSTEM, record: Recorder | None = None,
         on_step: Callable[[int, Action | None, Observation | str], None] | None = None) -> RunResult:
@@ -94,7 +98,7 @@ def run(model: ChatModel, tools: Tools, task: str, *, limits: Limits | None = No
         record(message, action)
 
     add("system", system)
-    add("user", f"Task: {task}\n\nThe repository is your current directory.")
+    add("user", first_message(task))
     start, tokens, format_errors, steps = time.monotonic(), 0, 0, 0
     repeats: dict[tuple, int] = {}
     actions: list[dict] = []

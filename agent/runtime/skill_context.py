@@ -6,15 +6,11 @@ concatenation, skills weighted by retrieval similarity, the EMA with weight 1.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 from agent.runtime.base_model import LoadedModel
 from agent.runtime.hypernet_loader import HypernetHandle
 from agent.runtime.retrieval import top_k
 from agent.runtime.skill_adapters import convert_skill
 from agent.runtime.solve import SkillContext
-from hypernet.inject import apply_lora
 from hypernet.lora import LoraWeights
 from hypernet.merge import merge
 from memory import adapters as adapter_repo
@@ -62,15 +58,3 @@ def build(store: Store, mode: str, task: str, k: int, loaded: LoadedModel | None
     merged, _ = merge(loras, weights, max_rank=MAX_ACTIVE_RANK)
     return SkillContext(active), merged
 
-
-@contextlib.contextmanager
-def in_effect(store: Store, mode: str, task: str, k: int, loaded: LoadedModel | None = None,
-              handle: HypernetHandle | None = None) -> Iterator[SkillContext]:
-    """The task's skills, in effect while the caller solves: in parametric mode the merged adapter stays in
-    the weights until the block ends (the one place a run converts, merges and applies adapters)."""
-    skills, lora = build(store, mode, task, k, loaded, handle)
-    if lora is None:
-        yield skills
-        return
-    with apply_lora(loaded.model, lora, mode="merge", base_model=loaded.name):
-        yield skills

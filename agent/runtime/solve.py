@@ -9,10 +9,11 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from agent.runtime import loop
 from agent.runtime.actions import Action
+from agent.runtime.test_report import compact
 from agent.runtime.tools import Observation, Tools
 from memory import trajectories
 from memory.db import Store
@@ -83,6 +84,8 @@ class SolveReport:
     seconds: float
     active_skills: list[dict]
     applied: bool = False
+    attempt: int = 1  # which attempt this is (generate-and-validate: the first verified one wins)
+    attempts: list[int] = field(default_factory=list)  # every attempt's trajectory id, in order
     message: str = ""  # why a resource_limit run ended
 
     def to_dict(self) -> dict:
@@ -114,9 +117,16 @@ def _close_as_error(store: Store, tid: int, outcome: dict, line: str, tokens: in
         pass
 
 
+def task_message(task: str, test_cmd: str, before: Observation) -> str:
+    """The task as the model first sees it: the request, the test command and the compacted test report."""
+    head, _, output = before.text.partition("\n")
+    return f"{task}\n\nTest command: {test_cmd}\nCurrent test result:\n{head}\n{loop.truncate(compact(output, test_cmd), 1500)}"
+
+
 def solve(request: SolveRequest, store: Store, chat: loop.ChatModel, skills: SkillContext,
           on_step: Callable[[int, Action | None, Observation | str], None] | None = None,
-          on_phase: Callable[[str], None] | None = None) -> SolveReport:
+          on_phase: Callable[[str], None] | None = None, attempt: tuple[int, int | None] = (1, None),
+          apply_unverified: bool = True) -> SolveReport:
     from sandbox.output import cap_text
     from sandbox.runner import Sandbox
     from sandbox.testcmd import detect_test_command
@@ -147,8 +157,11 @@ def solve(request: SolveRequest, store: Store, chat: loop.ChatModel, skills: Ski
             idx += 1
 
         system = loop.SYSTEM + (f"\n\n{skills.prompt}" if skills.prompt else "")
-        task = f"{request.task}\n\nTest command: {test_cmd}\nCurrent test result:\n{loop.truncate(before.text, 1500)}"
-        outcome = {"tests_before": _tests(before), "test_cmd": test_cmd, "sandboxed": runner.confined}
+        task = task_message(request.task, test_cmd, before)
+        outcome = {"tests_before": _tests(before), "test_cmd": test_cmd, "sandboxed": runner.confined,
+                   "attempt": attempt[0]}
+        if attempt[1] is not None:
+            outcome["first_attempt_trajectory"] = attempt[1]
         result = None
         try:
             if before.limit:  # the repo's own tests overran the disk budget: no run can follow
@@ -179,7 +192,7 @@ def solve(request: SolveRequest, store: Store, chat: loop.ChatModel, skills: Ski
             if message:
                 outcome["limit"] = message
             applied = False
-            if request.apply and diff:
+            if request.apply and diff and (verified or apply_unverified):
                 ws.apply_to(request.repo)  # refuses conflicts and links leaving the repo, target unchanged
                 applied = True
             with store.session() as s:
@@ -190,4 +203,25 @@ def solve(request: SolveRequest, store: Store, chat: loop.ChatModel, skills: Ski
             raise RunFailed(f"{line} (trajectory {tid} closed as error)") from None
     return SolveReport(tid, status, verified, _tests(before), _tests(after), outcome["diff"],
                        result.steps if result else 0, tokens, round(result.seconds, 2) if result else 0.0,
-                       skills.active, applied, message)
+                       skills.active, applied, attempt=attempt[0], attempts=[tid], message=message)
+
+
+def solve_attempts(request: SolveRequest, store: Store, open_chat: Callable[[int], Any], skills: SkillContext,
+                   attempts: int = 1, on_attempt: Callable[[int], None] | None = None, **kw: Any) -> SolveReport:
+    """Generate and validate: up to `attempts` independent runs, each in a fresh workspace with its own
+    chat (`open_chat(k)`: another sampling seed), stopping at the first whose fresh test run passes.
+    Every attempt's trajectory is stored; each names the first attempt's, and the report says which won."""
+    if attempts < 1:
+        raise SolveError(f"--attempts must be at least 1 (got {attempts})")
+    ids: list[int] = []
+    for k in range(1, attempts + 1):
+        if on_attempt:
+            on_attempt(k)
+        with open_chat(k) as chat:
+            report = solve(request, store, chat, skills, attempt=(k, ids[0] if ids else None),
+                           apply_unverified=k == attempts, **kw)
+        ids.append(report.trajectory_id)
+        if report.verified:
+            break
+    report.attempts = ids
+    return report

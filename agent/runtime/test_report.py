@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-MAX_FAILURES = 3  # failing tests shown in detail; the rest by name
+MAX_FAILURES = 2  # failing tests shown in detail; the rest by name
 MAX_LINES = 30
 
 _PYTEST_FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+::\S+|\S+\.py)(?: - (.*))?$")
@@ -44,12 +44,14 @@ def _pytest_sections(lines: list[str]) -> dict[str, list[str]]:
 
 def _detail(section: list[str]) -> list[str]:
     """The assertion and expected/actual lines plus the last two frames of one traceback."""
-    errors = [l.strip()[1:].strip() for l in section if l.startswith("E ")]
+    errors = [l[1:].strip() for l in section if l.startswith("E ")]
+    # pytest's hints and blank lines say nothing about the bug
+    errors = [e for e in errors if e and not e.startswith(("Use -v", "Full diff", "At index"))]
     frames = [f"at {_short_path(m.group(1))}:{m.group(2)}" for m in map(_PYTEST_FRAME.match, section) if m]
     frames += [f"at {_short_path(m.group(1))}:{m.group(2)} in {m.group(3)}"
                for m in map(_FRAME.match, section) if m]
     code = [l.strip() for l in section if l.startswith(">")]
-    out = [f"  {e}" for e in errors[:4]]
+    out = [f"  {e}" for e in errors[:3]]
     if code:
         out.append(f"  line: {code[-1].lstrip('> ').strip()}")
     out += [f"  {f}" for f in frames[-2:]]

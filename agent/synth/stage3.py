@@ -166,22 +166,22 @@ def plan(task: Task, steps: list[str], report: str, rng: random.Random) -> Plan:
 # --------------------------------------------------------------------------- execution
 
 
-def write_repo(folder: Path, truth: dict[str, Any]) -> None:
+def write_repo(folder: Path, truth: dict[str, Any], pytest_ini: str = PYTEST_INI) -> None:
     """The buggy module, its tests and the pytest settings: what the agent's workspace holds."""
     mod = mu.corpus_module(truth["module"])
     (folder / mod.file).write_text(buggy_source(truth), encoding="utf-8")
     (folder / mod.test_file).write_text(mod.tests, encoding="utf-8")
-    (folder / "pytest.ini").write_text(PYTEST_INI, encoding="utf-8")
+    (folder / "pytest.ini").write_text(pytest_ini, encoding="utf-8")
 
 
-class _Env:
+class TaskEnv:
     """A fresh workspace with the buggy repo and a sandbox confined to it."""
 
-    def __init__(self, truth: dict[str, Any]):
+    def __init__(self, truth: dict[str, Any], pytest_ini: str = PYTEST_INI):
         from sandbox import Sandbox, Workspace
 
         self._src = tempfile.TemporaryDirectory(prefix="parametric-skills-s3-")
-        write_repo(Path(self._src.name), truth)
+        write_repo(Path(self._src.name), truth, pytest_ini)
         self.workspace = Workspace.create(self._src.name)
         try:
             self.tools = Tools(self.workspace.path, Sandbox(self.workspace.path, env=SANDBOX_ENV), TEST_CMD,
@@ -194,7 +194,7 @@ class _Env:
         self.workspace.cleanup()
         self._src.cleanup()
 
-    def __enter__(self) -> _Env:
+    def __enter__(self) -> TaskEnv:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -221,7 +221,7 @@ def execute(task: Task, the_plan: Plan) -> Outcome:
     """Run the plan in a fresh sandbox; keep it only if it takes the tests from failing to passing."""
     t = task.truth
     test = t["failing_tests"][0]
-    with _Env(t) as env:
+    with TaskEnv(t) as env:
         before = env.tools.run_tests()
         if before.exit_code in (0, None) or f"::{test.split('[')[0]}" not in before.text or "(timed out)" in before.text:
             return Outcome(None, "start-not-failing", before.exit_code)
@@ -282,7 +282,7 @@ def replay(sample: dict[str, Any]) -> Replay:
     messages = sample["messages"]
     truth = sample["reference"]["truth"]
     mismatches: list[int] = []
-    with _Env(truth) as env:
+    with TaskEnv(truth) as env:
         before = env.tools.run_tests()
         task_text = messages[1]["content"].split("\n\nTest command:", 1)[0].removeprefix("Task: ")
         if first_user_message(task_text, before.text) != messages[1]["content"]:

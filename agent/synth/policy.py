@@ -1,0 +1,199 @@
+"""Policy trajectories: a scripted agent that knows the injected bug fixes it through the agent's own
+interface, in the sandbox, by several routes, so that a small model learns to act on what it observes.
+
+Each trajectory starts the way `agent solve` does (the system prompt, the task with the test command and
+the compacted failing-test report) and is executed action by action with the agent's own parser and
+tools in a fresh bubblewrap workspace: every observation is the real one. Routes vary what a model sees
+and must do: run the tests first or read first, find the function with grep, read windows of different
+sizes, edit by line range or by SEARCH/REPLACE, and sometimes a wrong first edit that the tests refute
+before the right one. A trajectory is kept only if the failing test fails at the start, every edit
+applies, the tests pass at the end, and it fits the token budget; discards are counted by reason.
+
+Tasks come from `make_tasks("bug-fixing", pool=...)`: the held-out corpus modules (pool "eval") never
+appear in training data, and `examples/` is no corpus module at all.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.runtime import loop
+from agent.runtime.actions import FormatError, parse
+from agent.runtime.solve import task_message
+from agent.synth.stage3 import TaskEnv, estimate_tokens, fence, unique_search
+from agent.tasks import mutations as mu
+from agent.tasks.bugs import buggy_source
+from agent.tasks.make import make_tasks
+from agent.tasks.task import Task
+
+ROUTES = ("test-first", "read-first", "grep-first", "wrong-first")
+TEST_CMD = "python -m pytest"
+# What a repo without its own settings gives: full tracebacks (the compact report keeps the assertion,
+# the line and the frames), no cache folder in the workspace.
+PYTEST_INI = "[pytest]\naddopts = -p no:cacheprovider\n"
+MAX_TOKENS = 1800  # per trajectory (estimate); the policy LoRA trains with --max-tokens 2048
+TASK_TEXTS = ("fix the failing test", "Fix the failing test.", "The tests fail. Fix the bug.",
+              "fix the bug that makes the tests fail", "Make the failing tests pass.",
+              "Find and fix the bug behind the failing test.")
+
+
+@dataclass(frozen=True)
+class PolicyStep:
+    thought: str
+    block: str
+
+    @property
+    def reply(self) -> str:
+        return f"{self.thought}\n{self.block}"
+
+
+@dataclass(frozen=True)
+class PolicyPlan:
+    task_text: str
+    route: str
+    steps: list[PolicyStep]
+
+
+def _window(truth: dict[str, Any], rng: random.Random) -> tuple[int, int]:
+    """A read window that holds the faulty line, of a size a model might pick."""
+    fn = mu.find_function(buggy_source(truth), truth["function"])
+    size = rng.choice((12, 20, 30))
+    start = max(1, min(fn.start, truth["line"] - 2) - rng.randint(0, 3))
+    return start, max(start + size - 1, truth["line"] + 1)
+
+
+def _edit(truth: dict[str, Any], new_line: str, rng: random.Random) -> str:
+    """The block that puts `new_line` in place of the faulty line: by line range (mostly) or SEARCH/REPLACE."""
+    source = buggy_source(truth)
+    line = truth["line"]
+    if rng.random() < 0.75:
+        return fence("edit", f"{truth['file']}:{line}-{line}\n{new_line}")
+    search, lo, hi = unique_search(source, line)
+    lines = source.splitlines()
+    lines[line - 1] = new_line
+    return fence("edit", f"{truth['file']}\n<<<<<<< SEARCH\n{search}\n=======\n" + "\n".join(lines[lo - 1:hi])
+                 + "\n>>>>>>> REPLACE")
+
+
+def wrong_line(truth: dict[str, Any], rng: random.Random) -> str | None:
+    """Another single-token change of the faulty line: a plausible fix that is not the fix."""
+    source = buggy_source(truth)
+    options = sorted({m.mutated_line for m in mu.candidates(source, truth["module"]) if m.line == truth["line"]}
+                     - {truth["fixed_line"], truth["buggy_line"]})
+    return rng.choice(options) if options else None
+
+
+def plan(task: Task, route: str, rng: random.Random) -> PolicyPlan | None:
+    t = task.truth
+    file, name, test = t["file"], t["name"], t["failing_tests"][0]
+    start, end = _window(t, rng)
+    read = PolicyStep(rng.choice((f"`{test}` fails. Read `{name}` in `{file}`.",
+                                  f"The failure points at `{name}`; read it.",
+                                  f"Look at `{name}` around line {t['line']}.")), fence("read", f"{file}:{start}-{end}"))
+    fix = PolicyStep(f"{t['cause']} Fix line {t['line']}.", _edit(t, t["fixed_line"], rng))
+    retest = PolicyStep(rng.choice(("Run the tests again.", "Check the fix.", "Rerun the tests.")), fence("test"))
+    done = PolicyStep(rng.choice(("The tests pass.", "All tests pass now.", "Fixed.")), fence("submit"))
+    steps: list[PolicyStep]
+    if route == "test-first":
+        steps = [PolicyStep("Run the tests first.", fence("test")), read, fix, retest, done]
+    elif route == "read-first":
+        steps = [read, fix, retest, done]
+    elif route == "grep-first":
+        grep = PolicyStep(f"Find `{name}`.", fence("bash", f"grep -n \"def {name}\" {file}"))
+        steps = [grep, read, fix, retest, done]
+    elif route == "wrong-first":
+        wrong = wrong_line(t, rng)
+        if wrong is None:
+            return None
+        guess = PolicyStep(f"Maybe line {t['line']} is wrong this way; try it.", _edit(t, wrong, rng))
+        refuted = PolicyStep("Run the tests.", fence("test"))
+        again = PolicyStep(f"Still failing, so that was not it. {t['cause']} Fix line {t['line']}.",
+                           fence("edit", f"{file}:{t['line']}-{t['line']}\n{t['fixed_line']}"))
+        steps = [read, guess, refuted, again, retest, done]
+    else:
+        raise ValueError(f"unknown route {route!r}")
+    return PolicyPlan(rng.choice(TASK_TEXTS), route, steps)
+
+
+@dataclass(frozen=True)
+class PolicyOutcome:
+    messages: list[dict[str, str]] | None
+    reason: str | None
+
+
+def execute(task: Task, p: PolicyPlan) -> PolicyOutcome:
+    """Run the plan like the agent loop would; keep it only if it takes the tests from failing to passing."""
+    t = task.truth
+    with TaskEnv(t, PYTEST_INI) as env:
+        env.tools.test_cmd = TEST_CMD
+        before = env.tools.run_tests()
+        if before.exit_code in (0, None) or t["failing_tests"][0] not in before.text or "(timed out)" in before.text:
+            return PolicyOutcome(None, "start-not-failing")
+        messages = [{"role": "system", "content": loop.SYSTEM},
+                    {"role": "user", "content": loop.first_message(task_message(p.task_text, TEST_CMD, before))}]
+        last_test = None
+        for i, step in enumerate(p.steps):
+            messages.append({"role": "assistant", "content": step.reply})
+            try:
+                action = parse(step.reply)
+            except FormatError:
+                return PolicyOutcome(None, "format-error")
+            obs = env.tools.execute(action)
+            if action.kind == "submit":
+                break
+            if action.kind == "edit" and not obs.ok:
+                return PolicyOutcome(None, "edit-failed")
+            if action.kind == "test":
+                last_test = obs
+                if p.route == "wrong-first" and i == 2 and obs.ok:
+                    return PolicyOutcome(None, "wrong-edit-passed")
+            messages.append({"role": "user", "content": loop.truncate(obs.text)})
+        final = env.tools.run_tests()
+    if last_test is None or not last_test.ok or not final.ok:
+        return PolicyOutcome(None, "end-not-passing")
+    if sum(estimate_tokens(m["content"]) + 5 for m in messages) > MAX_TOKENS:
+        return PolicyOutcome(None, "too-long")
+    return PolicyOutcome(messages, None)
+
+
+def synth_policy(out: Path, n_tasks: int, seed: int = 0, pool: str = "train", routes: tuple[str, ...] = ROUTES,
+                 workers: int = 2, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Write `{pool}-policy.jsonl` (one trajectory per line) and `policy-manifest.json` into `out`."""
+    tasks = [t for t in make_tasks("bug-fixing", n_tasks, seed, pool=pool)
+             if not any(e in ("TestTimeout", "Timeout") for e in t.truth.get("failing_errors", ()))]
+    rng = random.Random(seed)
+    jobs = []
+    for task in tasks:
+        for route in routes:
+            p = plan(task, route, random.Random(f"{seed}|{task.id}|{route}"))
+            if p is not None:
+                jobs.append((task, p))
+    rng.shuffle(jobs)
+    out.mkdir(parents=True, exist_ok=True)
+    path, done, reasons = out / f"{pool}-policy.jsonl", 0, Counter()
+    kept = 0
+    with open(path, "w", encoding="utf-8") as f, ThreadPoolExecutor(max(1, workers)) as ex:
+        for (task, p), outcome in zip(jobs, ex.map(lambda job: execute(*job), jobs)):
+            done += 1
+            if outcome.messages is None:
+                reasons[outcome.reason] += 1
+            else:
+                kept += 1
+                f.write(json.dumps({"skill": "", "subtask": "bug-fixing", "stage": 3, "type": "policy",
+                                    "route": p.route, "task_id": task.id, "module": task.truth["module"],
+                                    "messages": outcome.messages}, ensure_ascii=False) + "\n")
+                f.flush()
+            if progress:
+                progress(done, len(jobs))
+    manifest = {"pool": pool, "seed": seed, "tasks": len(tasks), "planned": len(jobs), "kept": kept,
+                "discarded": dict(reasons), "modules": sorted({t.truth["module"] for t in tasks}),
+                "routes": list(routes)}
+    (out / "policy-manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest

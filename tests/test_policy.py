@@ -1,0 +1,78 @@
+"""Policy data and the policy adapter: verified trajectories through the agent's own interface, and a LoRA
+that learns them (tiny random model)."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from agent.runtime import loop
+from agent.runtime.actions import parse
+from agent.synth import policy as P
+from agent.tasks.make import make_tasks
+from sandbox_fixtures import needs_bwrap
+from tiny import tiny_model_dir
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@needs_bwrap
+def test_every_route_is_executed_and_verified_in_the_sandbox():
+    task = make_tasks("bug-fixing", 3, 7, pool="train")[0]
+    for route in P.ROUTES:
+        p = P.plan(task, route, random.Random(1))
+        if p is None:  # wrong-first needs another change of the faulty line
+            continue
+        out = P.execute(task, p)
+        assert out.reason is None, (route, out.reason)
+        msgs = out.messages
+        assert msgs[0] == {"role": "system", "content": loop.SYSTEM}
+        assert msgs[1]["content"].startswith("Task: ") and "FAILED" in msgs[1]["content"]
+        kinds = [parse(m["content"]).kind for m in msgs if m["role"] == "assistant"]
+        assert kinds[-1] == "submit" and kinds[-2] == "test" and "edit" in kinds
+        assert "exit code 0" in msgs[-2]["content"]  # the last observation: the tests pass
+        if route == "wrong-first":  # the refuted guess is seen failing before the right edit
+            tests = [m["content"] for m in msgs if m["role"] == "user"][2:]
+            assert any(t.startswith("exit code 1") for t in tests)
+
+
+@needs_bwrap
+def test_a_plan_that_does_not_fix_the_bug_is_discarded():
+    task = make_tasks("bug-fixing", 3, 7, pool="train")[0]
+    p = P.plan(task, "read-first", random.Random(1))
+    broken = P.PolicyPlan(p.task_text, p.route, [s for s in p.steps if "edit" not in s.block])
+    assert P.execute(task, broken).reason == "end-not-passing"
+
+
+def test_held_out_modules_never_reach_policy_training_data():
+    from agent.tasks import mutations as mu
+
+    train = {t.truth["module"] for t in make_tasks("bug-fixing", 200, 0, pool="train")}
+    assert train and not train & set(mu.EVAL_MODULES)
+
+
+def test_policy_lora_learns_the_trajectories(cli, tmp_path_factory, tmp_path):
+    tiny = tiny_model_dir(tmp_path_factory)
+    reply = "Run the tests first.\n```test\n```"
+    rows = [{"skill": "", "subtask": "bug-fixing", "stage": 3, "type": "policy", "task_id": f"t{i}",
+             "messages": [{"role": "system", "content": loop.SYSTEM},
+                          {"role": "user", "content": f"Task: fix bug {i}"},
+                          {"role": "assistant", "content": reply}]} for i in range(24)]
+    data = tmp_path / "train-policy.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "policy"
+    r = cli("policy", "train", "--data", str(data), "--out", str(out), "--model", tiny, "--steps", "30",
+            "--batch-size", "4", "--lr", "1e-2", "--rank", "4", "--max-tokens", "512", "--no-progress", "--json")
+    assert r.code == 0, r.err
+    report = json.loads(r.out)
+    assert report["final_loss"] < report["first_loss"] - 0.5
+    assert report["val_loss"] < report["val_loss_base"]  # held-out tasks of the same shape
+    cfg = json.loads((out / "adapter_config.json").read_text())
+    assert {m.rsplit(".", 1)[-1] for m in cfg["target_modules"]} >= {"q_proj", "down_proj"} and cfg["r"] == 4
+    again = cli("policy", "train", "--data", str(data), "--out", str(out), "--model", tiny, "--steps", "1")
+    assert again.code == 2 and "already exists" in again.err
+    missing = cli("policy", "train", "--data", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "x"),
+                  "--model", tiny)
+    assert missing.code == 2 and "no such file" in missing.err and not (tmp_path / "x").exists()
