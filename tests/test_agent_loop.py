@@ -362,3 +362,22 @@ def test_confirmed_no_sandbox_gets_past_the_check(cli, tmp_path):
     r = cli("solve", str(EXAMPLE), "fix", "--mode", "none", "--no-sandbox", "--i-understand-commands-run-unconfined",
             "--endpoint", "http://127.0.0.1:9/v1", "--endpoint-model", "m", "--db", f"sqlite:///{tmp_path / 's.db'}")
     assert r.code == 2 and "unreachable" in r.err  # refused at the endpoint probe, i.e. after the flag check
+
+
+def test_attempts_store_every_trajectory_and_stop_at_the_first_verified(tmp_path):
+    """Generate and validate (solve_attempts) with the end-of-run handling above: each attempt is closed."""
+    import contextlib
+
+    from agent.runtime.solve import solve_attempts
+
+    repo = tmp_path / "repo"
+    shutil.copytree(EXAMPLE, repo)
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    chats = {1: ScriptedChat(["```submit\n```"]), 2: ScriptedChat(FIX), 3: ScriptedChat([])}
+    report = solve_attempts(SolveRequest(repo=repo, task="fix", mode="none"), store,
+                            lambda k: contextlib.nullcontext(chats[k]), SkillContext(), attempts=3)
+    assert report.verified and report.attempt == 2 and len(report.attempts) == 2 and not chats[3].seen
+    with store.session() as s:
+        first, second = (traj_repo.get(s, i) for i in report.attempts)
+        assert (first.status, first.verified, second.verified) == ("submitted", False, True)
+        assert second.outcome["first_attempt_trajectory"] == first.id
