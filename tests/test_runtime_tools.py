@@ -28,9 +28,10 @@ def test_line_range_edit_parses_and_replaces_exactly_those_lines(tmp_path):
     # deleting a line is an empty replacement; the other lines stay byte for byte
     Tools(tmp_path, FakeRunner(), "t").execute(parse("```edit\nm.py:4-4\n```"))
     assert (tmp_path / "m.py").read_text() == "def f(x):\n    if x > 1:\n        return 1\n"
-    for bad in ("```edit\nm.py:3-2\nx\n```", "```edit\nm.py:0-1\nx\n```"):
-        with pytest.raises(FormatError):
-            parse(bad)
+    with pytest.raises(FormatError):
+        parse("```edit\nm.py:0-1\nx\n```")
+    backwards = Tools(tmp_path, FakeRunner(), "t").execute(parse("```edit\nm.py:3-2\nx\n```"))
+    assert not backwards.ok and "ends before it starts" in backwards.text
 
 
 def test_edit_that_does_not_parse_is_refused_and_the_file_is_unchanged(tmp_path):

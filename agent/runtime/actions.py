@@ -75,8 +75,8 @@ def parse(reply: str) -> Action:
         r = RANGE.match(body)
         if r and "<<<<<<<" not in body:
             start, end = int(r["start"]), int(r["end"])
-            if start < 1 or end < start:
-                raise FormatError(f"edit line range {start}-{end}: START must be at least 1 and END at least START")
+            if start < 1:  # (an END before START is the tool's to refuse: the grammar cannot compare numbers)
+                raise FormatError(f"edit line range {start}-{end}: lines start at 1")
             return Action("edit", r["path"].strip(), "", (r["text"] or "").removesuffix("\n"), (start, end))
         raise FormatError(
             "edit block must be: a path line, then <<<<<<< SEARCH, the exact old text, =======, "

@@ -134,6 +134,8 @@ class Tools:
     def _replace_lines(self, text: str, action: Action) -> str | Observation:
         lines = text.splitlines(keepends=True)
         start, end = action.lines
+        if end < start:
+            return Observation(f"edit failed: line range {start}-{end} ends before it starts", False)
         if end > len(lines):
             return Observation(f"edit failed: {action.arg} has {len(lines)} lines, not {end}; `read` it first", False)
         new = [line + "\n" for line in action.replace.split("\n")] if action.replace else []
