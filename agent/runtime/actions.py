@@ -73,7 +73,7 @@ def parse(reply: str) -> Action:
         if m:
             return Action("edit", m["path"].strip(), m["search"], m["replace"])
         r = RANGE.match(body)
-        if r and "<<<<<<<" not in body:
+        if r:  # (SEARCH/REPLACE was tried first: a range whose text holds markers is still a range)
             start, end = int(r["start"]), int(r["end"])
             if start < 1:  # (an END before START is the tool's to refuse: the grammar cannot compare numbers)
                 raise FormatError(f"edit line range {start}-{end}: lines start at 1")

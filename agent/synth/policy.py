@@ -62,11 +62,24 @@ class PolicyPlan:
 
 
 def _window(truth: dict[str, Any], rng: random.Random) -> tuple[int, int]:
-    """A read window that holds the faulty line, of a size a model might pick."""
+    """A read window from a little above the failing function (where the bug is inside it cannot be known
+    before reading), of a size a model might pick; long functions get a window that reaches the bug."""
     fn = mu.find_function(buggy_source(truth), truth["function"])
     size = rng.choice((12, 20, 30))
-    start = max(1, min(fn.start, truth["line"] - 2) - rng.randint(0, 3))
-    return start, max(start + size - 1, truth["line"] + 1)
+    start = max(1, fn.start - rng.randint(0, 6))
+    return start, max(start + size - 1, truth["line"] + 2)
+
+
+def _clip(text: str, limit: int = 190) -> str:
+    """A thought line the grammar admits: one line, bounded, never three backticks in a row."""
+    text = " ".join(text.split()).replace("`" * 3, "'" * 3)
+    return text if len(text) <= limit else text[:limit - 3].rstrip() + "..."
+
+
+def _locate(truth: dict[str, Any]) -> str:
+    """The line as `read` shows it, then why it is wrong: copying the number beside the content is easier
+    for a small model than counting lines."""
+    return _clip(f"Line {truth['line']} is `{truth['buggy_line'].strip()}`. {truth['cause']}")
 
 
 def _edit(truth: dict[str, Any], new_line: str, rng: random.Random) -> str:
@@ -94,10 +107,11 @@ def plan(task: Task, route: str, rng: random.Random) -> PolicyPlan | None:
     t = task.truth
     file, name, test = t["file"], t["name"], t["failing_tests"][0]
     start, end = _window(t, rng)
-    read = PolicyStep(rng.choice((f"`{test}` fails. Read `{name}` in `{file}`.",
-                                  f"The failure points at `{name}`; read it.",
-                                  f"Look at `{name}` around line {t['line']}.")), fence("read", f"{file}:{start}-{end}"))
-    fix = PolicyStep(f"{t['cause']} Fix line {t['line']}.", _edit(t, t["fixed_line"], rng))
+    evidence = t["evidence"][0] if t.get("evidence") else f"`{test}` fails."
+    read = PolicyStep(_clip(rng.choice((f"{evidence} Read `{name}` in `{file}`.",
+                                        f"{evidence} The failure points at `{name}`; read it."))),
+                      fence("read", f"{file}:{start}-{end}"))
+    fix = PolicyStep(_clip(f"{_locate(t)} Fix line {t['line']}."), _edit(t, t["fixed_line"], rng))
     retest = PolicyStep(rng.choice(("Run the tests again.", "Check the fix.", "Rerun the tests.")), fence("test"))
     done = PolicyStep(rng.choice(("The tests pass.", "All tests pass now.", "Fixed.")), fence("submit"))
     steps: list[PolicyStep]
@@ -112,9 +126,9 @@ def plan(task: Task, route: str, rng: random.Random) -> PolicyPlan | None:
         wrong = wrong_line(t, rng)
         if wrong is None:
             return None
-        guess = PolicyStep(f"Maybe line {t['line']} is wrong this way; try it.", _edit(t, wrong, rng))
+        guess = PolicyStep(f"Maybe line {t['line']} is wrong; try another change.", _edit(t, wrong, rng))
         refuted = PolicyStep("Run the tests.", fence("test"))
-        again = PolicyStep(f"Still failing, so that was not it. {t['cause']} Fix line {t['line']}.",
+        again = PolicyStep(_clip(f"Still failing, so that was not it. {_locate(t)} Fix line {t['line']}."),
                            fence("edit", f"{file}:{t['line']}-{t['line']}\n{t['fixed_line']}"))
         steps = [read, guess, refuted, again, retest, done]
     else:
