@@ -1,14 +1,27 @@
-"""`agent solve` on the bundled example with each mode: outcome, steps, seconds, tokens.
+"""Held-out solve benchmark: does the embedded agent fix bugs it has never seen?
 
-    python bench/bench_solve.py [--model smollm2-135m-instruct] [--max-steps 6]
+    python bench/bench_solve.py [--tasks 24] [--attempts 4] [--max-steps 8] [--resume]
 
-Runs the real CLI in-process against a throwaway database; writes bench/results/solve_modes.json + .png.
+Tasks: mutants of the held-out corpus modules (`make_tasks("bug-fixing", pool="eval")`: stats, paginate,
+textcase; no stage of training data is drawn from them, see tests/test_policy.py) as little repos of the
+buggy module plus its tests, and `examples/buggy-stats` (no corpus module at all). Each task is solved
+with the real runtime (sandbox, loop, llama.cpp backend, grammar) in each configuration:
+
+    base         --mode none, no policy adapter (the embedded model as it ships)
+    none         --mode none with the policy adapter
+    icl          the top-3 skills in the prompt, with the policy adapter
+    parametric   the top-3 skills as hypernetwork LoRA, with the policy adapter
+
+at K = 1 (greedy) for all, and generate-and-validate up to K = --attempts for parametric (attempt 1 is
+the greedy one, the others sample at T = 0.7 with seeds 1..K-1). Fix rates carry Wilson 95 % intervals.
+Writes bench/results/solve_heldout.json (after every task: --resume continues) and solve_heldout.png.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import tempfile
 import time
@@ -19,57 +32,166 @@ sys.path.insert(0, str(ROOT))
 
 from bench.machine import machine_info  # noqa: E402
 
+OUT = ROOT / "bench" / "results" / "solve_heldout.json"
+CONFIGS = ("base", "none", "icl", "parametric")
+PYTEST_INI = "[pytest]\naddopts = -p no:cacheprovider\n"
 
-def run_mode(mode: str, model: str, max_steps: int, db: str) -> dict:
-    import contextlib
-    import io
 
-    from agent.cli import main
+def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
+    if n == 0:
+        return [0.0, 0.0]
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [round(100 * max(0.0, centre - half), 1), round(100 * min(1.0, centre + half), 1)]
 
-    out = io.StringIO()
-    start = time.perf_counter()
-    with contextlib.redirect_stdout(out):
+
+def task_repos(n: int, seed: int, root: Path) -> list[tuple[str, Path]]:
+    """(task id, repo folder): held-out corpus mutants, then the bundled example."""
+    import shutil
+
+    from agent.synth.stage3 import write_repo
+    from agent.tasks.make import make_tasks
+
+    out = []
+    for task in make_tasks("bug-fixing", n, seed, pool="eval"):
+        if any(e in ("TestTimeout", "Timeout") for e in task.truth.get("failing_errors", ())):
+            continue
+        folder = root / task.id.replace("/", "_")
+        folder.mkdir(parents=True)
+        write_repo(folder, task.truth, PYTEST_INI)
+        out.append((task.id, folder))
+    example = root / "examples_buggy-stats"
+    shutil.copytree(ROOT / "examples" / "buggy-stats", example)
+    out.append(("examples/buggy-stats", example))
+    return out
+
+
+def format_errors(store, trajectory_id: int) -> tuple[int, int]:
+    """(assistant turns, turns that did not parse) of a stored trajectory."""
+    from agent.runtime.actions import FormatError, parse
+    from memory import trajectories as traj_repo
+
+    with store.session() as s:
+        steps = [st.content for st in traj_repo.get(s, trajectory_id).steps if st.role == "assistant"]
+    bad = 0
+    for text in steps:
         try:
-            main(["solve", str(ROOT / "examples" / "buggy-stats"), "fix the failing test", "--mode", mode,
-                  "--model", model, "--max-steps", str(max_steps), "--db", db, "--json"])
-        except SystemExit as exc:
-            if exc.code:
-                raise
-    report = json.loads(out.getvalue())
-    return {"mode": mode, "status": report["status"], "verified": report["verified"], "steps": report["steps"],
-            "tokens": report["tokens"], "loop_seconds": report["seconds"],
-            "wall_seconds": round(time.perf_counter() - start, 1), "active_skills": report["active_skills"]}
+            parse(text)
+        except FormatError:
+            bad += 1
+    return len(steps), bad
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="smollm2-135m-instruct")
-    ap.add_argument("--max-steps", type=int, default=6)
-    ap.add_argument("--modes", default="none,icl,parametric")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    ap.add_argument("--tasks", type=int, default=24, help="held-out corpus tasks (plus the example)")
+    ap.add_argument("--attempts", type=int, default=4, help="K of generate-and-validate for parametric")
+    ap.add_argument("--max-steps", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--configs", default=",".join(CONFIGS))
+    ap.add_argument("--resume", action="store_true")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        db = f"sqlite:///{tmp}/bench.db"
-        rows = [run_mode(m, args.model, args.max_steps, db) for m in args.modes.split(",")]
-    data = {"benchmark": "solve_modes", "model": args.model, "max_steps": args.max_steps, "results": rows,
-            "machine": machine_info()}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "solve_modes.json").write_text(json.dumps(data, indent=2))
+
+    from agent.runtime import loop, skill_context
+    from agent.runtime.base_model import load_model
+    from agent.runtime.hypernet_loader import load as load_hypernet
+    from agent.runtime.local_chat import load_policy, open_local_chat
+    from agent.runtime.solve import SolveRequest, solve_attempts
+    from memory.db import Store
+    from memory.seed import ensure_seeded
+
+    configs = [c for c in args.configs.split(",") if c]
+    result = json.loads(OUT.read_text()) if args.resume and OUT.is_file() else {"runs": []}
+    done = {(r["task"], r["config"]) for r in result["runs"]}
+    result.update({"machine": machine_info(), "settings": vars(args), "started": result.get("started", time.time())})
+    loaded = load_model()
+    policy = load_policy(None, loaded)
+    handle = load_hypernet(loaded, None)
+    with tempfile.TemporaryDirectory(prefix="bench-solve-") as tmp:
+        store = Store(f"sqlite:///{tmp}/bench.db")
+        ensure_seeded(store)
+        repos = task_repos(args.tasks, args.seed, Path(tmp) / "repos")
+        result["tasks"] = [t for t, _ in repos]
+        for config in configs:
+            mode = {"base": "none", "none": "none"}.get(config, config)
+            adapters_base = [] if config == "base" or policy is None else [policy]
+            attempts = args.attempts if config == "parametric" else 1
+            for task_id, repo in repos:
+                if (task_id, config) in done:
+                    continue
+                ctx, skill_lora = skill_context.build(store, mode, "fix the failing test", 3, loaded,
+                                                      handle if mode == "parametric" else None)
+                adapters = adapters_base + ([skill_lora] if skill_lora is not None else [])
+
+                def open_chat(k: int):
+                    return open_local_chat(loaded, adapters, backend="llama", seed=args.seed + k - 1,
+                                           temperature=0.0 if k == 1 else 0.7)
+
+                request = SolveRequest(repo=repo, task="fix the failing test", mode=mode,
+                                       limits=loop.Limits(steps=args.max_steps, seconds=600))
+                start = time.perf_counter()
+                report = solve_attempts(request, store, open_chat, ctx, attempts)
+                turns = [format_errors(store, tid) for tid in report.attempts]
+                run = {"task": task_id, "config": config, "verified": report.verified,
+                       "first_verified": bool(report.verified and report.attempt == 1),
+                       "attempt": report.attempt, "attempts_run": len(report.attempts), "status": report.status,
+                       "steps": report.steps, "tokens": report.tokens,
+                       "seconds": round(time.perf_counter() - start, 2),
+                       "turns": sum(t for t, _ in turns), "format_errors": sum(b for _, b in turns)}
+                result["runs"].append(run)
+                print(json.dumps(run), flush=True)
+                summarise(result, configs, args.attempts)
+                OUT.write_text(json.dumps(result, indent=1) + "\n")
+    summarise(result, configs, args.attempts)
+    result["machine_after"] = machine_info()
+    OUT.write_text(json.dumps(result, indent=1) + "\n")
+    plot(result, OUT.with_suffix(".png"))
+
+
+def summarise(result: dict, configs: list[str], attempts: int) -> None:
+    summary = {}
+    for config in configs:
+        runs = [r for r in result["runs"] if r["config"] == config]
+        if not runs:
+            continue
+        n = len(runs)
+        k1 = sum(r["first_verified"] for r in runs)
+        row = {"tasks": n, "fix_rate_k1": round(100 * k1 / n, 1), "ci95_k1": wilson(k1, n),
+               "mean_steps": round(sum(r["steps"] for r in runs) / n, 2),
+               "mean_tokens": round(sum(r["tokens"] for r in runs) / n),
+               "mean_seconds": round(sum(r["seconds"] for r in runs) / n, 1),
+               "format_error_turns": sum(r["format_errors"] for r in runs), "turns": sum(r["turns"] for r in runs)}
+        if config == "parametric":
+            kk = sum(r["verified"] for r in runs)
+            row.update({f"fix_rate_k{attempts}": round(100 * kk / n, 1), f"ci95_k{attempts}": wilson(kk, n)})
+        row["example_fixed"] = any(r["verified"] for r in runs if r["task"] == "examples/buggy-stats")
+        summary[config] = row
+    result["summary"] = summary
+
+
+def plot(result: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3))
-    ax.bar([r["mode"] for r in rows], [r["wall_seconds"] for r in rows],
-           color=["tab:green" if r["verified"] else "tab:gray" for r in rows])
-    for i, r in enumerate(rows):
-        ax.text(i, r["wall_seconds"], f"{r['steps']} steps\n{r['status']}", ha="center", va="bottom", fontsize=8)
-    ax.set_ylabel("seconds")
-    ax.set_title(f"agent solve on examples/buggy-stats ({args.model})")
+    summary = result["summary"]
+    names = list(summary)
+    rates = [summary[c]["fix_rate_k1"] for c in names]
+    lo = [r - summary[c]["ci95_k1"][0] for c, r in zip(names, rates)]
+    hi = [summary[c]["ci95_k1"][1] - r for c, r in zip(names, rates)]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.bar(names, rates, yerr=[lo, hi], capsize=4, label="K = 1 (greedy)")
+    k = result["settings"]["attempts"]
+    if "parametric" in summary and f"fix_rate_k{k}" in summary["parametric"]:
+        ax.scatter(["parametric"], [summary["parametric"][f"fix_rate_k{k}"]], color="black", zorder=3,
+                   label=f"parametric, K = {k}")
+    ax.set_ylabel("held-out fix rate (%), 95 % Wilson interval")
+    ax.set_title(f"agent solve on {summary[names[0]]['tasks']} held-out tasks (SmolLM2-135M, llama.cpp, 2 cores)")
+    ax.legend()
     fig.tight_layout()
-    fig.savefig(args.out / "solve_modes.png", dpi=110)
-    print(json.dumps(rows, indent=2))
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":
