@@ -7,7 +7,6 @@ import os
 import socket
 import sys
 import threading
-import time
 import tracemalloc
 import uuid
 from pathlib import Path
@@ -148,32 +147,6 @@ def test_symlink_out_of_repo_cannot_be_read(tmp_path: Path) -> None:
             assert r.exit_code != 0 and "No such file" in r.output, (cmd, r)
             assert "TOPSECRET" not in r.output
         assert_usable(box)
-
-
-def test_fork_bomb_is_contained(ws_dir: Path) -> None:
-    marker = f"bomb{uuid.uuid4().hex[:12]}"
-    box = Sandbox(ws_dir, limits=Limits(max_processes=32, cpu_seconds=10, address_space_bytes=1 << 30))
-    before = len(host_pids())
-    peak = [0]
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], len(host_pids()))
-            time.sleep(0.02)
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
-        r = box.run(f"{marker}(){{ {marker} | {marker} & }}; {marker}; sleep 60", timeout=3)
-    finally:
-        done.set()
-        watcher.join()
-    assert r.timed_out and r.duration_s < 10
-    assert peak[0] - before < 32 + 40  # the cap, plus slack for other activity on the host
-    assert processes_matching(marker) == []
-    assert len(host_pids()) < before + 30  # slack: other jobs share this host
-    assert_usable(box)
 
 
 def test_memory_hog_is_stopped_by_address_space_limit(ws_dir: Path) -> None:

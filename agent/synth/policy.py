@@ -27,7 +27,7 @@ from typing import Any
 from agent.runtime import loop
 from agent.runtime.actions import FormatError, parse
 from agent.runtime.solve import task_message
-from agent.synth.stage3 import TaskEnv, estimate_tokens, fence, unique_search
+from agent.synth.stage3 import Step, TaskEnv, estimate_tokens, fence, unique_search
 from agent.tasks import mutations as mu
 from agent.tasks.bugs import buggy_source
 from agent.tasks.make import make_tasks
@@ -45,20 +45,10 @@ TASK_TEXTS = ("fix the failing test", "Fix the failing test.", "The tests fail. 
 
 
 @dataclass(frozen=True)
-class PolicyStep:
-    thought: str
-    block: str
-
-    @property
-    def reply(self) -> str:
-        return f"{self.thought}\n{self.block}"
-
-
-@dataclass(frozen=True)
 class PolicyPlan:
     task_text: str
     route: str
-    steps: list[PolicyStep]
+    steps: list[Step]
 
 
 def _window(truth: dict[str, Any], rng: random.Random) -> tuple[int, int]:
@@ -108,27 +98,27 @@ def plan(task: Task, route: str, rng: random.Random) -> PolicyPlan | None:
     file, name, test = t["file"], t["name"], t["failing_tests"][0]
     start, end = _window(t, rng)
     evidence = t["evidence"][0] if t.get("evidence") else f"`{test}` fails."
-    read = PolicyStep(_clip(rng.choice((f"{evidence} Read `{name}` in `{file}`.",
+    read = Step(_clip(rng.choice((f"{evidence} Read `{name}` in `{file}`.",
                                         f"{evidence} The failure points at `{name}`; read it."))),
                       fence("read", f"{file}:{start}-{end}"))
-    fix = PolicyStep(_clip(f"{_locate(t)} Fix line {t['line']}."), _edit(t, t["fixed_line"], rng))
-    retest = PolicyStep(rng.choice(("Run the tests again.", "Check the fix.", "Rerun the tests.")), fence("test"))
-    done = PolicyStep(rng.choice(("The tests pass.", "All tests pass now.", "Fixed.")), fence("submit"))
-    steps: list[PolicyStep]
+    fix = Step(_clip(f"{_locate(t)} Fix line {t['line']}."), _edit(t, t["fixed_line"], rng))
+    retest = Step(rng.choice(("Run the tests again.", "Check the fix.", "Rerun the tests.")), fence("test"))
+    done = Step(rng.choice(("The tests pass.", "All tests pass now.", "Fixed.")), fence("submit"))
+    steps: list[Step]
     if route == "test-first":
-        steps = [PolicyStep("Run the tests first.", fence("test")), read, fix, retest, done]
+        steps = [Step("Run the tests first.", fence("test")), read, fix, retest, done]
     elif route == "read-first":
         steps = [read, fix, retest, done]
     elif route == "grep-first":
-        grep = PolicyStep(f"Find `{name}`.", fence("bash", f"grep -n \"def {name}\" {file}"))
+        grep = Step(f"Find `{name}`.", fence("bash", f"grep -n \"def {name}\" {file}"))
         steps = [grep, read, fix, retest, done]
     elif route == "wrong-first":
         wrong = wrong_line(t, rng)
         if wrong is None:
             return None
-        guess = PolicyStep(f"Maybe line {t['line']} is wrong; try another change.", _edit(t, wrong, rng))
-        refuted = PolicyStep("Run the tests.", fence("test"))
-        again = PolicyStep(_clip(f"Still failing, so that was not it. {_locate(t)} Fix line {t['line']}."),
+        guess = Step(f"Maybe line {t['line']} is wrong; try another change.", _edit(t, wrong, rng))
+        refuted = Step("Run the tests.", fence("test"))
+        again = Step(_clip(f"Still failing, so that was not it. {_locate(t)} Fix line {t['line']}."),
                            fence("edit", f"{file}:{t['line']}-{t['line']}\n{t['fixed_line']}"))
         steps = [read, guess, refuted, again, retest, done]
     else:

@@ -65,7 +65,8 @@ class Step:
 
     @property
     def reply(self) -> str:
-        return f"{self.thought}\n\n{self.block}" if self.thought else self.block
+        # one newline: the action grammar admits a single thought line directly before the block
+        return f"{self.thought}\n{self.block}" if self.thought else self.block
 
 
 @dataclass(frozen=True)
