@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.machine import machine_info  # noqa: E402
+from bench.machine import label_and_save, machine_info  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODEL = "smollm2-135m-instruct"
@@ -259,11 +259,7 @@ def plot(result: dict, path: Path) -> None:
                label={"real": "generated from the skill", "shuffled": "from another skill",
                       "base": "no adapter"}[key])
     ax.set_xticks([x + width for x in range(len(names))], names, rotation=15)
-    ax.set_ylabel("held-out CE (nats / assistant token)")
-    ax.set_title(f"{result['model']} hypernetwork ablations, {result['settings']['steps']} steps per stage")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    label_and_save(fig, ax, path, "held-out CE (nats / assistant token)", f"{result['model']} hypernetwork ablations, {result['settings']['steps']} steps per stage", legend_size=8)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import sandbox.bwrap as bw  # noqa: E402
+from bench.machine import label_and_save  # noqa: E402
 from sandbox import Limits, Sandbox, Workspace  # noqa: E402
 from sandbox.cgroup import memory_parent, pids_parent  # noqa: E402
 
@@ -175,11 +176,7 @@ def plot(rows: dict, out: Path) -> None:
         bars = ax.bar(xs, [rows[l][key] for l in labels], width, label=name)
         ax.bar_label(bars, fmt="%.1f", fontsize=8)
     ax.set_xticks(range(len(labels)), labels)
-    ax.set_ylabel("median wall time per command (ms)")
-    ax.set_title(f"Sandbox overhead ({os.cpu_count()} CPUs, {platform.machine()})")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
+    label_and_save(fig, ax, out, "median wall time per command (ms)", f"Sandbox overhead ({os.cpu_count()} CPUs, {platform.machine()})", dpi=120)
 
 
 if __name__ == "__main__":

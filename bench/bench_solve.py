@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import machine_info  # noqa: E402
+from bench.machine import label_and_save, machine_info  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "solve_heldout.json"
 CONFIGS = ("base", "none", "icl", "parametric")
@@ -187,11 +187,7 @@ def plot(result: dict, path: Path) -> None:
     if "parametric" in summary and f"fix_rate_k{k}" in summary["parametric"]:
         ax.scatter(["parametric"], [summary["parametric"][f"fix_rate_k{k}"]], color="black", zorder=3,
                    label=f"parametric, K = {k}")
-    ax.set_ylabel("held-out fix rate (%), 95 % Wilson interval")
-    ax.set_title(f"agent solve on {summary[names[0]]['tasks']} held-out tasks (SmolLM2-135M, llama.cpp, 2 cores)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    label_and_save(fig, ax, path, "held-out fix rate (%), 95 % Wilson interval", f"agent solve on {summary[names[0]]['tasks']} held-out tasks (SmolLM2-135M, llama.cpp, 2 cores)")
 
 
 if __name__ == "__main__":

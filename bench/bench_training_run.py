@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.machine import machine_info  # noqa: E402
+from bench.machine import label_and_save, machine_info  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODEL = "smollm2-135m-instruct"
@@ -128,11 +128,7 @@ def plot(result: dict, path: Path) -> None:
                            label={"val_loss_icl": "val CE, base + skill in context (ICL)",
                                   "val_loss_shuffled": "val CE, hypernet fed the wrong skill"}[key])
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss (nats / assistant token)")
-    ax.set_title(f"{result['model']} hypernetwork, {result['settings']['batch_size']} samples/step, CPU")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    label_and_save(fig, ax, path, "loss (nats / assistant token)", f"{result['model']} hypernetwork, {result['settings']['batch_size']} samples/step, CPU", legend_size=8)
 
 
 if __name__ == "__main__":

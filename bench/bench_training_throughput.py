@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.machine import machine_info  # noqa: E402
+from bench.machine import label_and_save, machine_info  # noqa: E402
 from hypernet import HypernetConfig, Hypernetwork, apply_lora  # noqa: E402
 from hypernet.batching import IGNORE, Example, SkillBank, collate  # noqa: E402
 from hypernet.train import TrainConfig, compute_loss, target_logits  # noqa: E402
@@ -225,11 +225,7 @@ def plot(result: dict, path: Path) -> None:
     for n in names:
         ax2.plot(result["step_s"][n], marker="o", label=n)
     ax2.set_xlabel("timed step (interleaved)")
-    ax2.set_ylabel("seconds")
-    ax2.set_title(f"{result['model']}, {result['batch']}×{result['seq']} tokens, rank {result['lora']['rank']}")
-    ax2.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    label_and_save(fig, ax2, path, "seconds", f"{result['model']}, {result['batch']}×{result['seq']} tokens, rank {result['lora']['rank']}")
 
 
 if __name__ == "__main__":

@@ -21,3 +21,12 @@ def machine_info() -> dict:
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
+
+
+def label_and_save(fig, ax, path, ylabel: str, title: str, legend_size: int | None = None, dpi: int = 110) -> None:
+    """The last lines of every benchmark plot: axis label, title, legend, layout, file."""
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=legend_size) if legend_size else ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
