@@ -12,8 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.runtime.actions import FormatError, parse
-from agent.runtime.llama_backend import GRAMMAR_PATH
+from agent.runtime.actions import GRAMMAR_PATH, FormatError, parse
 
 xgr = pytest.importorskip("xgrammar")
 from xgrammar.testing import _is_grammar_accept_string  # noqa: E402

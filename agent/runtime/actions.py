@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 KINDS = ("bash", "read", "edit", "test", "submit")
+# The GBNF grammar of the replies this parser accepts (the llama backend decodes under it)
+GRAMMAR_PATH = Path(__file__).with_name("actions.gbnf")
 ALIASES = {"sh": "bash", "shell": "bash", "console": "bash", "": "bash"}
 FENCE = re.compile(r"```([A-Za-z]*)[^\n]*\n(.*?)```", re.DOTALL)
 RANGE = re.compile(r"^(?P<path>[^\n:]+):(?P<start>\d+)-(?P<end>\d+)[ \t]*(?:\n(?P<text>.*))?$", re.DOTALL)

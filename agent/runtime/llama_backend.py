@@ -24,8 +24,6 @@ import llama_cpp
 from llama_cpp import Llama, LlamaGrammar, StoppingCriteriaList
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-GRAMMAR_PATH = Path(__file__).with_name("actions.gbnf")
-
 
 @dataclass
 class TurnStats:

@@ -79,7 +79,8 @@ def open_local_chat(loaded: LoadedModel, adapters: list[LoraWeights], *, backend
                                f"not {loaded.name!r}: use --backend torch")
         if not llama_available():
             raise BackendError("--backend llama needs llama-cpp-python (pip install llama-cpp-python)")
-        from agent.runtime.llama_backend import GRAMMAR_PATH, LlamaChat
+        from agent.runtime.actions import GRAMMAR_PATH
+        from agent.runtime.llama_backend import LlamaChat
 
         base = embedded_gguf(loaded.name)
         files = [gguf_adapter(a, base) for a in adapters]
