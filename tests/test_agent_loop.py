@@ -381,3 +381,10 @@ def test_attempts_store_every_trajectory_and_stop_at_the_first_verified(tmp_path
         first, second = (traj_repo.get(s, i) for i in report.attempts)
         assert (first.status, first.verified, second.verified) == ("submitted", False, True)
         assert second.outcome["first_attempt_trajectory"] == first.id
+
+
+def test_attempts_below_one_is_one_line_and_touches_nothing(cli, tmp_path):
+    db = tmp_path / "s.db"
+    r = cli("solve", str(EXAMPLE), "fix", "--mode", "none", "--attempts", "0", "--db", f"sqlite:///{db}")
+    assert r.code == 2 and "--attempts must be at least 1" in r.err and r.err.strip().count("\n") == 0
+    assert not db.exists()
