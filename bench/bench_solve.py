@@ -92,6 +92,8 @@ def main() -> None:
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--policy", default=None, help="policy adapter folder (default: the shipped one)")
+    ap.add_argument("--skill-scale", type=float, default=1.0,
+                    help="scale of the merged skill adapter beneath which the policy acts (an experiment)")
     ap.add_argument("--out", type=Path, default=OUT, help="result JSON (the plot goes beside it)")
     args = ap.parse_args()
 
@@ -100,6 +102,7 @@ def main() -> None:
     from agent.runtime.hypernet_loader import load as load_hypernet
     from agent.runtime.local_chat import load_policy, open_local_chat
     from agent.runtime.solve import SolveRequest, solve_attempts
+    from hypernet.lora import LoraWeights
     from memory.db import Store
     from memory.seed import ensure_seeded
 
@@ -126,6 +129,9 @@ def main() -> None:
                     continue
                 ctx, skill_lora = skill_context.build(store, mode, "fix the failing test", 3, loaded,
                                                       handle if mode == "parametric" else None)
+                if skill_lora is not None and args.skill_scale != 1.0:
+                    skill_lora = LoraWeights(skill_lora.base_model, skill_lora.targets, {
+                        k: (a, b * args.skill_scale) for k, (a, b) in skill_lora.factors.items()})
                 adapters = adapters_base + ([skill_lora] if skill_lora is not None else [])
 
                 def open_chat(k: int):
