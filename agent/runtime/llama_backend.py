@@ -9,7 +9,8 @@
   on the same model (llama_adapter_lora_init + llama_set_adapters_lora), no model reload; changing them
   invalidates the prefix cache.
 
-Measured beside the transformers backend (bench/results and /README): ~10x the decode speed on 2 cores.
+No benchmark in bench/ compares it with the transformers backend yet (the fast-inference issue's
+bench_backends.py is still to be written).
 """
 
 from __future__ import annotations
