@@ -40,16 +40,23 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Every package's bad-input error; imported lazily so `--help` stays fast."""
     from agent.runtime.backends import EndpointError
     from agent.runtime.embed import EmbedderError
+    from agent.runtime.local_chat import BackendError
     from agent.runtime.base_model import ModelError
     from agent.runtime.solve import RunFailed, SolveError
     from memory.errors import StoreError
 
     errors: list[type[BaseException]] = [StoreError, ModelError, EndpointError, EmbedderError, SolveError,
-                                         RunFailed]
+                                         RunFailed, BackendError]
     try:
         from hypernet.config import HypernetError
 
         errors.append(HypernetError)
+    except ImportError:
+        pass
+    try:
+        from hypernet.gguf_io import GGUFLoraError
+
+        errors.append(GGUFLoraError)
     except ImportError:
         pass
     try:

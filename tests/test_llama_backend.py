@@ -72,3 +72,11 @@ def test_gguf_lora_moves_llama_cpp_toward_the_same_adapter_in_transformers(loade
     kl_wrong = np.mean([_kl(w, b) for w, b in zip(want, wrong)])
     assert kl_lora < 0.25 * kl_base, (kl_lora, kl_base)  # what is left is the Q4 vs fp32 gap
     assert kl_wrong > 2 * kl_lora, (kl_wrong, kl_lora)
+
+
+def test_a_missing_policy_adapter_is_one_line_and_exit_2(cli, tmp_path):
+    from test_agent_loop import EXAMPLE
+
+    db = tmp_path / "s.db"
+    r = cli("solve", str(EXAMPLE), "fix", "--policy", str(tmp_path / "nope"), "--db", f"sqlite:///{db}")
+    assert r.code == 2 and "no such folder" in r.err and r.err.strip().count("\n") == 0

@@ -66,6 +66,8 @@ def command(
     request.validate()  # mode and task, before anything slow
     if attempts < 1:
         raise SolveError(f"--attempts must be at least 1 (got {attempts})")
+    if policy not in (None, "none") and not Path(policy).is_dir():  # before the model load, not after
+        raise SolveError(f"policy adapter {policy}: no such folder")
     if not repo.exists():
         raise SolveError(f"{repo}: no such folder")
     if endpoint and mode == "parametric":

@@ -43,7 +43,7 @@ def default_backend(model_name: str) -> str:
 
 def load_policy(spec: str | None, loaded: LoadedModel) -> LoraWeights | None:
     """The policy adapter: a PEFT folder, "none", or (None) the one shipped for this base model if any."""
-    from hypernet.peft_io import import_peft
+    from hypernet.peft_io import import_peft, model_targets
 
     if spec == "none":
         return None
@@ -52,8 +52,6 @@ def load_policy(spec: str | None, loaded: LoadedModel) -> LoraWeights | None:
         return None
     if not path.is_dir():
         raise BackendError(f"policy adapter {path}: no such folder")
-    from hypernet.peft_io import model_targets
-
     return import_peft(path, base_model=loaded.name, base=model_targets(loaded.model))
 
 
