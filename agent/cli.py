@@ -80,15 +80,32 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+# click's exception bases, from whichever click this Typer uses (its own vendored copy since 0.22)
+_UsageError = typer.BadParameter.__base__
+_ClickException = _UsageError.__base__
+
+
 def main(argv: list[str] | None = None) -> None:
     from agent.commands.output import fail
 
     try:
-        app(args=argv, prog_name="agent")
+        # not standalone: click's bad-usage errors come here, to be one line like every other bad input
+        code = app(args=argv, prog_name="agent", standalone_mode=False)
+    except _UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # the help is already printed
+            raise SystemExit(exc.exit_code) from None
+        where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+        fail(exc.format_message() + where, code=exc.exit_code)
+    except _ClickException as exc:
+        fail(exc.format_message(), code=exc.exit_code)
+    except typer.Abort:
+        fail("aborted", code=1)
     except user_errors() as exc:
         fail(str(exc))
     except KeyboardInterrupt:
         fail("interrupted", code=130)
+    if code:  # typer.Exit(n) and --help come back as exit codes when not standalone
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":

