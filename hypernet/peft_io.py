@@ -73,11 +73,10 @@ def export_peft(lora: LoraWeights, folder: str | os.PathLike, overwrite: bool = 
         tensors[f"{_PREFIX}{t.path}.lora_B.weight"] = b.detach().cpu().contiguous()
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
     try:
-        # mkdtemp makes it 0700: give it what mkdir would, so a server running as another user can read it
-        tmp.chmod(0o777 & ~_umask())
         save_file(tensors, tmp / WEIGHTS_NAME, metadata={"format": "pt"})
         (tmp / CONFIG_NAME).write_text(json.dumps(peft_config_dict(lora, base_model_id), indent=2, sort_keys=True)
                                        + "\n")
+        publish_modes(tmp)
         if folder.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
             os.replace(folder, old / "x")
@@ -91,10 +90,14 @@ def export_peft(lora: LoraWeights, folder: str | os.PathLike, overwrite: bool = 
     return folder
 
 
-def _umask() -> int:
+def publish_modes(folder: Path) -> None:
+    """The modes mkdir and open would give (0755/0644 under the usual umask 022), for a folder whose maker
+    chose private ones (mkdtemp: 0700, safetensors: 0600), so a server running as another user can read it."""
     mask = os.umask(0)
     os.umask(mask)
-    return mask
+    folder.chmod(0o777 & ~mask)
+    for f in folder.iterdir():
+        f.chmod(0o666 & ~mask)
 
 
 def _pattern_value(patterns: dict, path: str, default):

@@ -116,3 +116,130 @@ def test_import_checks_the_adapter_against_the_base_model(cli, env, case, match)
     r = cli("adapters", "import", str(tmp / "peft"), "--base-model", tiny, "--db", db)
     assert r.code == 2 and len(r.err.strip().splitlines()) == 1 and match in r.err, r.err
     assert cli("adapters", "list", "--db", db, "--json").out == before
+
+
+# --- export: folders that other tools load as they are ---------------------------------------------------
+
+def _store_random(db, model_dir, rank, base_model, kind="merge", **fields):
+    """A random nonzero adapter on the tiny model's q/v, stored as `kind` (an untrained hypernet gives B = 0)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from agent.runtime.skill_adapters import store_lora
+    from hypernet import find_targets
+    from hypernet_fixtures import random_lora
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    targets = find_targets(model, ("q_proj", "v_proj"))
+    ranks = rank if isinstance(rank, int) else {t.key: rank(t) for t in targets}
+    lora = random_lora(targets, rank=ranks, dtype=torch.float32, base_model=base_model, scale=0.3)
+    return model, lora, store_lora(Store(db), lora, kind, **fields)
+
+
+def test_peft_export_loads_in_peft_with_a_model_card_and_readable_modes(cli, env):
+    import os
+    import stat
+    from pathlib import Path
+
+    import torch
+    from peft import AutoPeftModelForCausalLM, PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from hypernet import apply_lora
+    from memory import evolution as evo_repo
+    from memory import skills as skill_repo
+
+    tmp, db, tiny = env
+    assert cli("skills", "import", str(tmp / "lib"), "--db", db).code == 0
+    with Store(db).session() as s:
+        skill = skill_repo.get(s, "fix-bounds")
+        sid, content_hash = skill.id, skill.content_hash
+        cid = evo_repo.checkpoint_by_sha(s, "ab" * 32, name="hypernet-stage3", base_model=tiny, config={},
+                                         path=None, status="accepted").id
+    model, lora, aid = _store_random(db, tiny, lambda t: 24 if t.layer == 0 else 4, tiny, kind="skill",
+                                     skill_id=sid, hypernet_id=cid, cache_key=f"{content_hash}:ckpt-ab",
+                                     meta={"skill": "fix-bounds", "trained_hypernet": True})
+    old = os.umask(0o022)  # what the modes follow, as mkdir's do
+    try:
+        r = cli("adapters", "export", str(aid), str(tmp / "out"), "--db", db, "--json")
+    finally:
+        os.umask(old)
+    assert r.code == 0, r.err
+    out = tmp / "out"
+    assert json.loads(r.out)["vllm_max_lora_rank"] == 32
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()} == {
+        "adapter_config.json": 0o644, "adapter_model.safetensors": 0o644, "README.md": 0o644}
+    cfg = json.loads((out / "adapter_config.json").read_text())
+    assert cfg["base_model_name_or_path"] == str(Path(tiny).resolve())  # a folder others can load from anywhere
+    card = (out / "README.md").read_text()
+    for expected in ("skill `fix-bounds`", content_hash, "`hypernet-stage3`", "ab" * 32, "| q_proj | 0-1 (2) | 4, 24 |",
+                     f"--enable-lora --max-lora-rank 32 --lora-modules fix-bounds={out}", "--format gguf"):
+        assert expected in card, expected
+    x = torch.randint(0, 100, (1, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), apply_lora(model, lora):
+        want = model(x).logits
+    peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny), str(out)).eval()
+    auto = AutoPeftModelForCausalLM.from_pretrained(str(out)).eval()  # finds the base from the config alone
+    with torch.no_grad():
+        plain = model(x).logits
+        for loaded in (peft_model, auto):
+            got = loaded(x).logits
+            assert torch.allclose(got, want, atol=1e-4), float((got - want).abs().max())
+    assert not torch.allclose(plain, want, atol=1e-3)  # the adapter really changes the model
+
+
+def test_an_adapter_of_the_embedded_model_names_its_hub_id(cli, env):
+    from peft import PeftConfig
+
+    tmp, db, tiny = env
+    # the embedded model's shapes are not needed: a PEFT export is not checked against the base
+    _, _, aid = _store_random(db, tiny, 24, "smollm2-135m-instruct", meta={"inputs": [1, 2], "weights": [0.5, 0.5]})
+    r = cli("adapters", "export", str(aid), str(tmp / "out"), "--format", "peft", "--db", db)
+    assert r.code == 0, r.err
+    hub = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert json.loads((tmp / "out" / "adapter_config.json").read_text())["base_model_name_or_path"] == hub
+    # what AutoPeftModelForCausalLM reads to fetch the base (no network here: the field is what matters)
+    assert PeftConfig.from_pretrained(str(tmp / "out")).base_model_name_or_path == hub
+    card = (tmp / "out" / "README.md").read_text()
+    assert f"base_model: {hub}" in card and "merge of adapters [1, 2]" in card
+    assert f"vllm serve {hub} --enable-lora --max-lora-rank 32 --lora-modules adapter-{aid}=" in card
+
+
+@pytest.mark.parametrize("rank,want", [(1, 8), (8, 8), (9, 16), (24, 32), (64, 64), (300, 320), (512, 512),
+                                       (513, None)])
+def test_vllm_max_lora_rank_rounds_up_to_a_value_vllm_accepts(rank, want):
+    from agent.runtime.adapter_export import vllm_max_lora_rank
+
+    assert vllm_max_lora_rank(rank) == want
+
+
+def test_export_bad_input_is_one_line_exit_2_and_writes_nothing(cli, env):
+    from agent.runtime.base_model import embedded_gguf
+
+    tmp, db, tiny = env
+    cli("skills", "import", str(tmp / "lib"), "--db", db)
+    aid = str(json.loads(cli("convert", "fix-bounds", "--model", tiny, "--db", db, "--json").out)["adapter_id"])
+    (tmp / "full").mkdir()
+    (tmp / "full" / "keep.txt").write_text("x")
+    new = str(tmp / "new")
+    cases = [
+        (("adapters", "export", aid, new, "--format", "onnx"), "is not one of 'peft', 'gguf'"),
+        (("adapters", "export", "999", new), "no adapter with id 999"),
+        (("adapters", "export", "--db", db), "Missing argument 'adapter_id'"),
+        (("adapters", "export", aid, str(tmp / "full")), "is not an empty folder"),
+        (("adapters", "export", aid, str(tmp / "lib" / "fix-bounds" / "SKILL.md")), "is not an empty folder"),
+        (("adapters", "export", aid, new, "--format", "gguf"), "not an embedded model: give its GGUF with --base-gguf"),
+        (("adapters", "export", aid, new, "--format", "gguf", "--base-gguf", str(tmp / "no.gguf")), "does not exist"),
+        (("adapters", "export", aid, new, "--format", "gguf", "--base-gguf",
+          str(embedded_gguf("smollm2-135m-instruct"))), "adapter gives"),  # a GGUF of another model
+        (("convert", "fix-bounds", "--model", tiny, "--out", str(tmp / "full")), "is not an empty folder"),
+    ]
+    before = sorted(str(p) for p in tmp.rglob("*"))
+    for args, match in cases:
+        r = cli(*args, *(() if "--db" in args else ("--db", db)))
+        assert r.code == 2 and len(r.err.strip().splitlines()) == 1 and match in r.err, (args, r.err)
+        assert sorted(str(p) for p in tmp.rglob("*")) == before, args
+    (tmp / "empty").mkdir()  # an empty folder is as good as a new one
+    assert cli("adapters", "export", aid, str(tmp / "empty"), "--db", db).code == 0
+    assert (tmp / "empty" / "adapter_config.json").is_file()

@@ -47,7 +47,7 @@ from hypernet.batching import IGNORE, DataOrder, Example, collate
 from hypernet.config import HypernetConfig
 from hypernet.inject import apply_lora
 from hypernet.lora import LoraWeights
-from hypernet.peft_io import export_peft
+from hypernet.peft_io import export_peft, publish_modes
 from hypernet.targets import Target, find_targets
 from hypernet.train import TrainConfig, _is_oom, evaluate, lm_loss, lr_at
 from hypernet.trainstate import TrainingError, atomic_write
@@ -230,22 +230,13 @@ def publish(lora: LoraWeights, report: dict[str, Any], folder: Path) -> Path:
     try:
         built = export_peft(lora, staging / "adapter")
         _write_json(built / REPORT_NAME, report)
-        _umask_modes(built)
+        publish_modes(built)  # report.json is written by atomic_write, privately
         if folder.exists():  # --overwrite: the old folder goes only once the new one is complete
             os.replace(folder, staging / "old")
         os.replace(built, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return folder
-
-
-def _umask_modes(folder: Path) -> None:
-    """Temp folders and files are created private (0700/0600); the published adapter gets the usual modes."""
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o777 & ~umask)
-    for f in folder.iterdir():
-        f.chmod(0o666 & ~umask)
 
 
 def _options_dict(opts: LoraOptions, cfg: TrainConfig, shape: HypernetConfig) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any
 from agent.runtime.base_model import EMBEDDED, embedded_gguf, hub_id
 from hypernet.gguf_io import GGUFLoraError, export_gguf_lora
 from hypernet.lora import LoraWeights
-from hypernet.peft_io import export_peft
+from hypernet.peft_io import export_peft, publish_modes
 from memory import adapters as adapter_repo
 from memory.db import Store
 from memory.models import HypernetCheckpoint
@@ -162,6 +162,7 @@ def export_adapter(store: Store, adapter_id: int, out: Path, fmt: str = "peft",
             built.mkdir()
             export_gguf_lora(lora, built / GGUF_FILE, base_gguf, name=prov["skill"] or f"adapter-{adapter_id}")
         (built / CARD_FILE).write_text(model_card(lora, prov, fmt, out, base_gguf))
+        publish_modes(built)
         os.replace(built, out)  # onto an empty folder too (rename(2) replaces an empty directory)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
