@@ -4,6 +4,8 @@ same adapter merged in (KL falls), while the same file without the q/k row permu
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -17,6 +19,7 @@ from hypernet.lora import LoraWeights
 from hypernet.targets import find_targets
 
 llama_backend = pytest.importorskip("agent.runtime.llama_backend")
+llama_cpp = pytest.importorskip("llama_cpp")
 pytestmark = [pytest.mark.smoke, pytest.mark.usefixtures("one_thread")]
 PROMPTS = ["Fix the failing test in stats.py.", "def clamp(value, low, high):", "List three colors."]
 
@@ -42,7 +45,8 @@ def _kl(p: np.ndarray, q: np.ndarray) -> float:
     return float((lp.exp() * (lp - lq)).sum())
 
 
-def test_gguf_lora_moves_llama_cpp_toward_the_same_adapter_in_transformers(loaded, tmp_path, monkeypatch):
+def _random_lora(loaded) -> LoraWeights:
+    """Rank 8 on q/k/v/down of every 6th layer, large enough to move the next-token distribution clearly."""
     g = torch.Generator().manual_seed(0)
     targets = [t for t in find_targets(loaded.model, ("q_proj", "k_proj", "v_proj", "down_proj")) if t.layer % 6 == 0]
     factors = {}
@@ -50,16 +54,20 @@ def test_gguf_lora_moves_llama_cpp_toward_the_same_adapter_in_transformers(loade
         w = loaded.model.get_submodule(t.path).weight
         a = torch.randn(8, t.in_features, generator=g) / t.in_features ** 0.5
         factors[t.key] = (a, torch.randn(t.out_features, 8, generator=g) * 3 * w.std().item() / 8 ** 0.5)
-    lora = LoraWeights(loaded.name, tuple(targets), factors)
+    return LoraWeights(loaded.name, tuple(targets), factors)
+
+
+def _injected_logits(loaded, lora: LoraWeights, prompts: list[list[int]]) -> list[np.ndarray]:
+    """The project's own injection (transformers, adapter merged in) on the same tokens llama.cpp gets."""
+    with torch.no_grad(), apply_lora(loaded.model, lora, mode="merge", base_model=loaded.name):
+        return [loaded.model(input_ids=torch.tensor([ids])).logits[0, -1].double().numpy() for ids in prompts]
+
+
+def test_gguf_lora_moves_llama_cpp_toward_the_same_adapter_in_transformers(loaded, tmp_path, monkeypatch):
+    lora = _random_lora(loaded)
     chat = llama_backend.LlamaChat(embedded_gguf(loaded.name), n_ctx=512)
     prompts = [chat.render([{"role": "user", "content": p}]) for p in PROMPTS]
-
-    def hf() -> list[np.ndarray]:
-        with torch.no_grad():
-            return [loaded.model(input_ids=torch.tensor([ids])).logits[0, -1].double().numpy() for ids in prompts]
-
-    with apply_lora(loaded.model, lora, mode="merge", base_model=loaded.name):
-        want = hf()
+    want = _injected_logits(loaded, lora, prompts)
     base = [chat.next_token_logits(ids) for ids in prompts]
     chat.set_adapters([export_gguf_lora(lora, tmp_path / "a.gguf", embedded_gguf(loaded.name))])
     with_lora = [chat.next_token_logits(ids) for ids in prompts]
@@ -72,6 +80,39 @@ def test_gguf_lora_moves_llama_cpp_toward_the_same_adapter_in_transformers(loade
     kl_wrong = np.mean([_kl(w, b) for w, b in zip(want, wrong)])
     assert kl_lora < 0.25 * kl_base, (kl_lora, kl_base)  # what is left is the Q4 vs fp32 gap
     assert kl_wrong > 2 * kl_lora, (kl_wrong, kl_lora)
+
+
+def test_cli_gguf_export_moves_llama_cpp_toward_the_injected_adapter(loaded, cli, tmp_path):
+    """`agent adapters export ID DIR --format gguf` end to end: the file llama.cpp loads as it is."""
+    from agent.runtime.skill_adapters import store_lora
+    from memory.db import Store
+
+    lora = _random_lora(loaded)
+    db = f"sqlite:///{tmp_path / 's.db'}"
+    aid = store_lora(Store(db), lora, "merge", meta={"inputs": [], "weights": []})
+    r = cli("adapters", "export", str(aid), str(tmp_path / "out"), "--format", "gguf", "--db", db, "--json")
+    assert r.code == 0, r.err
+    adapter = tmp_path / "out" / "adapter.gguf"
+    assert json.loads(r.out)["files"] == ["README.md", "adapter.gguf"]
+    card = (tmp_path / "out" / "README.md").read_text()
+    base_gguf = embedded_gguf(loaded.name)
+    assert f"llama-server -m {base_gguf} --lora {adapter}" in card
+    assert f"FROM {base_gguf}\nADAPTER {adapter}" in card  # the Ollama Modelfile snippet
+    chat = llama_backend.LlamaChat(base_gguf, n_ctx=512)
+    prompts = [chat.render([{"role": "user", "content": p}]) for p in PROMPTS]
+    want = _injected_logits(loaded, lora, prompts)
+    base = [chat.next_token_logits(ids) for ids in prompts]
+    # as a user loads it: llama-cpp-python's public lora_path (llama.cpp's --lora underneath)
+    llm = llama_cpp.Llama(model_path=str(base_gguf), lora_path=str(adapter), n_ctx=512, n_threads=2,
+                          logits_all=True, verbose=False)
+    with_lora = []
+    for ids in prompts:
+        llm.reset()
+        llm.eval(ids)
+        with_lora.append(np.array(llm.scores[llm.n_tokens - 1]))
+    kl_base = np.mean([_kl(w, b) for w, b in zip(want, base)])
+    kl_lora = np.mean([_kl(w, b) for w, b in zip(want, with_lora)])
+    assert kl_lora < 0.25 * kl_base, (kl_lora, kl_base)
 
 
 def test_a_missing_policy_adapter_is_one_line_and_exit_2(cli, tmp_path):

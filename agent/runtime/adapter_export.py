@@ -81,15 +81,37 @@ def _rank_table(lora: LoraWeights) -> list[str]:
     return rows
 
 
+def _peft_lines(base: str, name: str, max_rank: int, folder: str) -> list[str]:
+    vllm_rank = vllm_max_lora_rank(max_rank)
+    return [
+        "transformers + PEFT (the base is found from `base_model_name_or_path`):", "", "```python",
+        "from peft import AutoPeftModelForCausalLM", f"model = AutoPeftModelForCausalLM.from_pretrained({folder!r})",
+        "```", "",
+        "vLLM (its default --max-lora-rank is 16; the flag must hold the largest rank):", "", "```bash",
+        f"vllm serve {base} --enable-lora --max-lora-rank {vllm_rank} --lora-modules {name}={folder}"
+        if vllm_rank else f"# vLLM's --max-lora-rank stops at {VLLM_MAX_LORA_RANKS[-1]}: rank {max_rank} does not fit; "
+                          "recompress first: agent adapters merge ID --max-rank 512",
+        "```", "",
+    ]
+
+
+def _gguf_lines(base_gguf: str, adapter: str) -> list[str]:
+    return [
+        "llama.cpp (llama-cpp-python: `Llama(model_path=BASE, lora_path=ADAPTER)`):", "", "```bash",
+        f"llama-server -m {base_gguf} --lora {adapter}", "```", "",
+        "Ollama (a Modelfile; then `ollama create NAME -f Modelfile`):", "", "```",
+        f"FROM {base_gguf}", f"ADAPTER {adapter}", "```", "",
+    ]
+
+
 def model_card(lora: LoraWeights, prov: dict[str, Any], fmt: str, folder: Path, base_gguf: Path | None) -> str:
+    """README.md: base (hub id), origin (skill and hash, hypernetwork), rank per module, how to serve it."""
     base = hub_id(lora.base_model)
     title = f"skill `{prov['skill']}`" if prov["kind"] == "skill" else f"{prov['kind']} adapter {prov['id']}"
     name = prov["skill"] if prov["kind"] == "skill" and prov["skill"] else f"adapter-{prov['id']}"
-    max_rank = lora.max_rank
-    vllm_rank = vllm_max_lora_rank(max_rank)
-    gguf_base = str(base_gguf) if base_gguf else "BASE.gguf"
+    gguf_base = str(base_gguf or default_base_gguf(lora.base_model) or "BASE.gguf")
     lines = [
-        "---", f"base_model: {base}", "library_name: peft" if fmt == "peft" else "library_name: gguf",
+        "---", f"base_model: {base}", f"library_name: {'peft' if fmt == 'peft' else 'gguf'}",
         "tags: [lora, parametric-skills]", "---", "",
         f"# LoRA adapter: {title}", "",
         "Made by parametric-skills: a hypernetwork turns an Agent Skill (SKILL.md) into a LoRA in one forward "
@@ -98,33 +120,24 @@ def model_card(lora: LoraWeights, prov: dict[str, Any], fmt: str, folder: Path, 
                                       "dequantized; the hub weights differ from it by the quantization error)"
                                       if lora.base_model in EMBEDDED else ""),
         *_origin(prov, lora),
-        f"- {len(lora.targets)} modules, max rank {max_rank}; scaling 1 (ΔW = B·A as stored: lora_alpha = r "
+        f"- {len(lora.targets)} modules, max rank {lora.max_rank}; scaling 1 (ΔW = B·A as stored: lora_alpha = r "
         "per module in PEFT, alpha 0 in GGUF)", "",
         "## Rank per module", "", *_rank_table(lora), "",
-        "## Loading it", "",
+        "## Serving it", "",
+        "Checked by parametric-skills' tests: transformers + PEFT, and llama.cpp through llama-cpp-python. The vLLM, "
+        "llama-server and Ollama lines follow their documentation and have not been run by the project.", "",
     ]
     if fmt == "peft":
-        lines += [
-            "transformers + PEFT:", "", "```python",
-            "from peft import AutoPeftModelForCausalLM", f"model = AutoPeftModelForCausalLM.from_pretrained({str(folder)!r})",
-            "```", "",
-            "vLLM (rank above 16, vLLM's default, needs --max-lora-rank):", "", "```bash",
-            f"vllm serve {base} --enable-lora --max-lora-rank {vllm_rank} --lora-modules {name}={folder}"
-            if vllm_rank else f"# vLLM's --max-lora-rank stops at {VLLM_MAX_LORA_RANKS[-1]}: rank {max_rank} does "
-                             "not fit; recompress with `agent adapters merge ID --max-rank 512`",
-            "```", "",
-            "llama.cpp and Ollama: export it as GGUF instead: "
-            f"`agent adapters export {prov['id']} DIR --format gguf`.", "",
-        ]
+        other = f"{folder}-gguf"
+        lines += _peft_lines(base, name, lora.max_rank, str(folder)) + [
+            f"llama.cpp and Ollama take a GGUF LoRA: `agent adapters export {prov['id']} {other} --format gguf`, then:",
+            "", *_gguf_lines(gguf_base, f"{other}/{GGUF_FILE}")]
     else:
-        lines += [
-            f"The GGUF was written for `{gguf_base}` (architecture and tensor shapes checked against it); another "
-            "quantization of the same model takes it too.", "",
-            "llama.cpp:", "", "```bash", f"llama-server -m {gguf_base} --lora {folder / GGUF_FILE}", "```", "",
-            "llama-cpp-python: `Llama(model_path=BASE, lora_path=ADAPTER)`.", "",
-            "Ollama (Modelfile; then `ollama create NAME -f Modelfile`):", "", "```",
-            f"FROM {gguf_base}", f"ADAPTER {folder / GGUF_FILE}", "```", "",
-        ]
+        other = f"{folder}-peft"
+        lines += [f"This GGUF was written for `{gguf_base}` (architecture and tensor shapes checked against it).", "",
+                  *_gguf_lines(gguf_base, str(folder / GGUF_FILE)),
+                  f"transformers and vLLM take a PEFT folder: `agent adapters export {prov['id']} {other} "
+                  "--format peft`, then:", "", *_peft_lines(base, name, lora.max_rank, other)]
     return "\n".join(lines)
 
 
