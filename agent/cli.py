@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> None:
         fail(str(exc))
     except KeyboardInterrupt:
         fail("interrupted", code=130)
-    if code:  # typer.Exit(n) and --help come back as exit codes when not standalone
+    # not standalone, typer.Exit(n) comes back as n; a command's own return value is not an exit code
+    if isinstance(code, int) and not isinstance(code, bool) and code:
         raise SystemExit(code)
 
 
