@@ -376,13 +376,11 @@ def read_bundle(folder: Path, errors: list[str], warnings: list[str]) -> list[Bu
                     continue
                 if over:
                     size = entry.stat(follow_symlinks=False).st_size
-                    errors.append(f"{rel}: {size:,} bytes is over the {MAX_FILE_BYTES // MIB} MiB cap per "
-                                  "bundled file")
+                    errors.append(f"{rel}: {size:,} bytes is over the {_size(MAX_FILE_BYTES)} cap per bundled file")
                     continue
                 total += len(data)
                 if total > MAX_BUNDLE_BYTES:
-                    errors.append(f"bundled files over the {MAX_BUNDLE_BYTES // MIB} MiB cap per skill "
-                                  f"(reached at {rel})")
+                    errors.append(f"bundled files over the {_size(MAX_BUNDLE_BYTES)} cap per skill (reached at {rel})")
                     raise _Stop
                 found.append(BundledFile(rel, data, bool(mode & stat.S_IXUSR)))
 
@@ -391,6 +389,10 @@ def read_bundle(folder: Path, errors: list[str], warnings: list[str]) -> list[Bu
     except _Stop:
         pass
     return found
+
+
+def _size(n: int) -> str:
+    return f"{n // MIB} MiB" if n % MIB == 0 else f"{n:,}-byte"
 
 
 class _Stop(Exception):
