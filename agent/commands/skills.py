@@ -112,7 +112,7 @@ def show(name: str, db: DbOption = None, json: JsonOption = False) -> None:
                   f"source={data['source']} uses={data['uses']} wins={data['wins']}")
     for key in ("license", "compatibility", "allowed_tools"):
         if data[key]:
-            _say(f"{key.replace('_', '-')}: {data[key]}")
+            _say(f"{key.replace('_', '-')}: {' '.join(data[key].split())}")
     for f in data["files"]:
         _say(f"  {f['path']}  {f['bytes']:,} bytes{'  (executable)' if f['executable'] else ''}")
     console.print(Markdown(escape_controls(doc.body)))
