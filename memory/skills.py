@@ -184,8 +184,11 @@ def export(session: Session, out_dir: Path, names: list[str] | None = None) -> l
     if not out_dir.parent.exists():
         raise StoreError(f"cannot export to {out_dir}: folder {out_dir.parent} does not exist")
     rows = [get(session, n) for n in names] if names else list_current(session)
-    out_dir.mkdir(exist_ok=True)
-    return [write_skill_dir(to_doc(row), out_dir, bundled_files(row)) for row in rows]
+    try:
+        out_dir.mkdir(exist_ok=True)
+        return [write_skill_dir(to_doc(row), out_dir, bundled_files(row)) for row in rows]
+    except OSError as exc:  # a file where a folder should be, a full disk, no permission
+        raise StoreError(f"cannot export to {out_dir}: {exc.strerror or exc} ({exc.filename})") from None
 
 
 def summary(row: Skill) -> dict:
