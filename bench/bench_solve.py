@@ -92,8 +92,9 @@ def main() -> None:
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--policy", default=None, help="policy adapter folder (default: the shipped one)")
-    ap.add_argument("--skill-scale", type=float, default=1.0,
-                    help="scale of the merged skill adapter beneath which the policy acts (an experiment)")
+    ap.add_argument("--skill-scale", type=float, default=None,
+                    help="scale of the merged skill adapter beneath the policy (default: agent solve's, "
+                         "skill_context.SKILL_SCALE_UNDER_POLICY)")
     ap.add_argument("--out", type=Path, default=OUT, help="result JSON (the plot goes beside it)")
     args = ap.parse_args()
 
@@ -102,11 +103,12 @@ def main() -> None:
     from agent.runtime.hypernet_loader import load as load_hypernet
     from agent.runtime.local_chat import load_policy, open_local_chat
     from agent.runtime.solve import SolveRequest, solve_attempts
-    from hypernet.lora import LoraWeights
     from memory.db import Store
     from memory.seed import ensure_seeded
 
     configs = [c for c in args.configs.split(",") if c]
+    skill_scale = skill_context.SKILL_SCALE_UNDER_POLICY if args.skill_scale is None else args.skill_scale
+    args.skill_scale = skill_scale  # recorded in the settings
     out = args.out
     result = json.loads(out.read_text()) if args.resume and out.is_file() else {"runs": []}
     done = {(r["task"], r["config"]) for r in result["runs"]}
@@ -128,10 +130,7 @@ def main() -> None:
                 if (task_id, config) in done:
                     continue
                 ctx, skill_lora = skill_context.build(store, mode, "fix the failing test", 3, loaded,
-                                                      handle if mode == "parametric" else None)
-                if skill_lora is not None and args.skill_scale != 1.0:
-                    skill_lora = LoraWeights(skill_lora.base_model, skill_lora.targets, {
-                        k: (a, b * args.skill_scale) for k, (a, b) in skill_lora.factors.items()})
+                                                      handle if mode == "parametric" else None, skill_scale)
                 adapters = adapters_base + ([skill_lora] if skill_lora is not None else [])
 
                 def open_chat(k: int):

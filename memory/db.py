@@ -10,7 +10,7 @@ import os
 import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from alembic import command
 from alembic.config import Config
@@ -127,20 +127,40 @@ def check_not_newer(engine: Engine) -> None:
         )
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
+def _migrate(engine: Engine, step: Callable[[Config], None]) -> None:
+    """Run one Alembic command in one transaction.
+
+    On SQLite, with foreign keys off around it: a migration that changes a column rebuilds the table
+    (copy, drop, rename), and dropping `skills` with foreign keys on would run the ON DELETE actions of
+    the tables that point at it (adapters.skill_id set to NULL). This is SQLite's own procedure for
+    schema changes: foreign keys off outside the transaction, `foreign_key_check` before the commit.
+    """
     check_not_newer(engine)
     cfg = alembic_config(engine)
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
+    with engine.connect() as conn:
+        sqlite = engine.dialect.name == "sqlite"
+        if sqlite:  # on the driver's connection: a PRAGMA inside a transaction is ignored
+            conn.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with conn.begin():
+                cfg.attributes["connection"] = conn
+                step(cfg)
+                if sqlite:
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise StoreError(f"migration left {len(broken)} broken foreign keys (first: {broken[0]}); "
+                                         "rolled back")
+        finally:
+            if sqlite:
+                conn.connection.driver_connection.execute("PRAGMA foreign_keys=ON")
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    _migrate(engine, lambda cfg: command.upgrade(cfg, revision))
 
 
 def downgrade(engine: Engine, revision: str) -> None:
-    check_not_newer(engine)
-    cfg = alembic_config(engine)
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, revision)
+    _migrate(engine, lambda cfg: command.downgrade(cfg, revision))
 
 
 class Store:

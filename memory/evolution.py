@@ -85,21 +85,33 @@ def recent_runs(session: Session, kind: str | None = None, limit: int = 50) -> l
 
 # --- pending work ---------------------------------------------------------------------------------
 
-def pending_trajectories(session: Session, limit: int = 20, now: datetime | None = None) -> list[Trajectory]:
-    """Finished trajectories extraction has not looked at, plus ones abandoned while running."""
+def pending_trajectories(session: Session, limit: int = 20, now: datetime | None = None,
+                         up_to: int | None = None) -> list[Trajectory]:
+    """Finished trajectories extraction has not looked at, plus ones abandoned while running (ids <= up_to)."""
     now = now or utcnow()
     q = (select(Trajectory).where(Trajectory.extraction == "pending")
          .where((Trajectory.status != "running") | (Trajectory.started_at < now - ABANDONED_AFTER))
          .order_by(Trajectory.id).limit(limit))
+    if up_to is not None:
+        q = q.where(Trajectory.id <= up_to)
     return list(session.scalars(q))
 
 
-def pending_skills(session: Session, sources: Iterable[str], limit: int = 50) -> list[Skill]:
-    """Current, active skills of these sources that no EMA version has folded in yet."""
+def pending_skills(session: Session, sources: Iterable[str], limit: int = 50,
+                   up_to: int | None = None) -> list[Skill]:
+    """Current, active skills of these sources that no EMA version has folded in yet (ids <= up_to)."""
     q = (select(Skill).where(Skill.is_current.is_(True), Skill.status == "active", Skill.ema_version.is_(None),
                              Skill.source.in_(list(sources)))
          .order_by(Skill.id).limit(limit))
+    if up_to is not None:
+        q = q.where(Skill.id <= up_to)
     return list(session.scalars(q))
+
+
+def last_ids(session: Session) -> tuple[int, int]:
+    """The newest trajectory and skill ids: a job run's snapshot of its work, so that a steady stream of new
+    rows cannot keep one job running forever while the others (one worker) wait behind it."""
+    return (session.scalar(select(func.max(Trajectory.id))) or 0, session.scalar(select(func.max(Skill.id))) or 0)
 
 
 # --- EMA versions ---------------------------------------------------------------------------------

@@ -50,9 +50,14 @@ class Skill(Base):
     is_current: Mapped[bool] = mapped_column(default=True)
     description: Mapped[str] = mapped_column(Text)
     body: Mapped[str] = mapped_column(Text)
-    license: Mapped[str | None] = mapped_column(String(256))
+    # the Agent Skills fields: license has no length limit in the spec, compatibility at most 500 characters
+    license: Mapped[str | None] = mapped_column(Text)
     compatibility: Mapped[str | None] = mapped_column(String(500))
+    allowed_tools: Mapped[str | None] = mapped_column(Text)
+    # the spec's metadata: a string -> string map
     meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # the SKILL.md text as imported, exported verbatim; NULL for skills written by code (rendered on export)
+    skill_md: Mapped[str | None] = mapped_column(Text)
     subtask: Mapped[str | None] = mapped_column(String(32), index=True)
     # seed | extracted | user
     source: Mapped[str] = mapped_column(String(16), default="user")
@@ -69,6 +74,37 @@ class Skill(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
     adapters: Mapped[list[Adapter]] = relationship(back_populates="skill")
+    files: Mapped[list[SkillFile]] = relationship(back_populates="skill", order_by="SkillFile.path",
+                                                  cascade="all, delete-orphan")
+
+
+class SkillBlob(Base):
+    """The bytes of a bundled file, stored once however many skills and versions hold them."""
+
+    __tablename__ = "skill_blobs"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(Integer)
+    # loaded only when the bytes are needed (export), not when a listing asks for sizes
+    data: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class SkillFile(Base):
+    """A file of a skill version's folder besides SKILL.md (scripts/, references, assets, a licence)."""
+
+    __tablename__ = "skill_files"
+    __table_args__ = (UniqueConstraint("skill_id", "path", name="uq_skill_files_skill_path"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    skill_id: Mapped[int] = mapped_column(ForeignKey("skills.id", ondelete="CASCADE"))
+    # relative to the skill folder, POSIX separators
+    path: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(ForeignKey("skill_blobs.sha256"), index=True)
+    executable: Mapped[bool] = mapped_column(default=False)
+
+    skill: Mapped[Skill] = relationship(back_populates="files")
+    blob: Mapped[SkillBlob] = relationship()
 
 
 class HypernetCheckpoint(Base):

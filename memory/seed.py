@@ -1,4 +1,5 @@
-"""The seed skill library shipped in memory/library/, imported into a store on first use."""
+"""The seed skill library shipped in memory/library/: imported into an empty store on first use
+(`agent solve`, `agent evolve`), or on demand with `agent skills seed`."""
 
 from __future__ import annotations
 
@@ -21,3 +22,17 @@ def ensure_seeded(store: Store) -> int:
         if skill_repo.list_current(s, include_rejected=True):
             return 0
         return sum(skill_repo.upsert(s, doc, source="seed").action == "added" for doc in seed_docs())
+
+
+def seed(store: Store) -> list[skill_repo.ImportResult]:
+    """Import the shipped library now: skills the store lacks are added and seed skills updated to the
+    shipped text; a skill of the same name from elsewhere (imported or extracted) is kept as it is."""
+    results = []
+    with store.session() as s:
+        for doc in seed_docs():
+            row = skill_repo.current(s, doc.name)
+            if row is not None and row.source != "seed":
+                results.append(skill_repo.ImportResult(doc.name, "kept", row.version, len(row.files)))
+            else:
+                results.append(skill_repo.upsert(s, doc, source="seed"))
+    return results

@@ -118,6 +118,35 @@ def test_import_checks_the_adapter_against_the_base_model(cli, env, case, match)
     assert cli("adapters", "list", "--db", db, "--json").out == before
 
 
+def test_skill_scale_scales_the_merged_adapter_and_is_recorded(env, monkeypatch):
+    import torch
+
+    from agent.runtime import skill_context
+    from agent.runtime.skill_context import build
+    from hypernet.lora import LoraWeights
+    from hypernet.targets import Target
+    from memory.seed import ensure_seeded
+
+    tmp, db, _ = env
+    store = Store(db)
+    ensure_seeded(store)
+    target = Target(0, "q_proj", "model.layers.0.self_attn.q_proj", 8, 8)
+
+    class Converted:
+        def __init__(self, seed):
+            g = torch.Generator().manual_seed(seed)
+            self.lora = LoraWeights("m", (target,), {target.key: (torch.randn(2, 8, generator=g),
+                                                                  torch.randn(8, 2, generator=g))})
+            self.adapter_id = seed
+
+    monkeypatch.setattr(skill_context, "convert_skill", lambda store, loaded, handle, doc, sid: Converted(sid))
+    loaded = type("Loaded", (), {"name": "m"})()
+    full_ctx, full = build(store, "parametric", "fix the failing test", 2, loaded, object())
+    ctx, scaled = build(store, "parametric", "fix the failing test", 2, loaded, object(), 0.3)
+    assert torch.allclose(scaled.delta(target.key), 0.3 * full.delta(target.key), atol=1e-6)
+    assert all(e["scale"] == 0.3 for e in ctx.active) and all("scale" not in e for e in full_ctx.active)
+
+
 # --- export: folders that other tools load as they are ---------------------------------------------------
 
 def _store_random(db, model_dir, rank, base_model, kind="merge", **fields):

@@ -35,11 +35,11 @@ def test_every_command_has_help(cli):
 
 def test_import_list_show_export_json(cli, tmp_path):
     db = f"sqlite:///{tmp_path / 's.db'}"
-    make_skill(tmp_path / "lib", "one-skill", metadata="{subtask: code-review}")
+    make_skill(tmp_path / "lib", "one-skill", metadata="\n  subtask: code-review")
     make_skill(tmp_path / "lib", "two-skill")
     r = cli("skills", "import", str(tmp_path / "lib"), "--db", db, "--json")
     assert r.code == 0, r.err
-    assert sorted(x["action"] for x in json.loads(r.out)) == ["added", "added"]
+    assert sorted(x["action"] for x in json.loads(r.out)["imported"]) == ["added", "added"]
     r = cli("skills", "list", "--db", db, "--json")
     listed = json.loads(r.out)
     assert [x["name"] for x in listed] == ["one-skill", "two-skill"]
@@ -50,15 +50,15 @@ def test_import_list_show_export_json(cli, tmp_path):
     assert r.code == 0 and (tmp_path / "out" / "one-skill" / "SKILL.md").is_file()
 
 
-def test_bad_import_in_a_batch_leaves_database_unchanged(cli, tmp_path):
+def test_bad_skill_in_a_batch_is_refused_alone(cli, tmp_path):
     db = f"sqlite:///{tmp_path / 's.db'}"
     make_skill(tmp_path / "lib", "good-skill")
     make_skill(tmp_path / "lib", "bad-skill", fm_name="mismatch")
     r = cli("skills", "import", str(tmp_path / "lib"), "--db", db)
-    assert r.code == 2
-    assert "does not match its folder" in r.err
-    assert len(r.err.strip().splitlines()) == 1
-    assert table_counts(db)["skills"] == 0
+    assert r.code == 1
+    assert r.err.strip().splitlines() == [f"refused: mismatch ({tmp_path / 'lib' / 'bad-skill'}): "
+                                          "Directory name 'bad-skill' must match skill name 'mismatch'"]
+    assert table_counts(db)["skills"] == 1
 
 
 @pytest.mark.parametrize(

@@ -185,3 +185,20 @@ def test_crash_inside_the_transaction_leaves_the_trajectory_pending(store, tmp_p
         assert s.get(Trajectory, tid).extraction == "pending"
     assert skills(store, source="extracted") == []
     assert run_job(fake_context(store, tmp_path), "extract").details["counts"] == {"ADD": 1}
+
+
+def test_a_run_takes_the_work_present_at_its_start_so_a_steady_stream_cannot_starve_the_other_jobs(store, tmp_path):
+    # the verifier stands for the slow part of extraction; a writer adds a trajectory while each one runs
+    arrived: list[int] = []
+
+    def verifier(v):
+        arrived.append(add_trajectory(store))
+        return Verification(True, "ok (fake)")
+
+    ctx = fake_context(store, tmp_path, verifier=verifier)
+    first = [add_trajectory(store) for _ in range(3)]
+    report = run_job(ctx, "extract")
+    assert sum(report.details["counts"].values()) == 3 and len(arrived) == 3
+    with store.session() as s:
+        assert all(s.get(Trajectory, t).extraction != "pending" for t in first)
+        assert all(s.get(Trajectory, t).extraction == "pending" for t in arrived)  # the next run's work

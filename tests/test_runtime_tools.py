@@ -52,6 +52,10 @@ def test_read_takes_a_window_and_numbers_lines(tmp_path, monkeypatch):
     obs = Tools(tmp_path, FakeRunner(), "t").execute(parse("```read\nlong.py:4\n```"))
     assert obs.text.splitlines()[:4] == ["long.py (lines 4-6 of 10)", "   4 | x4 = 4", "   5 | x5 = 5", "   6 | x6 = 6"]
     assert "read long.py:7" in obs.text
+    # a narrower range still shows a whole window from its start
+    narrow = Tools(tmp_path, FakeRunner(), "t").execute(parse("```read\nlong.py:2-2\n```"))
+    assert narrow.text.splitlines()[:4] == ["long.py (lines 2-4 of 10)", "   2 | x2 = 2", "   3 | x3 = 3",
+                                            "   4 | x4 = 4"]
 
 
 def test_read_and_edit_refuse_fifos_and_huge_files_without_hanging(tmp_path, monkeypatch):
@@ -85,3 +89,17 @@ def test_compact_report_keeps_the_failure_and_drops_the_noise(tmp_path):
         assert len(short.splitlines()) <= 8 < len(text.splitlines()), runner
         assert " in 0." not in short  # durations vary between runs: never in what the model sees
     assert compact("make: *** [test] Error 2") == "make: *** [test] Error 2"
+
+
+def test_compact_report_says_where_the_called_functions_are_defined_outside_the_tests(tmp_path):
+    outputs = _outputs(tmp_path)
+    repo = tmp_path / "repo"
+    (repo / "pkg").mkdir()
+    (repo / "pkg" / "more.py").write_text("\n\nclass clamp_helper:\n    pass\n")  # a longer name is not a match
+    for runner, text in outputs.items():
+        lines = compact(text, f"python -m {runner}", repo).splitlines()
+        at = lines.index("  line: self.assertEqual(clamp(11, 0, 10), 10)")
+        assert lines[at + 1] == "  defined: clamp at stats.py:22", runner  # the def line itself, not a blank above
+        assert sum("defined:" in line for line in lines) == 1, runner  # not assertEqual, not the test file's names
+    (repo / "stats.py").unlink()
+    assert "defined:" not in compact(outputs["pytest"], "python -m pytest", repo)

@@ -89,16 +89,20 @@ def test_discover_finds_agent_skill_dirs_in_a_repo(tmp_path):
 @pytest.mark.parametrize(
     "case,match",
     [
-        ("no-frontmatter", "missing YAML frontmatter"),
-        ("unclosed", "not closed"),
-        ("broken-yaml", "broken YAML"),
-        ("no-description", "'description' is missing"),
-        ("bad-name", "must be 1-64 chars"),
-        ("long-name", "must be 1-64 chars"),
-        ("double-hyphen", "must be 1-64 chars"),
-        ("mismatch", "does not match its folder"),
-        ("long-description", "description must be"),
-        ("empty-body", "body is empty"),
+        # the reference validator's (skills-ref) messages, with the length in them
+        ("no-frontmatter", r"must start with YAML frontmatter \(---\)"),
+        ("unclosed", "frontmatter not properly closed"),
+        ("broken-yaml", "Invalid YAML in frontmatter: .*line 2"),
+        ("no-description", "Missing required field in frontmatter: description"),
+        ("bad-name", "Skill name 'X_Skill' must be lowercase; .*contains invalid characters"),
+        ("long-name", r"exceeds 64 character limit \(65 chars\)"),
+        ("double-hyphen", "cannot contain consecutive hyphens"),
+        ("mismatch", "Directory name 'x-skill' must match skill name 'other'"),
+        ("long-description", r"Description exceeds 1024 character limit \(1025 chars\)"),
+        ("long-compatibility", r"Compatibility exceeds 500 character limit \(501 chars\)"),
+        ("unknown-field", "Unexpected fields in frontmatter: version"),
+        ("dashes-in-a-value", "the '---' on line 3 is not a line of its own"),
+        # the store's own checks on top
         ("non-utf8", "not UTF-8"),
         ("huge", "over the"),
         ("nul-in-body", "NUL byte"),
@@ -121,7 +125,9 @@ def test_bad_skill_files_are_refused(tmp_path, case, match):
         "double-hyphen": "---\nname: x--skill\ndescription: d\n---\nbody\n",
         "mismatch": "---\nname: other\ndescription: d\n---\nbody\n",
         "long-description": "---\nname: x-skill\ndescription: " + "d" * 1025 + "\n---\nbody\n",
-        "empty-body": "---\n" + good_front + "---\n   \n",
+        "long-compatibility": "---\n" + good_front + "compatibility: " + "c" * 501 + "\n---\nbody\n",
+        "unknown-field": "---\n" + good_front + "version: 1.0\n---\nbody\n",
+        "dashes-in-a-value": "---\nname: x-skill\ndescription: before---after\n---\nbody\n",
         "nul-in-body": "---\n" + good_front + "---\nbo\0dy\n",
         "ansi-in-name": "---\nname: x-skill\x1b[2J\ndescription: d\n---\nbody\n",
         "bell-in-description": "---\nname: x-skill\ndescription: ring\x07\n---\nbody\n",
@@ -135,6 +141,13 @@ def test_bad_skill_files_are_refused(tmp_path, case, match):
         path.write_text(texts[case], encoding="utf-8")
     with pytest.raises(SkillFormatError, match=match):
         read_skill_dir(folder)
+
+
+def test_an_empty_body_is_valid_as_in_the_spec(tmp_path):
+    folder = tmp_path / "x-skill"
+    folder.mkdir()
+    (folder / "SKILL.md").write_text("---\nname: x-skill\ndescription: ok\n---\n", encoding="utf-8")
+    assert read_skill_dir(folder).body == ""
 
 
 def test_missing_and_unreadable_paths(tmp_path):

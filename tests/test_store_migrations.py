@@ -10,7 +10,7 @@ from memory.errors import SchemaTooNewError, StoreError
 from memory.models import Base
 
 TABLES = {"skills", "adapters", "trajectories", "trajectory_steps", "hypernet_checkpoints", "eval_results",
-          "evolution_runs"}
+          "evolution_runs", "skill_blobs", "skill_files"}
 
 
 def test_upgrade_to_head_and_down_to_base(db_url):
@@ -101,3 +101,29 @@ def test_corrupt_sqlite_file_is_refused_untouched(tmp_path):
     path.write_bytes(b"not a database at all" * 100)
     with pytest.raises(StoreError, match="damaged"):
         Store(f"sqlite:///{path}")
+
+
+def test_upgrade_that_rebuilds_skills_keeps_what_points_at_them(db_url):
+    """0003 changes a column of `skills`, which SQLite does by rebuilding the table; with foreign keys on,
+    dropping the old table would set adapters.skill_id to NULL. Migrations run with them off there."""
+    engine = store_db.make_engine(db_url)
+    store_db.upgrade(engine, "0002")
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO skills (id, name, version, is_current, description, body, license, meta, source, status,"
+            " provenance, content_hash, use_count, win_count, created_at, updated_at) VALUES (7, 'kept', 1, :t,"
+            " 'd', 'b', 'MIT', '{}', 'user', 'active', '{}', 'h', 3, 2, :now, :now)"),
+            {"t": True, "now": "2026-01-01 00:00:00"})
+        conn.execute(text(
+            "INSERT INTO adapters (id, kind, skill_id, base_model, rank, targets, shapes, blob, sha256, meta,"
+            " created_at) VALUES (1, 'skill', 7, 'm', 4, '[]', '{}', :blob, 's', '{}', :now)"),
+            {"blob": b"\x00\x01", "now": "2026-01-01 00:00:00"})
+    store_db.upgrade(engine)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT skill_id FROM adapters")).scalar() == 7
+        assert conn.execute(text("SELECT name, license, use_count FROM skills")).one() == ("kept", "MIT", 3)
+        if engine.dialect.name == "sqlite":
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1  # switched back on
+    long_licence = "L" * 2000  # the spec sets no length; VARCHAR(256) refused this on PostgreSQL
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE skills SET license = :l"), {"l": long_licence})

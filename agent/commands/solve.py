@@ -35,6 +35,8 @@ def command(
     seed: int = typer.Option(0, "--seed", help="Seed of the sampling attempts (attempt 1 is greedy)."),
     temperature: float = typer.Option(0.7, "--temperature", help="Sampling temperature of attempts 2..K."),
     hypernet: Path = typer.Option(None, help="Hypernetwork checkpoint (default: the shipped one, if any)."),
+    skill_scale: float = typer.Option(None, "--skill-scale", min=0.0, help="Strength of the merged skill "
+                                      "adapter (parametric; default 0.3 beneath a policy adapter, else 1)."),
     top_k: int = typer.Option(3, min=0, help="How many skills to retrieve."),
     test_cmd: str = typer.Option(None, help="The repo's test command (default: detected)."),
     python: str = typer.Option(None, help="Interpreter for the repo's tests (default: this one)."),
@@ -125,7 +127,9 @@ def command(
         say(f"[bold]step {i}[/] {escape(escape_controls(line))}", markup=True, highlight=False)
 
     with err_console.status("retrieving skills ..."):
-        ctx, skill_lora = skill_context.build(store, mode, task, top_k, loaded, handle)
+        if skill_scale is None:
+            skill_scale = skill_context.SKILL_SCALE_UNDER_POLICY if adapters else 1.0
+        ctx, skill_lora = skill_context.build(store, mode, task, top_k, loaded, handle, skill_scale)
     for s in ctx.active:
         say(f"skill {s['name']}  weight={s.get('weight')}  similarity={s.get('similarity', '')}")
 

@@ -86,10 +86,13 @@ def run(ctx: EvolveContext) -> dict[str, Any]:
     folded: list[dict[str, Any]] = []
     errors: list[str] = []
     done: set[int] = set()
+    with ctx.store.session() as s:
+        up_to = evo_repo.last_ids(s)[1]  # skills written during this run are the next run's
     while not ctx.stopping():
         with ctx.store.session() as s:
             todo = [(r.id, r.name, r.version, skill_repo.to_doc(r))
-                    for r in evo_repo.pending_skills(s, ctx.settings.sources, limit=ctx.settings.batch + len(done))
+                    for r in evo_repo.pending_skills(s, ctx.settings.sources, limit=ctx.settings.batch + len(done),
+                                                     up_to=up_to)
                     if r.id not in done][: ctx.settings.batch]
         if not todo:
             break

@@ -85,14 +85,18 @@ def make_solver(chat_factory: ChatFactory | None = None) -> Solver:
                 handle = ctx.handle() if mode == "parametric" else None
             elif mode == "parametric":
                 mode = request.mode = "none"  # a scripted or remote chat takes no adapters
+            policy = None
+            if chat_factory is None:
+                from agent.runtime.local_chat import default_backend, load_policy, open_local_chat
+
+                policy = load_policy(None, loaded)
+            scale = skill_context.SKILL_SCALE_UNDER_POLICY if policy is not None else 1.0
             skills, skill_lora = skill_context.build(ctx.store, mode, item.task, int(opts.get("top_k", 3)), loaded,
-                                                     handle)
+                                                     handle, scale)
             if chat_factory is not None:
                 chat_cm = contextlib.nullcontext(chat_factory(ctx, item))
             else:
-                from agent.runtime.local_chat import default_backend, load_policy, open_local_chat
-
-                adapters = [a for a in (load_policy(None, loaded), skill_lora) if a is not None]
+                adapters = [a for a in (policy, skill_lora) if a is not None]
                 chat_cm = open_local_chat(loaded, adapters, backend=opts.get("backend") or default_backend(loaded.name),
                                           max_new_tokens=int(opts.get("max_new_tokens", 256)))
             with chat_cm as chat:

@@ -283,13 +283,16 @@ def _supported(provenance: dict | None, view: TrajectoryView, event: dict) -> di
 # --- the job --------------------------------------------------------------------------------------------
 
 def run(ctx: EvolveContext) -> dict[str, Any]:
-    """Extract from every pending trajectory (until stopped); returns counts and per-trajectory results."""
+    """Extract from every trajectory pending when the run starts (until stopped); returns counts and per-trajectory results."""
     counts: Counter[str] = Counter()
     results: list[dict[str, Any]] = []
     failed: set[int] = set()
+    with ctx.store.session() as s:
+        up_to = evo_repo.last_ids(s)[0]  # what arrives during this run is the next run's
     while not ctx.stopping():
         with ctx.store.session() as s:
-            batch = [TrajectoryView.from_row(r) for r in evo_repo.pending_trajectories(s, limit=ctx.settings.batch + len(failed))
+            batch = [TrajectoryView.from_row(r) for r in evo_repo.pending_trajectories(
+                         s, limit=ctx.settings.batch + len(failed), up_to=up_to)
                      if r.id not in failed][: ctx.settings.batch]
         if not batch:
             break

@@ -18,6 +18,10 @@ from memory import skills as skill_repo
 from memory.db import Store
 
 MAX_ACTIVE_RANK = 64
+# The merged skill adapter's strength beneath a policy adapter. The hypernetwork learned its adapters on a bare
+# base model; at full strength they pull the policy off its action format (held-out fix rate 0 % at 1.0, 16 %
+# at 0.3: bench/results/solve_heldout*.json), so beneath a policy they act at this scale.
+SKILL_SCALE_UNDER_POLICY = 0.3
 
 
 def retrieve(store: Store, task: str, k: int):
@@ -29,7 +33,7 @@ def retrieve(store: Store, task: str, k: int):
 
 
 def build(store: Store, mode: str, task: str, k: int, loaded: LoadedModel | None = None,
-          handle: HypernetHandle | None = None) -> tuple[SkillContext, LoraWeights | None]:
+          handle: HypernetHandle | None = None, scale: float = 1.0) -> tuple[SkillContext, LoraWeights | None]:
     if mode == "none" or k <= 0:
         return SkillContext(), None
     hits = retrieve(store, task, k)
@@ -56,5 +60,9 @@ def build(store: Store, mode: str, task: str, k: int, loaded: LoadedModel | None
     if not loras:
         return SkillContext(active), None
     merged, _ = merge(loras, weights, max_rank=MAX_ACTIVE_RANK)
+    if scale != 1.0:
+        merged = merged.replace({key: (a, b * scale) for key, (a, b) in merged.factors.items()})
+        for entry in active:
+            entry["scale"] = scale
     return SkillContext(active), merged
 

@@ -117,10 +117,11 @@ def _close_as_error(store: Store, tid: int, outcome: dict, line: str, tokens: in
         pass
 
 
-def task_message(task: str, test_cmd: str, before: Observation) -> str:
+def task_message(task: str, test_cmd: str, before: Observation, root: Path | None = None) -> str:
     """The task as the model first sees it: the request, the test command and the compacted test report."""
     head, _, output = before.text.partition("\n")
-    return f"{task}\n\nTest command: {test_cmd}\nCurrent test result:\n{head}\n{loop.truncate(compact(output, test_cmd), 1500)}"
+    report = loop.truncate(compact(output, test_cmd, root), 1500)
+    return f"{task}\n\nTest command: {test_cmd}\nCurrent test result:\n{head}\n{report}"
 
 
 def solve(request: SolveRequest, store: Store, chat: loop.ChatModel, skills: SkillContext,
@@ -157,7 +158,7 @@ def solve(request: SolveRequest, store: Store, chat: loop.ChatModel, skills: Ski
             idx += 1
 
         system = loop.SYSTEM + (f"\n\n{skills.prompt}" if skills.prompt else "")
-        task = task_message(request.task, test_cmd, before)
+        task = task_message(request.task, test_cmd, before, ws.path)
         outcome = {"tests_before": _tests(before), "test_cmd": test_cmd, "sandboxed": runner.confined,
                    "attempt": attempt[0]}
         if attempt[1] is not None:

@@ -7,7 +7,9 @@ format a library owns. Output that is neither (a `make test`, a crash) comes bac
 
 from __future__ import annotations
 
+import builtins
 import re
+from pathlib import Path
 
 MAX_FAILURES = 2  # failing tests shown in detail; the rest by name
 MAX_LINES = 30
@@ -21,6 +23,10 @@ _SUMMARY = re.compile(r"^=*\s*(\d+ (?:failed|passed|error|errors)\b.*?)\s*=*$")
 _UNITTEST_SUMMARY = re.compile(r"^(Ran \d+ tests?|FAILED \(.*\)|OK\b.*)")
 _DURATION = re.compile(r" in \d+(?:\.\d+)?s\b(?: \(\d+:\d\d:\d\d\))?")
 _EXPECTED = re.compile(r"(AssertionError|assert|Error)\b")
+_CALL = re.compile(r"(?<![\w.])([A-Za-z_]\w*)\s*\(")
+_SKIP_NAMES = set(dir(builtins)) | {"self", "cls"}
+MAX_DEFINITIONS = 3
+MAX_SCANNED = 200  # source files looked at for definitions: a big repo is not walked whole
 
 
 def _short_path(path: str) -> str:
@@ -106,11 +112,41 @@ def _unittest(text: str) -> list[str] | None:
     return out
 
 
-def compact(output: str, test_cmd: str = "") -> str:
-    """The test output as a few lines a small model can act on; unknown formats are returned as they are."""
+def _is_test_file(path: Path) -> bool:
+    return path.name.startswith("test_") or path.stem.endswith("_test") or "tests" in path.parts
+
+
+def definitions(lines: list[str], root: Path) -> list[str]:
+    """Where the functions and classes the failing lines call are defined, outside the tests: the test's line
+    numbers are the test file's, and a small model otherwise copies them into the source it reads next."""
+    names = [n for line in lines if line.lstrip().startswith("line: ")
+             for n in _CALL.findall(line) if n not in _SKIP_NAMES and not n.startswith("assert")]
+    names = list(dict.fromkeys(names))
+    if not names:
+        return []
+    pattern = re.compile(rf"^[ \t]*(?:async[ \t]+)?(?:def|class)[ \t]+({'|'.join(map(re.escape, names))})\b", re.M)
+    found: dict[str, str] = {}
+    files = sorted(p for p in root.rglob("*.py") if not _is_test_file(p.relative_to(root)) and p.is_file()
+                   and not p.is_symlink())[:MAX_SCANNED]
+    for path in files:
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        for m in pattern.finditer(text):
+            found.setdefault(m.group(1), f"{path.relative_to(root)}:{text.count(chr(10), 0, m.start()) + 1}")
+    return [f"  defined: {n} at {found[n]}" for n in names if n in found][:MAX_DEFINITIONS]
+
+
+def compact(output: str, test_cmd: str = "", root: Path | None = None) -> str:
+    """The test output as a few lines a small model can act on; unknown formats are returned as they are.
+    With the repo's root, the lines also say where the functions the failing lines call are defined."""
     lines = _pytest(output) or _unittest(output)
     if lines is None:
         return output
+    if root is not None:  # each failure's definitions right under its failing line
+        lines = [x for line in lines for x in [line, *(definitions([line], root) if line.startswith("  line: ")
+                                                            else [])]]
     if len(lines) > MAX_LINES:
         lines = lines[:MAX_LINES - 1] + [f"... ({len(lines) - MAX_LINES + 1} more lines)"]
     hint = f"\n(full output: `{test_cmd}` in a bash block)" if test_cmd else ""

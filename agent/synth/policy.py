@@ -141,7 +141,7 @@ def execute(task: Task, p: PolicyPlan) -> PolicyOutcome:
         if before.exit_code in (0, None) or t["failing_tests"][0] not in before.text or "(timed out)" in before.text:
             return PolicyOutcome(None, "start-not-failing")
         messages = [{"role": "system", "content": loop.SYSTEM},
-                    {"role": "user", "content": loop.first_message(task_message(p.task_text, TEST_CMD, before))}]
+                    {"role": "user", "content": loop.first_message(task_message(p.task_text, TEST_CMD, before, env.tools.root))}]
         last_test = None
         for i, step in enumerate(p.steps):
             messages.append({"role": "assistant", "content": step.reply})
