@@ -22,6 +22,8 @@ BetaFlag = typer.Option(None, "--beta", help="EMA β (default from the forgettin
 WriterFlag = typer.Option(None, "--writer", help="Skill writer: auto | template | local | endpoint.")
 EndpointFlag = typer.Option(None, "--endpoint", help="OpenAI-compatible teacher endpoint that writes skills.")
 EndpointModelFlag = typer.Option(None, "--endpoint-model", help="Model name at --endpoint.")
+EndpointKeyEnvFlag = typer.Option(None, "--endpoint-key-env",
+                                  help="Environment variable holding the endpoint key (default OPENAI_API_KEY).")
 NoSandboxFlag = typer.Option(False, "--no-sandbox", help="Allow verification runs without bubblewrap (DANGEROUS).")
 UnconfinedOkFlag = typer.Option(False, "--i-understand-commands-run-unconfined",
                                 help="Confirms --no-sandbox: re-run tests and patches may then read and change "
@@ -50,6 +52,7 @@ class EvolveOptions:
     writer: Optional[str]
     endpoint: Optional[str]
     endpoint_model: Optional[str]
+    endpoint_key_env: Optional[str]
     no_sandbox: bool
     unconfined_ok: bool
 
@@ -63,7 +66,14 @@ class EvolveOptions:
             fail(f"--no-sandbox lets model-written code run unconfined, with your rights: add {UNCONFINED_FLAG} "
                  "to confirm")
         cfg = _config(self.config, intervals, beta=self.beta, writer=self.writer, endpoint=self.endpoint,
-                      endpoint_model=self.endpoint_model, allow_unconfined=True if self.no_sandbox else None)
+                      endpoint_model=self.endpoint_model, endpoint_key_env=self.endpoint_key_env,
+                      allow_unconfined=True if self.no_sandbox else None)
+        st = cfg.settings
+        if st.writer == "endpoint" or (st.writer == "auto" and st.endpoint and st.endpoint_model):
+            from agent.runtime.endpoint import EndpointChat
+
+            # the skill writer's endpoint: a refusal is one line now, not an error in the middle of a cycle
+            EndpointChat(st.endpoint, st.endpoint_model, key_env=st.endpoint_key_env).probe()
         ctx = EvolveContext(Store(db), cfg.settings, model_name=self.model or cfg.model or DEFAULT_MODEL,
                             hypernet_path=str(self.hypernet) if self.hypernet else cfg.hypernet)
         return cfg, ctx
@@ -72,7 +82,8 @@ class EvolveOptions:
 _SHARED = [("config", Optional[Path], ConfigOption), ("model", Optional[str], ModelFlag),
            ("hypernet", Optional[Path], HypernetFlag), ("beta", Optional[float], BetaFlag),
            ("writer", Optional[str], WriterFlag), ("endpoint", Optional[str], EndpointFlag),
-           ("endpoint_model", Optional[str], EndpointModelFlag), ("no_sandbox", bool, NoSandboxFlag),
+           ("endpoint_model", Optional[str], EndpointModelFlag),
+           ("endpoint_key_env", Optional[str], EndpointKeyEnvFlag), ("no_sandbox", bool, NoSandboxFlag),
            ("unconfined_ok", bool, UnconfinedOkFlag)]
 
 
