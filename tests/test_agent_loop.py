@@ -148,12 +148,12 @@ def test_apply_writes_the_patch(tmp_path):
 @pytest.mark.parametrize("args,match", [
     (["/no/such/repo", "fix"], "no such folder"),
     ([str(EXAMPLE), "   "], "task is empty"),
-    ([str(EXAMPLE), "fix", "--mode", "magic"], "unknown mode"),
+    ([str(EXAMPLE), "fix", "--mode", "magic"], "'magic' is not one of 'parametric', 'icl', 'none'"),
     ([str(EXAMPLE), "fix", "--endpoint", "http://127.0.0.1:9/v1"], "cannot take adapters"),
 ])
 def test_solve_bad_input(cli, tmp_path, args, match):
     r = cli("solve", *args, "--db", f"sqlite:///{tmp_path / 's.db'}")
-    assert r.code == 2 and match in r.err
+    assert r.code == 2 and match in r.err and len(r.err.strip().splitlines()) == 1, r.err
 
 
 def test_solve_without_detectable_tests(cli, tmp_path):

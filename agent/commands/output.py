@@ -24,12 +24,25 @@ class _Console(Console):
         super().__init__(stderr=stderr, soft_wrap=not _isatty(stream))
 
     def status(self, status, *args, **kwargs):
-        """A spinner on a terminal stderr; otherwise the text as one line on stderr (never on stdout, which
-        may be JSON for a pipe)."""
+        """A spinner on a terminal stderr; otherwise the text (and each update) as one line on stderr. Never
+        on stdout, which may be JSON for a pipe."""
         if err_console.is_terminal:
             return Console.status(err_console, status, *args, **kwargs)
-        err_console.print(status, highlight=False)
-        return contextlib.nullcontext()
+        return _LineStatus(status)
+
+
+class _LineStatus(contextlib.AbstractContextManager):
+    """rich's Status for a stream that is not a terminal: one plain line per step."""
+
+    def __init__(self, text: str) -> None:
+        self.update(text)
+
+    def update(self, status: str | None = None, **_) -> None:
+        if status:
+            err_console.print(status, highlight=False)
+
+    def __exit__(self, *exc) -> None:
+        return None
 
 
 def _isatty(stream) -> bool:

@@ -52,18 +52,19 @@ class EndpointChat:
         self.client = OpenAI(base_url=self.url, api_key=key or "none", max_retries=retries, timeout=timeout)
 
     def probe(self) -> None:
-        """Fail fast (EndpointError) before a run sets anything up: list the served models; when the server
-        has no model list, or does not list this model (llama.cpp's server serves any name), ask for a
-        one-token reply, which is what catches a wrong model name on vLLM or OpenAI."""
+        """Fail fast (EndpointError) before a run sets anything up: list the served models (an unreachable
+        server or a refused key ends here, after one retry); when the server has no usable model list, or does
+        not list this model (llama.cpp's server serves any name), ask for a one-token reply, which is what
+        catches a wrong model name on vLLM or OpenAI."""
         import openai
 
         quick = self.client.with_options(max_retries=1, timeout=min(self.timeout, PROBE_TIMEOUT))
         try:
             served = {m.id for m in quick.models.list()}
-        except openai.NotFoundError:
-            served = set()
-        except openai.OpenAIError as exc:
+        except (openai.AuthenticationError, openai.PermissionDeniedError, openai.APIConnectionError) as exc:
             raise self._error(exc) from None
+        except openai.OpenAIError:  # no (usable) model list here: the chat below decides
+            served = set()
         if self.model not in served:
             self.chat([{"role": "user", "content": "Reply with OK."}], max_tokens=1)
 
