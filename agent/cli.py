@@ -120,5 +120,6 @@ def main(argv: list[str] | None = None) -> None:
     if isinstance(code, int) and code:  # typer.Exit(n) comes back as n when not standalone
         raise SystemExit(code)
 
+
 if __name__ == "__main__":
     main()
