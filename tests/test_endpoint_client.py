@@ -204,3 +204,15 @@ def test_every_endpoint_command_takes_the_same_option_names(cli):
         for option in ("--endpoint", "--endpoint-model", "--endpoint-key-env"):
             assert option in help_text, (path, option)
         assert "--judge" not in help_text and "--teacher" not in help_text  # old names: hidden aliases
+
+
+def test_the_skill_writer_s_endpoint_is_probed_before_a_cycle(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no ./agent.toml
+    db = tmp_path / "s.db"
+    url = f"http://127.0.0.1:{closed_port()}/v1"
+    r = cli("evolve", "--endpoint", url, "--endpoint-model", "m", "--db", f"sqlite:///{db}")
+    assert r.code == 2 and "unreachable" in r.err and len(r.err.strip().splitlines()) == 1, r.err
+    assert not db.exists()
+    # a job that writes no skills does not need the writer: no probe
+    r = cli("jobs", "run", "compact", "--endpoint", url, "--endpoint-model", "m", "--db", f"sqlite:///{db}")
+    assert "unreachable" not in r.err, r.err

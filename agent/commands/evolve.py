@@ -61,8 +61,9 @@ class EvolveOptions:
     no_sandbox: bool
     unconfined_ok: bool
 
-    def load(self, db, intervals: list[str] | None = None):
-        """(config, EvolveContext) for these options."""
+    def load(self, db, intervals: list[str] | None = None, writes_skills: bool = True):
+        """(config, EvolveContext) for these options; the skill writer's endpoint is probed first when the
+        command will write skills."""
         from agent.evolve.context import EvolveContext
         from agent.runtime.base_model import DEFAULT_MODEL
         from memory.db import Store
@@ -75,7 +76,7 @@ class EvolveOptions:
                       endpoint_model=self.endpoint_model, endpoint_key_env=self.endpoint_key_env,
                       allow_unconfined=True if self.no_sandbox else None)
         st = cfg.settings
-        if st.writer == "endpoint" or (st.writer == "auto" and st.endpoint and st.endpoint_model):
+        if writes_skills and (st.writer == "endpoint" or (st.writer == "auto" and st.endpoint and st.endpoint_model)):
             from agent.runtime.endpoint import EndpointChat
 
             # the skill writer's endpoint: a refusal is one line now, not an error in the middle of a cycle
@@ -141,7 +142,7 @@ def evolve_command(
     for name in skip or []:
         if name not in JOB_NAMES:
             fail(f"unknown step {name!r} to skip (steps: {', '.join(JOB_NAMES)})")
-    _, ctx = opts.load(db)
+    _, ctx = opts.load(db, writes_skills="extract" not in (skip or []))
     report = run_cycle(ctx, tuple(skip or ()))
     if json:
         emit_json(report.to_dict())
@@ -245,7 +246,7 @@ def jobs_run(
 
     if name not in JOB_NAMES:
         fail(f"unknown job {name!r} (jobs: {', '.join(JOB_NAMES)})")
-    report = run_job(opts.load(db)[1], name)
+    report = run_job(opts.load(db, writes_skills=name == "extract")[1], name)
     emit_json(report.to_dict()) if json else _print_report(report)
     if report.status == "failed":
         raise typer.Exit(1)
