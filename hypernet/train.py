@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from .batching import IGNORE, Batch, DataOrder, Example, SkillBank, collate
 from .hypernetwork import Hypernetwork
 from .inject import apply_lora
+from .progress import Bar
 from .trainstate import TrainingError, TrainState, capture_rng, load_state, restore_rng, save_state
 
 __all__ = ["TrainConfig", "TrainData", "TrainResult", "TrainingError", "evaluate", "lm_loss", "lr_at",
@@ -191,26 +192,29 @@ class TeacherCache:
             p = e.teacher_prefix if e.teacher_labels[e.teacher_prefix:e.teacher_prefix + 1] == (IGNORE,) else 0
             groups.setdefault(e.teacher_ids[:p], []).append(i)
         items = groups.items()
-        if show and groups:
-            from tqdm.auto import tqdm
-
-            items = tqdm(items, total=len(groups), desc="teacher (skill in context)", unit="skill", leave=False)
+        bar = Bar(len(groups), "teacher (skill in context)", leave=False) if show and groups else None
         # transformers renamed `past_key_values` to `cache` (5.x); speak whichever this model takes
         params = inspect.signature(self.base.forward).parameters
         name = "cache" if "cache" in params else "past_key_values"
         keep = {"logits_to_keep": 1} if "logits_to_keep" in params else {}  # the prefix needs no logits
-        for prefix, members in items:
-            past = None
-            if prefix:
-                out = self.base(input_ids=torch.tensor([prefix], device=device), use_cache=True, **keep)
-                past = out[name]
-            for i in members:
-                e, p = self.examples[i], len(prefix)
-                ids = torch.tensor([e.teacher_ids[p:]], device=device)
-                extra = {name: copy.deepcopy(past), "use_cache": True} if past is not None else {"use_cache": False}
-                logits = self.base(input_ids=ids, **extra).logits
-                # logits[j] predicts token p+j+1, so the suffix's own labels line up after the shift
-                self._cache[i] = self._topk(logits, e.teacher_labels[p:], device)
+        try:
+            for prefix, members in items:
+                past = None
+                if prefix:
+                    out = self.base(input_ids=torch.tensor([prefix], device=device), use_cache=True, **keep)
+                    past = out[name]
+                for i in members:
+                    e, p = self.examples[i], len(prefix)
+                    ids = torch.tensor([e.teacher_ids[p:]], device=device)
+                    extra = {name: copy.deepcopy(past), "use_cache": True} if past is not None else {"use_cache": False}
+                    logits = self.base(input_ids=ids, **extra).logits
+                    # logits[j] predicts token p+j+1, so the suffix's own labels line up after the shift
+                    self._cache[i] = self._topk(logits, e.teacher_labels[p:], device)
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
 
     def get(self, indices: list[int], device: torch.device) -> tuple[Tensor, Tensor]:
         self.fill(indices, device)
@@ -504,9 +508,5 @@ def _mean_across(acc, value: float, n: int) -> float:
     return (t[0] / t[1].clamp_min(1)).item()
 
 
-def _progress(enabled: bool, total: int, initial: int, stage: int):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc=f"stage {stage}", unit="step", dynamic_ncols=True)
+def _progress(enabled: bool, total: int, initial: int, stage: int) -> Bar | None:
+    return Bar(total, f"stage {stage}", initial=initial) if enabled else None

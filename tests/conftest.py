@@ -49,6 +49,8 @@ def cli(capsys, monkeypatch, tmp_path):
     from agent.cli import main
 
     monkeypatch.setenv("COLUMNS", "200")
+    for var in ("HF_HUB_DISABLE_PROGRESS_BARS", "TQDM_DISABLE"):  # main() sets them: undone after the test
+        monkeypatch.setenv(var, os.environ.get(var, "1"))
 
     def run(*args: str) -> CliResult:
         try:

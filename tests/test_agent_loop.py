@@ -13,6 +13,7 @@ from agent.runtime.actions import Action, FormatError, parse
 from agent.runtime.solve import SkillContext, SolveRequest, solve
 from agent.runtime.tools import Tools
 from memory import trajectories as traj_repo
+from tests.test_eval_baselines import one_line_error
 from memory.db import Store
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "buggy-stats"
@@ -148,12 +149,12 @@ def test_apply_writes_the_patch(tmp_path):
 @pytest.mark.parametrize("args,match", [
     (["/no/such/repo", "fix"], "no such folder"),
     ([str(EXAMPLE), "   "], "task is empty"),
-    ([str(EXAMPLE), "fix", "--mode", "magic"], "unknown mode"),
+    ([str(EXAMPLE), "fix", "--mode", "magic"], "'magic' is not one of 'parametric', 'icl', 'none'"),
     ([str(EXAMPLE), "fix", "--endpoint", "http://127.0.0.1:9/v1"], "cannot take adapters"),
 ])
 def test_solve_bad_input(cli, tmp_path, args, match):
     r = cli("solve", *args, "--db", f"sqlite:///{tmp_path / 's.db'}")
-    assert r.code == 2 and match in r.err
+    assert r.code == 2 and match in r.err and len(r.err.strip().splitlines()) == 1, r.err
 
 
 def test_solve_without_detectable_tests(cli, tmp_path):
@@ -294,7 +295,9 @@ def test_apply_failures_are_one_line_exit_2_and_leave_the_repo(cli, tmp_path, ca
     with fake_openai(answer) as (url, requests):
         r = cli("solve", str(repo), "fix", "--mode", "none", "--endpoint", url, "--endpoint-model", "m",
                 "--apply", "--db", f"sqlite:///{db}")
-    assert r.code == 2 and len(r.err.strip().splitlines()) == 1, r.err
+    # the end of a run: the progress lines of the run on stderr, then the one error line
+    assert r.code == 2 and one_line_error(r.err, "closed as error") and r.err.strip().splitlines()[-1].startswith(
+        "error:"), r.err
     assert requests[0]["max_tokens"] == 1  # probed before the run
     assert ("do not apply" if case == "conflict" else "outside") in r.err and "closed as error" in r.err
     assert not (repo / "leak").exists() and not (repo / "leak").is_symlink()

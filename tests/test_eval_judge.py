@@ -1,4 +1,5 @@
-"""`agent eval --judge URL --judge-model NAME` against a local fake OpenAI-compatible server."""
+"""`agent eval --endpoint URL --endpoint-model NAME` (the LLM judge; old names --judge/--judge-model) against a
+local fake OpenAI-compatible server."""
 
 from __future__ import annotations
 
@@ -76,8 +77,10 @@ def test_unreachable_judge_is_a_one_line_error_and_writes_nothing(cli, tiny, tmp
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    r = run_eval(cli, tiny, tmp_path, "--judge", f"http://127.0.0.1:{port}/v1", "--judge-model", "grader-1")
+    r = run_eval(cli, tiny, tmp_path, "--endpoint", f"http://127.0.0.1:{port}/v1", "--endpoint-model", "grader-1")
     assert r.code == 2 and one_line_error(r.err, "unreachable"), r.err
     assert not (tmp_path / "res").exists() and not (tmp_path / "s.db").exists()
-    r = run_eval(cli, tiny, tmp_path, "--judge", f"http://127.0.0.1:{port}/v1")
-    assert r.code == 2 and one_line_error(r.err, "--judge and --judge-model go together"), r.err
+    r = run_eval(cli, tiny, tmp_path, "--endpoint", f"http://127.0.0.1:{port}/v1")
+    assert r.code == 2 and one_line_error(r.err, "--endpoint and --endpoint-model go together"), r.err
+    r = run_eval(cli, tiny, tmp_path, "--endpoint", "http://127.0.0.1:9/v1", "--judge", "http://127.0.0.1:9/v1")
+    assert r.code == 2 and one_line_error(r.err, "--judge is the old name of --endpoint"), r.err

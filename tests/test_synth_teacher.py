@@ -77,7 +77,7 @@ def test_unreachable_teacher_exits_2_and_writes_nothing(cli, lib, tmp_path):
     out = tmp_path / "data" / "out"
     out.parent.mkdir()
     result = cli("data", "synth", "--out", str(out), "--stage", "1,2", "--n", "1", "--library", str(lib),
-                 "--teacher", f"http://127.0.0.1:{port}/v1", "--teacher-model", "m")
+                 "--endpoint", f"http://127.0.0.1:{port}/v1", "--endpoint-model", "m")
     assert result.code == 2, result
     assert "unreachable" in result.err and len(result.err.strip().splitlines()) == 1
     assert list(out.parent.iterdir()) == []
@@ -85,10 +85,10 @@ def test_unreachable_teacher_exits_2_and_writes_nothing(cli, lib, tmp_path):
 
 def test_teacher_options_are_checked(cli, lib, tmp_path):
     out = tmp_path / "out"
-    only_url = cli("data", "synth", "--out", str(out), "--library", str(lib), "--teacher", "http://127.0.0.1:9/v1")
-    assert only_url.code == 2 and "--teacher-model" in only_url.err
+    only_url = cli("data", "synth", "--out", str(out), "--library", str(lib), "--endpoint", "http://127.0.0.1:9/v1")
+    assert only_url.code == 2 and "--endpoint-model" in only_url.err
     bad_url = cli("data", "synth", "--out", str(out), "--stage", "2", "--library", str(lib),
-                  "--teacher", "ftp://x", "--teacher-model", "m")
+                  "--endpoint", "ftp://x", "--endpoint-model", "m")
     assert bad_url.code == 2 and "http" in bad_url.err
     bad_stage = cli("data", "synth", "--out", str(out), "--stage", "4", "--library", str(lib))
     assert bad_stage.code == 2 and "unknown stage" in bad_stage.err
@@ -97,6 +97,7 @@ def test_teacher_options_are_checked(cli, lib, tmp_path):
 
 def test_cli_writes_the_chosen_stages(cli, lib, tmp_path, endpoint):
     out = tmp_path / "out"
+    # the old option names still work (hidden aliases of --endpoint / --endpoint-model)
     result = cli("data", "synth", "--out", str(out), "--stage", "2", "--n", "1", "--library", str(lib),
                  "--teacher", endpoint, "--teacher-model", "fake-teacher", "--json")
     assert result.code == 0, result.err

@@ -8,8 +8,9 @@ from typing import List, Optional
 
 import typer
 
-from agent.commands import JsonOption
+from agent.commands import EndpointKeyEnvOption, EndpointModelOption, EndpointOption, JsonOption, renamed
 from agent.commands.output import console, emit_json, err_console, fail, table
+from agent.runtime.endpoint import DEFAULT_KEY_ENV
 
 app = typer.Typer(help="Synthesize skill-exploitation training data.", no_args_is_help=True)
 
@@ -29,6 +30,11 @@ def parse_stages(values: list[str]) -> tuple[int, ...]:
     return tuple(sorted(stages))
 
 
+class Split(str, Enum):  # agent.synth.common.SPLITS (literal here: --help stays fast)
+    train = "train"
+    heldout = "heldout"
+
+
 @app.command()
 def synth(
     out: Path = typer.Option(..., "--out", help="Folder to write (created; refused if it exists unless --overwrite)."),
@@ -36,29 +42,37 @@ def synth(
                                     help="1 (self-supervised), 2 (single-turn), 3 (multi-turn, sandbox-verified) "
                                          "or all; repeatable."),
     n: int = typer.Option(4, "--n", min=1, help="Samples of each type per skill (stage 3: trajectories per bug skill)."),
-    split: str = typer.Option("train", help="train (for training) or heldout (validation material)."),
+    split: Split = typer.Option(Split.train, help="train (for training) or heldout (validation material)."),
     seed: int = typer.Option(0, help="Seed: the same seed writes byte-identical files."),
     library: Path = typer.Option(None, help="Skill library folder (default: the shipped seed library)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
-    teacher: Optional[str] = typer.Option(None, "--teacher", metavar="URL",
-                                          help="OpenAI-compatible endpoint that rewrites task references "
-                                               "(kept only where the skill's checker accepts them)."),
-    teacher_model: Optional[str] = typer.Option(None, "--teacher-model", metavar="NAME",
-                                                help="Model name to ask the --teacher endpoint for."),
+    endpoint: EndpointOption = None,
+    endpoint_model: EndpointModelOption = None,
+    endpoint_key_env: EndpointKeyEnvOption = DEFAULT_KEY_ENV,
+    teacher_old: Optional[str] = typer.Option(None, "--teacher", hidden=True, help="Old name of --endpoint."),
+    teacher_model_old: Optional[str] = typer.Option(None, "--teacher-model", hidden=True,
+                                                    help="Old name of --endpoint-model."),
     json: JsonOption = False,
 ) -> None:
-    """Write {split}-stage{N}.jsonl files and manifest.json (counts, discards, seed) to --out."""
+    """Write {split}-stage{N}.jsonl files and manifest.json (counts, discards, seed) to --out.
+
+    --endpoint names a teacher (an OpenAI-compatible server) that rewrites task references; a rewrite is
+    kept only where the skill's checker accepts it."""
     from agent.synth.build import synth as run_synth
     from agent.synth.teacher import Teacher
 
     stages = parse_stages(stage)
+    teacher = renamed(endpoint, teacher_old, "--endpoint", "--teacher")
+    teacher_model = renamed(endpoint_model, teacher_model_old, "--endpoint-model", "--teacher-model")
     if (teacher is None) != (teacher_model is None):
-        fail("--teacher and --teacher-model go together: give both or neither")
+        fail("--endpoint and --endpoint-model go together (the teacher's URL and model name): give both or neither")
     if not out.parent.is_dir():
         fail(f"cannot write to {out}: folder {out.parent} does not exist")
-    chosen = Teacher(teacher, teacher_model) if teacher else None
+    chosen = Teacher(teacher, teacher_model, key_env=endpoint_key_env) if teacher else None
+    if chosen is not None:
+        chosen.probe()  # before the first progress line: a refusal is the only line
     with console.status("synthesizing ..."):
-        result = run_synth(library, stages=stages, n_per_skill=n, seed=seed, out_dir=out, split=split,
+        result = run_synth(library, stages=stages, n_per_skill=n, seed=seed, out_dir=out, split=split.value,
                            overwrite=overwrite, teacher=chosen)
     if json:
         emit_json({"out_dir": str(result.out_dir), "files": result.files, "manifest": result.manifest})

@@ -3,19 +3,27 @@ context, as a generated LoRA, or under fixed PEFT baselines."""
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import typer
 
-from agent.commands import DbOption, JsonOption, ModelOption
+from agent.commands import (DbOption, EndpointKeyEnvOption, EndpointModelOption, EndpointOption, JsonOption,
+                            ModelOption, renamed)
 from agent.commands.output import console, emit_json, err_console, fail, table
 from agent.runtime.base_model import DEFAULT_MODEL
+from agent.runtime.endpoint import DEFAULT_KEY_ENV
+
+# the names of agent.learn.evaluate.MODES and agent.synth.common.SPLITS (kept literal here: importing those
+# rooms would load torch for `--help`); tests/test_cli_habits.py checks they agree
+EvalMode = Enum("EvalMode", {m: m for m in ("none", "icl", "parametric", "random")}, type=str)
+Split = Enum("Split", {m: m for m in ("heldout", "train")}, type=str)
 
 
 def command(
-    mode: List[str] = typer.Option(None, "--mode", help="none | icl | parametric | random (repeatable; default all)."),
-    split: str = typer.Option("heldout", help="heldout | train skills."),
+    mode: List[EvalMode] = typer.Option(None, "--mode", help="Repeatable; default all four."),
+    split: Split = typer.Option(Split.heldout, help="Skills to evaluate on."),
     subtask: str = typer.Option(None, help="Only this subtask."),
     n: int = typer.Option(1, min=1, help="Tasks per skill."),
     max_skills: int = typer.Option(None, min=1, help="At most this many skills per subtask (quick runs)."),
@@ -27,16 +35,23 @@ def command(
     baseline: List[str] = typer.Option(None, "--baseline", help="LABEL=PATH (repeatable): an extra mode LABEL "
                                        "with a PEFT LoRA folder applied to every item, or a folder of PEFT "
                                        "folders named after skills (items of other skills are skipped)."),
-    judge: str = typer.Option(None, "--judge", help="OpenAI-compatible endpoint URL for an LLM judge (1-10)."),
-    judge_model: str = typer.Option(None, "--judge-model", help="Model name for --judge."),
-    out: Path = typer.Option(Path("bench/results"), help="Folder for eval_<split>.json and .png."),
+    endpoint: EndpointOption = None,
+    endpoint_model: EndpointModelOption = None,
+    endpoint_key_env: EndpointKeyEnvOption = DEFAULT_KEY_ENV,
+    judge_old: Optional[str] = typer.Option(None, "--judge", hidden=True, help="Old name of --endpoint."),
+    judge_model_old: Optional[str] = typer.Option(None, "--judge-model", hidden=True,
+                                                  help="Old name of --endpoint-model."),
+    out: Path = typer.Option(None, help="Folder for eval_<split>.json (and .png with matplotlib); default: a new "
+                             "folder per run, $AGENT_HOME/eval/RUN_ID."),
     forgetting: bool = typer.Option(False, "--forgetting", help="Instead: add the store's skill adapters one by "
                                     "one through the EMA (several β) and report how much of each earlier skill "
                                     "stays in the persistent adapter (adapter-space proxy)."),
     db: DbOption = None,
     json: JsonOption = False,
 ) -> None:
-    """Evaluate skill following on the seed library's tasks; results go to the store and to --out."""
+    """Evaluate skill following on the seed library's tasks; results go to the store and to --out.
+
+    --endpoint names an LLM judge (an OpenAI-compatible server) that also scores each answer 1-10."""
     from agent.learn.evaluate import (
         MODES,
         EvalReport,
@@ -54,33 +69,35 @@ def command(
     from agent.synth.eval_items import make_eval_items
     from memory.db import Store
 
-    if forgetting:
-        return forgetting_report(db, out, json)
-    modes = list(mode) if mode else list(MODES)
-    for m in modes:
-        if m not in MODES:
-            fail(f"unknown mode {m!r} (one of {', '.join(MODES)})")
-    baseline_paths = parse_baselines(baseline or [])
-    if split not in ("heldout", "train"):
-        fail(f"unknown split {split!r} (heldout or train)")
-    if not out.parent.is_dir():
+    from agent.runtime.base_model import resolve
+
+    run_id = new_run_id()
+    if out is not None and not out.parent.is_dir():
         fail(f"cannot write results to {out}: folder {out.parent} does not exist")
-    if bool(judge) != bool(judge_model):
-        fail("--judge and --judge-model go together")
-    items = make_eval_items(split=split, subtask=subtask, n=n, seed=seed)
+    if forgetting:
+        return forgetting_report(db, out, json, run_id)
+    modes = [m.value for m in mode] if mode else list(MODES)
+    baseline_paths = parse_baselines(baseline or [])
+    endpoint = renamed(endpoint, judge_old, "--endpoint", "--judge")
+    endpoint_model = renamed(endpoint_model, judge_model_old, "--endpoint-model", "--judge-model")
+    if bool(endpoint) != bool(endpoint_model):
+        fail("--endpoint and --endpoint-model go together (the judge's URL and model name)")
+    items = make_eval_items(split=split.value, subtask=subtask, n=n, seed=seed)
     if max_skills:
         items = first_skills(items, max_skills)
+    resolve(model)  # an unknown model: one line, before anything is written
     judge_client = None
-    if judge:
+    if endpoint:
         from agent.learn.judge import Judge
 
-        judge_client = Judge(judge, judge_model)
+        judge_client = Judge(endpoint, endpoint_model, key_env=endpoint_key_env)
         judge_client.check()  # unreachable: one-line error now, before an hour of generation
     store = Store(db)
     with err_console.status(f"loading {model} ..."):
         loaded = load_model(model)
     baselines = {label: load_baseline(label, path, loaded) for label, path in baseline_paths.items()}
-    handle = load_hypernet(loaded, store, str(hypernet) if hypernet else None)
+    with err_console.status("loading the hypernetwork ..."):
+        handle = load_hypernet(loaded, store, str(hypernet) if hypernet else None)
     if not handle.trained and any(m in ("parametric", "random") for m in modes):
         err_console.print("[yellow]hypernetwork: untrained (no checkpoint yet): parametric = base model[/]")
     skipped = skipped_counts(items, baselines)
@@ -92,18 +109,20 @@ def command(
     total = len(items) * len(modes) - sum(skipped.values())
     from rich.progress import Progress
 
-    with Progress(console=err_console, transient=True) as bar:
+    if not err_console.is_terminal:
+        err_console.print(f"evaluating {total} answers ({len(items)} tasks x {len(modes)} modes) ...")
+    with Progress(console=err_console, transient=True, disable=not err_console.is_terminal) as bar:
         job = bar.add_task("evaluating", total=total)
         results = evaluate(items, loaded, handle, modes, store, max_new_tokens, batch_size=batch_size,
                            baselines=baselines, judge=judge_client,
                            progress=lambda text: bar.update(job, advance=1, description=text[:50]))
-    report = EvalReport(new_run_id(), loaded.name, handle.source, handle.trained, split, len(items),
+    report = EvalReport(run_id, loaded.name, handle.source, handle.trained, split.value, len(items),
                         aggregate(results), results, skipped,
-                        {label: str(b.path) for label, b in baselines.items()}, judge_model)
+                        {label: str(b.path) for label, b in baselines.items()}, endpoint_model)
     record(store, report, handle.checkpoint_id)
-    json_path, png_path = write_results(report, out)
+    json_path, png_path = write_results(report, out or run_folder(run_id))
     if json:
-        emit_json(report.to_dict())
+        emit_json(report.to_dict() | {"results": str(json_path)})
         return
     rows = []
     for m in mode_order(report.table):
@@ -111,8 +130,19 @@ def command(
             rows.append({"mode": m, "subtask": st, **metrics})
     columns = ["mode", "subtask", "n", "adherence", "check_score", "token_f1", "bertscore"]
     table(rows, columns + (["judge", "judge_missing"] if judge_client else []),
-          title=f"eval {report.run_id}: {len(items)} tasks, {split} skills")
-    console.print(f"wrote {json_path} and {png_path}")
+          title=f"eval {report.run_id}: {len(items)} tasks, {split.value} skills")
+    console.print(f"wrote {json_path}" + (f" and {png_path}" if png_path else
+                                          " (no chart: pip install matplotlib for eval_<split>.png)"))
+
+
+def run_folder(run_id: str) -> Path:
+    """A new folder per run under $AGENT_HOME/eval: an earlier run's results are never overwritten, and it
+    works from any directory."""
+    from agent.runtime.base_model import agent_home
+
+    folder = agent_home() / "eval" / run_id
+    folder.mkdir(parents=True, exist_ok=False)  # the run id is time + random: a clash is a bug, not a retry
+    return folder
 
 
 def parse_baselines(specs: list[str]) -> dict[str, Path]:
@@ -148,7 +178,7 @@ def first_skills(items: list, max_skills: int) -> list:
     return kept
 
 
-def forgetting_report(db: str | None, out: Path, as_json: bool) -> None:
+def forgetting_report(db: str | None, out: Path | None, as_json: bool, run_id: str) -> None:
     """`agent eval --forgetting`: the continual-learning curve on the adapters in the store."""
     import json as jsonlib
 
@@ -162,7 +192,9 @@ def forgetting_report(db: str | None, out: Path, as_json: bool) -> None:
     curves = measure(skills, default_strategies())
     data = {"skills": len(skills), "curves": report(curves),
             "balance": {c.strategy.name: round(balance(c), 4) for c in curves}}
-    if not out.is_dir():
+    if out is None:
+        out = run_folder(run_id)
+    elif not out.is_dir():
         fail(f"cannot write results to {out}: not a folder")
     (out / "forgetting_store.json").write_text(jsonlib.dumps(data, indent=2))
     if as_json:

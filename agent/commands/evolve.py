@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Callable, List, Optional
 
@@ -12,6 +13,7 @@ import typer
 
 from agent.commands import DbOption, JsonOption
 from agent.commands.output import console, emit_json, err_console, fail, table
+from agent.commands.solve import Mode as SolveMode
 
 jobs_app = typer.Typer(help="The scheduled jobs: extract, accumulate, retrain, compact.", no_args_is_help=True)
 
@@ -19,9 +21,14 @@ ConfigOption = typer.Option(None, "--config", help="Job config file (TOML or YAM
 ModelFlag = typer.Option(None, "--model", "-m", help="Base model (default: config [daemon] model, else the embedded one).")
 HypernetFlag = typer.Option(None, "--hypernet", help="Hypernetwork checkpoint (default: newest accepted, else shipped).")
 BetaFlag = typer.Option(None, "--beta", help="EMA β (default from the forgetting benchmark).")
-WriterFlag = typer.Option(None, "--writer", help="Skill writer: auto | template | local | endpoint.")
+# agent.evolve.context.WRITERS (literal here: --help stays fast; tests/test_cli_habits.py checks they agree)
+Writer = Enum("Writer", {w: w for w in ("auto", "template", "local", "endpoint")}, type=str)
+WriterFlag = typer.Option(None, "--writer", help="Skill writer (default auto: the endpoint if one is set, else "
+                          "the local model).")
 EndpointFlag = typer.Option(None, "--endpoint", help="OpenAI-compatible teacher endpoint that writes skills.")
 EndpointModelFlag = typer.Option(None, "--endpoint-model", help="Model name at --endpoint.")
+EndpointKeyEnvFlag = typer.Option(None, "--endpoint-key-env",
+                                  help="Environment variable holding the endpoint key (default OPENAI_API_KEY).")
 NoSandboxFlag = typer.Option(False, "--no-sandbox", help="Allow verification runs without bubblewrap (DANGEROUS).")
 UnconfinedOkFlag = typer.Option(False, "--i-understand-commands-run-unconfined",
                                 help="Confirms --no-sandbox: re-run tests and patches may then read and change "
@@ -47,14 +54,16 @@ class EvolveOptions:
     model: Optional[str]
     hypernet: Optional[Path]
     beta: Optional[float]
-    writer: Optional[str]
+    writer: Optional[Writer]
     endpoint: Optional[str]
     endpoint_model: Optional[str]
+    endpoint_key_env: Optional[str]
     no_sandbox: bool
     unconfined_ok: bool
 
-    def load(self, db, intervals: list[str] | None = None):
-        """(config, EvolveContext) for these options."""
+    def load(self, db, intervals: list[str] | None = None, writes_skills: bool = True):
+        """(config, EvolveContext) for these options; the skill writer's endpoint is probed first when the
+        command will write skills."""
         from agent.evolve.context import EvolveContext
         from agent.runtime.base_model import DEFAULT_MODEL
         from memory.db import Store
@@ -62,8 +71,16 @@ class EvolveOptions:
         if self.no_sandbox and not self.unconfined_ok:
             fail(f"--no-sandbox lets model-written code run unconfined, with your rights: add {UNCONFINED_FLAG} "
                  "to confirm")
-        cfg = _config(self.config, intervals, beta=self.beta, writer=self.writer, endpoint=self.endpoint,
-                      endpoint_model=self.endpoint_model, allow_unconfined=True if self.no_sandbox else None)
+        cfg = _config(self.config, intervals, beta=self.beta, writer=self.writer and self.writer.value,
+                      endpoint=self.endpoint,
+                      endpoint_model=self.endpoint_model, endpoint_key_env=self.endpoint_key_env,
+                      allow_unconfined=True if self.no_sandbox else None)
+        st = cfg.settings
+        if writes_skills and (st.writer == "endpoint" or (st.writer == "auto" and st.endpoint and st.endpoint_model)):
+            from agent.runtime.endpoint import EndpointChat
+
+            # the skill writer's endpoint: a refusal is one line now, not an error in the middle of a cycle
+            EndpointChat(st.endpoint, st.endpoint_model, key_env=st.endpoint_key_env).probe()
         ctx = EvolveContext(Store(db), cfg.settings, model_name=self.model or cfg.model or DEFAULT_MODEL,
                             hypernet_path=str(self.hypernet) if self.hypernet else cfg.hypernet)
         return cfg, ctx
@@ -71,8 +88,9 @@ class EvolveOptions:
 
 _SHARED = [("config", Optional[Path], ConfigOption), ("model", Optional[str], ModelFlag),
            ("hypernet", Optional[Path], HypernetFlag), ("beta", Optional[float], BetaFlag),
-           ("writer", Optional[str], WriterFlag), ("endpoint", Optional[str], EndpointFlag),
-           ("endpoint_model", Optional[str], EndpointModelFlag), ("no_sandbox", bool, NoSandboxFlag),
+           ("writer", Optional[Writer], WriterFlag), ("endpoint", Optional[str], EndpointFlag),
+           ("endpoint_model", Optional[str], EndpointModelFlag),
+           ("endpoint_key_env", Optional[str], EndpointKeyEnvFlag), ("no_sandbox", bool, NoSandboxFlag),
            ("unconfined_ok", bool, UnconfinedOkFlag)]
 
 
@@ -124,7 +142,7 @@ def evolve_command(
     for name in skip or []:
         if name not in JOB_NAMES:
             fail(f"unknown step {name!r} to skip (steps: {', '.join(JOB_NAMES)})")
-    _, ctx = opts.load(db)
+    _, ctx = opts.load(db, writes_skills="extract" not in (skip or []))
     report = run_cycle(ctx, tuple(skip or ()))
     if json:
         emit_json(report.to_dict())
@@ -166,7 +184,7 @@ def daemon_command(
 def submit_command(
     repo: Path = typer.Argument(..., help="The repository to work on (it is only read)."),
     task: str = typer.Argument(..., help='What to do, e.g. "fix the failing test".'),
-    mode: str = typer.Option("parametric", help="parametric | icl | none."),
+    mode: SolveMode = typer.Option(SolveMode.parametric, help="parametric, icl or none."),
     test_cmd: Optional[str] = typer.Option(None, help="The repo's test command (default: detected)."),
     max_steps: int = typer.Option(20, help="Step limit."),
     top_k: int = typer.Option(3, min=0, help="How many skills to retrieve."),
@@ -176,12 +194,10 @@ def submit_command(
     json: JsonOption = False,
 ) -> None:
     """Queue TASK on REPO for `agent daemon` to solve."""
-    from agent.runtime.solve import MODES
     from memory import queue as queue_repo
     from memory.db import Store
 
-    if mode not in MODES:
-        fail(f"unknown mode {mode!r} (one of {', '.join(MODES)})")
+    mode = mode.value
     if not repo.is_dir():
         fail(f"{repo}: no such folder")
     if not task.strip():
@@ -230,7 +246,7 @@ def jobs_run(
 
     if name not in JOB_NAMES:
         fail(f"unknown job {name!r} (jobs: {', '.join(JOB_NAMES)})")
-    report = run_job(opts.load(db)[1], name)
+    report = run_job(opts.load(db, writes_skills=name == "extract")[1], name)
     emit_json(report.to_dict()) if json else _print_report(report)
     if report.status == "failed":
         raise typer.Exit(1)

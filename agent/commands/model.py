@@ -6,7 +6,7 @@ import typer
 
 from agent.commands import JsonOption, ModelOption
 from agent.commands.output import console, emit_json, table
-from agent.runtime.base_model import DEFAULT_MODEL, load_model
+from agent.runtime.base_model import DEFAULT_MODEL, load_model, resolve
 
 app = typer.Typer(help="Inspect the base model.", no_args_is_help=True)
 
@@ -18,6 +18,7 @@ def info(
     json: JsonOption = False,
 ) -> None:
     """Load the model (caching the embedded one on first use) and print its shape and load time."""
+    resolve(model)  # an unknown model is the one line, before any progress line
     with console.status(f"loading {model} ..."):
         loaded = load_model(model, device=device)
     data = loaded.info()

@@ -8,24 +8,28 @@ from pathlib import Path
 
 import typer
 
-from agent.commands import DbOption, JsonOption, ModelOption
+from agent.commands import (DbOption, EndpointKeyEnvOption, EndpointModelOption, EndpointOption, JsonOption,
+                            ModelOption)
 from agent.commands.output import console, emit_json, err_console
 from agent.runtime import loop
 from agent.runtime.base_model import DEFAULT_MODEL
+from agent.runtime.endpoint import DEFAULT_KEY_ENV
 from agent.runtime.local_chat import BACKENDS
-from agent.runtime.solve import SolveError, SolveRequest, solve_attempts
+from agent.runtime.solve import MODES, SolveError, SolveRequest, solve_attempts
 
 Backend = Enum("Backend", {b: b for b in BACKENDS}, type=str)
+Mode = Enum("Mode", {m: m for m in MODES}, type=str)
 
 
 def command(
     repo: Path = typer.Argument(..., help="The repository (or plain folder) to work on; it is only read."),
     task: str = typer.Argument(..., help='What to do, e.g. "fix the failing test".'),
-    mode: str = typer.Option("parametric", help="parametric (skills as LoRA) | icl (skills in the prompt) | none."),
+    mode: Mode = typer.Option(Mode.parametric, help="parametric (skills as LoRA), icl (skills in the prompt) or "
+                              "none."),
     model: ModelOption = DEFAULT_MODEL,
-    endpoint: str = typer.Option(None, help="OpenAI-compatible base URL instead of a local model (icl/none only)."),
-    endpoint_model: str = typer.Option(None, help="Model name at --endpoint."),
-    endpoint_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable holding the endpoint key."),
+    endpoint: EndpointOption = None,
+    endpoint_model: EndpointModelOption = None,
+    endpoint_key_env: EndpointKeyEnvOption = DEFAULT_KEY_ENV,
     backend: Backend = typer.Option(None, "--backend", help="Local generation: llama (llama.cpp on the GGUF, "
                                     "grammar-constrained actions; default for the embedded model) or torch."),
     policy: str = typer.Option(None, "--policy", help="Policy adapter (PEFT folder), or none (default: the "
@@ -62,6 +66,7 @@ def command(
     from memory.seed import ensure_seeded
     from memory.skillfile import escape_controls
 
+    mode = mode.value
     request = SolveRequest(repo=repo.resolve(), task=task, mode=mode, model_name=endpoint_model or model,
                            test_cmd=test_cmd, python=python or sys.executable, sandbox=not no_sandbox, apply=apply,
                            limits=loop.Limits(steps=max_steps, seconds=max_seconds, tokens=max_tokens))
@@ -76,6 +81,8 @@ def command(
         raise SolveError("an endpoint model cannot take adapters: use --mode icl or --mode none with --endpoint")
     if endpoint and not endpoint_model:
         raise SolveError("--endpoint needs --endpoint-model")
+    if endpoint_model and not endpoint:
+        raise SolveError("--endpoint-model needs --endpoint")
     if not repo.is_dir():
         raise SolveError(f"{repo}: not a folder")
     if not test_cmd:
@@ -90,9 +97,13 @@ def command(
     if no_sandbox:
         err_console.print("[bold red]WARNING: --no-sandbox: if bubblewrap cannot run, commands run UNCONFINED "
                           "(rlimits and a workspace copy only) and can see this machine[/]")
+    if not endpoint:
+        from agent.runtime.base_model import resolve
+
+        _, kind = resolve(model)  # an unknown model is one line, before the store or any progress line
     adapters: list = []
     if endpoint:
-        from agent.runtime.backends import EndpointChat
+        from agent.runtime.endpoint import EndpointChat
 
         endpoint_chat = EndpointChat(endpoint, endpoint_model, key_env=endpoint_key_env)
         endpoint_chat.probe()  # before the store is opened or seeded: a refused endpoint leaves it unchanged
@@ -104,7 +115,8 @@ def command(
         from agent.runtime.base_model import load_model
         from agent.runtime.local_chat import default_backend, load_policy
 
-        with err_console.status(f"loading {model} ..."):
+        first = " (first use: dequantizing the GGUF once, ~30 s)" if kind == "gguf" else ""
+        with err_console.status(f"loading {model}{first} ..."):
             loaded = load_model(model)
             chosen = backend.value if backend else default_backend(loaded.name)
             policy_lora = load_policy(policy, loaded)
@@ -114,7 +126,8 @@ def command(
         if mode == "parametric":
             from agent.runtime.hypernet_loader import load as load_hypernet
 
-            handle = load_hypernet(loaded, store, str(hypernet) if hypernet else None)
+            with err_console.status("loading the hypernetwork ..."):
+                handle = load_hypernet(loaded, store, str(hypernet) if hypernet else None)
             if not handle.trained:
                 say("[yellow]hypernetwork: untrained (no checkpoint yet): generated adapters are zero, "
                     "so parametric mode behaves like no skills[/]")
@@ -126,10 +139,12 @@ def command(
         # model and command output: neither rich markup nor terminal escapes get through
         say(f"[bold]step {i}[/] {escape(escape_controls(line))}", markup=True, highlight=False)
 
-    with err_console.status("retrieving skills ..."):
+    with err_console.status("retrieving skills ...") as status:
         if skill_scale is None:
             skill_scale = skill_context.SKILL_SCALE_UNDER_POLICY if adapters else 1.0
-        ctx, skill_lora = skill_context.build(store, mode, task, top_k, loaded, handle, skill_scale)
+        ctx, skill_lora = skill_context.build(
+            store, mode, task, top_k, loaded, handle, skill_scale,
+            on_convert=lambda name, i, n: status.update(f"skill {i} of {n} -> LoRA: {escape(name)} ..."))
     for s in ctx.active:
         say(f"skill {s['name']}  weight={s.get('weight')}  similarity={s.get('similarity', '')}")
 
@@ -138,6 +153,7 @@ def command(
             return contextlib.nullcontext(endpoint_chat)
         from agent.runtime.local_chat import open_local_chat
 
+        say(f"[dim]starting the {chosen} backend ...[/]")
         return open_local_chat(loaded, adapters + ([skill_lora] if skill_lora is not None else []), backend=chosen,
                                max_new_tokens=max_new_tokens, seed=seed + k - 1,
                                temperature=0.0 if k == 1 else temperature)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from enum import Enum
 from pathlib import Path
 
 import typer
@@ -14,6 +15,10 @@ from memory.db import Store
 from memory.skillfile import escape_controls
 
 app = typer.Typer(help="List, show and export agent trajectories.", no_args_is_help=True)
+
+
+class Format(str, Enum):
+    jsonl = "jsonl"
 
 
 @app.command("list")
@@ -59,13 +64,11 @@ def show(trajectory_id: int, db: DbOption = None, json: JsonOption = False) -> N
 @app.command()
 def export(
     out: Path = typer.Option(None, "--out", "-o", help="File to write (default: stdout)."),
-    fmt: str = typer.Option("jsonl", "--format", help="jsonl: OpenAI chat format, one trajectory a line."),
+    fmt: Format = typer.Option(Format.jsonl, "--format", help="jsonl: OpenAI chat format, one trajectory a line."),
     verified_only: bool = typer.Option(False, "--verified-only", help="Only trajectories whose tests pass after."),
     db: DbOption = None,
 ) -> None:
     """Export trajectories as OpenAI chat-format JSONL (usable as training data)."""
-    if fmt != "jsonl":
-        fail(f"unknown format {fmt!r} (only jsonl)")
     if out is not None and not out.parent.is_dir():
         fail(f"cannot write {out}: folder {out.parent} does not exist")
     store = Store(db)

@@ -237,7 +237,7 @@ class EvolveContext:
             return None
         if self._writer is None:
             if st.writer == "endpoint" or (st.writer == "auto" and st.endpoint and st.endpoint_model):
-                from agent.runtime.backends import EndpointChat
+                from agent.runtime.endpoint import EndpointChat
 
                 self._writer = (EndpointChat(st.endpoint, st.endpoint_model, key_env=st.endpoint_key_env), "teacher")
             else:

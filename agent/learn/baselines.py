@@ -139,11 +139,9 @@ def schedule(opts: LoraOptions, n_examples: int) -> TrainConfig:
 
 
 def _bar(enabled: bool, total: int, desc: str):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
+    from hypernet.progress import Bar
 
-    return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True)
+    return Bar(total, desc) if enabled else None
 
 
 def train_lora(base: nn.Module, examples: Sequence[Example], pad_id: int, cfg: TrainConfig,

@@ -326,14 +326,11 @@ def mode_order(table: dict) -> list[str]:
     return [m for m in MODES if m in table] + [m for m in table if m not in MODES]
 
 
-def write_results(report: EvalReport, out_dir: Path) -> tuple[Path, Path]:
-    """JSON (table + items + machine info) and a grouped bar chart of adherence per subtask and mode."""
+def write_results(report: EvalReport, out_dir: Path) -> tuple[Path, Path | None]:
+    """JSON (table + items + machine info) and a grouped bar chart of adherence per subtask and mode; the
+    chart (None) only where matplotlib is installed (the `bench` extra: the CLI does not need it)."""
     import platform
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import torch
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -342,6 +339,13 @@ def write_results(report: EvalReport, out_dir: Path) -> tuple[Path, Path]:
         "cpus": torch.get_num_threads(), "cuda": torch.cuda.is_available()}}
     json_path = out_dir / f"eval_{report.split}.json"
     json_path.write_text(json.dumps(data, indent=2, default=str))
+    try:
+        import matplotlib
+    except ImportError:
+        return json_path, None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     modes = mode_order(report.table)
     subtasks = sorted({s for m in modes for s in report.table[m] if s != "overall"}) + ["overall"]
     fig, ax = plt.subplots(figsize=(10, 4))

@@ -1,7 +1,7 @@
 """LLM judge for `agent eval --judge`: a 1-10 score of how well a response follows the skill.
 
-Any OpenAI-compatible endpoint (agent.runtime.backends.EndpointChat). An endpoint that cannot be reached
-raises EndpointError (the evaluation stops before writing anything); a reply without a readable
+Any OpenAI-compatible endpoint (agent.runtime.endpoint.EndpointChat: retries with backoff on 429/5xx and
+timeouts). An endpoint that cannot be reached, after the retries, raises EndpointError (the evaluation stops before writing anything); a reply without a readable
 score gives None for that item, counted as missing in the report.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from agent.runtime.backends import EndpointChat
+from agent.runtime.endpoint import DEFAULT_KEY_ENV, EndpointChat
 
 SYSTEM = ("You are a strict grader. You judge whether a response to a software-engineering task follows "
           "the given skill's procedure and conventions, using the reference answer as an example of a good "
@@ -29,13 +29,13 @@ def parse_score(reply: str) -> float | None:
 
 
 class Judge:
-    def __init__(self, url: str, model: str, timeout: float = 120.0) -> None:
-        self.chat = EndpointChat(url, model, timeout=timeout, max_tokens=256)
+    def __init__(self, url: str, model: str, key_env: str = DEFAULT_KEY_ENV, timeout: float = 120.0) -> None:
+        self.chat = EndpointChat(url, model, key_env=key_env, timeout=timeout, max_tokens=256)
         self.model = model
 
     def check(self) -> None:
         """Fail fast (EndpointError) before an evaluation spends its time generating."""
-        self.chat.chat([{"role": "user", "content": "Reply with: Score: 10"}])
+        self.chat.probe()
 
     def score(self, skill: str, task: str, reference: str, response: str) -> float | None:
         prompt = (f"## Skill\n{skill}\n\n## Task\n{task}\n\n## Reference answer\n{reference}\n\n"

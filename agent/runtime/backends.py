@@ -1,17 +1,8 @@
-"""Chat backends for the agent loop: a local transformers model, or an OpenAI-compatible endpoint."""
+"""The local transformers chat for the agent loop (an OpenAI-compatible endpoint is agent.runtime.endpoint)."""
 
 from __future__ import annotations
 
-import json
-import os
-import urllib.error
-import urllib.request
-
 import torch
-
-
-class EndpointError(ValueError):
-    """An endpoint that cannot be reached or answers with an error."""
 
 
 def _stop_after_block(tokenizer, prompt_len: int):
@@ -69,43 +60,3 @@ class LocalChat:
                                   pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id)
         new = out[0, ids.shape[1]:]
         return self.tokenizer.decode(new, skip_special_tokens=True), int(ids.shape[1] + new.shape[0])
-
-
-class EndpointChat:
-    """Any OpenAI-compatible /chat/completions endpoint; skills can only go in context here."""
-
-    def __init__(self, url: str, model: str, key_env: str = "OPENAI_API_KEY", timeout: float = 120.0,
-                 max_tokens: int = 512) -> None:
-        self.url = url.rstrip("/")
-        if not self.url.startswith(("http://", "https://")):
-            raise EndpointError(f"endpoint {url!r} must be an http(s) URL")
-        self.model = model
-        self.key = os.environ.get(key_env, "")
-        self.timeout = timeout
-        self.max_tokens = max_tokens
-
-    def probe(self) -> None:
-        """One tiny request, so a refused or wrong endpoint fails before a run sets anything up."""
-        self.chat([{"role": "user", "content": "Reply with OK."}], max_tokens=1)
-
-    def chat(self, messages: list[dict[str, str]], max_tokens: int | None = None) -> tuple[str, int]:
-        body = json.dumps({"model": self.model, "messages": messages, "temperature": 0,
-                           "max_tokens": max_tokens or self.max_tokens}).encode()
-        url = self.url if self.url.endswith("/chat/completions") else f"{self.url}/chat/completions"
-        req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json",
-                                                              **({"Authorization": f"Bearer {self.key}"} if self.key else {})})
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                data = json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            raise EndpointError(f"endpoint {url} answered HTTP {exc.code}: {exc.reason}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            raise EndpointError(f"endpoint {url} unreachable: {getattr(exc, 'reason', exc)}") from None
-        except json.JSONDecodeError:
-            raise EndpointError(f"endpoint {url} did not answer JSON") from None
-        try:
-            text = data["choices"][0]["message"]["content"] or ""
-        except (KeyError, IndexError, TypeError):
-            raise EndpointError(f"endpoint {url} answered without choices[0].message.content") from None
-        usage = data.get("usage") or {}
-        return text, int(usage.get("total_tokens") or 0)

@@ -6,6 +6,8 @@ concatenation, skills weighted by retrieval similarity, the EMA with weight 1.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from agent.runtime.base_model import LoadedModel
 from agent.runtime.hypernet_loader import HypernetHandle
 from agent.runtime.retrieval import top_k
@@ -33,7 +35,9 @@ def retrieve(store: Store, task: str, k: int):
 
 
 def build(store: Store, mode: str, task: str, k: int, loaded: LoadedModel | None = None,
-          handle: HypernetHandle | None = None, scale: float = 1.0) -> tuple[SkillContext, LoraWeights | None]:
+          handle: HypernetHandle | None = None, scale: float = 1.0,
+          on_convert: Callable[[str, int, int], None] | None = None) -> tuple[SkillContext, LoraWeights | None]:
+    """`on_convert(name, i, n)` is told before the i-th of n skills goes through the hypernetwork (progress)."""
     if mode == "none" or k <= 0:
         return SkillContext(), None
     hits = retrieve(store, task, k)
@@ -43,7 +47,9 @@ def build(store: Store, mode: str, task: str, k: int, loaded: LoadedModel | None
         return SkillContext(active, f"Follow these skills:\n\n{text}" if hits else ""), None
     assert loaded is not None and handle is not None, "parametric mode needs a local model and a hypernetwork"
     loras, weights = [], []
-    for (hit, skill_id, doc), entry in zip(hits, active):
+    for i, ((hit, skill_id, doc), entry) in enumerate(zip(hits, active), 1):
+        if on_convert is not None:
+            on_convert(hit.name, i, len(hits))
         conv = convert_skill(store, loaded, handle, doc, skill_id)
         entry["adapter_id"] = conv.adapter_id
         loras.append(conv.lora)

@@ -2,13 +2,16 @@
 
 The teacher sees the skill, the task and the programmatic reference as a draft, and writes
 the answer in its own words. It never has the last word: synth keeps a teacher answer only
-if the skill's checker accepts it, and the programmatic one otherwise.
+if the skill's checker accepts it, and the programmatic one otherwise. The client
+(agent.runtime.endpoint) retries 429/5xx and timeouts with backoff; the worker threads share it.
 """
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+
+from agent.runtime.endpoint import DEFAULT_KEY_ENV, EndpointChat
 
 SYSTEM = ("You write reference answers for a software-engineering assistant. Follow this skill exactly: "
           "its format, its sections or labels, its limits.\n\n{skill}")
@@ -27,17 +30,16 @@ class TeacherRequest:
 class Teacher:
     """Asks the endpoint, a few requests at a time; answers come back in request order."""
 
-    def __init__(self, url: str, model: str, workers: int = 4, max_tokens: int = 512, timeout: float = 120.0):
-        self.url = url
+    def __init__(self, url: str, model: str, key_env: str = DEFAULT_KEY_ENV, workers: int = 4, max_tokens: int = 512,
+                 timeout: float = 120.0):
+        self.chat = EndpointChat(url, model, key_env=key_env, max_tokens=max_tokens, timeout=timeout)
+        self.url = self.chat.url
         self.model = model
         self.workers = workers
-        from agent.runtime.backends import EndpointChat  # imports torch: only when a teacher is used
-
-        self.chat = EndpointChat(url, model, max_tokens=max_tokens, timeout=timeout)
 
     def probe(self) -> None:
         """Raise EndpointError now if the endpoint cannot answer, before any work is done."""
-        self.chat.chat([{"role": "user", "content": "Reply with OK."}])
+        self.chat.probe()
 
     def answer(self, request: TeacherRequest) -> str:
         text, _ = self.chat.chat([
