@@ -23,17 +23,18 @@ def test_every_route_is_executed_and_verified_in_the_sandbox():
     task = make_tasks("bug-fixing", 3, 7, pool="train")[0]
     for route in P.ROUTES:
         p = P.plan(task, route, random.Random(1))
-        if p is None:  # wrong-first needs another change of the faulty line
+        if p is None:  # wrong-first needs another change of the faulty line, wrong-line-first another line
             continue
         out = P.execute(task, p)
         assert out.reason is None, (route, out.reason)
         msgs = out.messages
         assert msgs[0] == {"role": "system", "content": loop.SYSTEM}
         assert msgs[1]["content"].startswith("Task: ") and "FAILED" in msgs[1]["content"]
+        assert "  defined: " in msgs[1]["content"]  # where the failing line's callee is, as `agent solve` says
         kinds = [parse(m["content"]).kind for m in msgs if m["role"] == "assistant"]
         assert kinds[-1] == "submit" and kinds[-2] == "test" and "edit" in kinds
         assert "exit code 0" in msgs[-2]["content"]  # the last observation: the tests pass
-        if route == "wrong-first":  # the refuted guess is seen failing before the right edit
+        if route in ("wrong-first", "wrong-line-first"):  # the refuted guess is seen failing before the fix
             tests = [m["content"] for m in msgs if m["role"] == "user"][2:]
             assert any(t.startswith("exit code 1") for t in tests)
 
@@ -76,3 +77,17 @@ def test_policy_lora_learns_the_trajectories(cli, tmp_path_factory, tmp_path):
     missing = cli("policy", "train", "--data", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "x"),
                   "--model", tiny)
     assert missing.code == 2 and "no such file" in missing.err and not (tmp_path / "x").exists()
+
+
+@needs_bwrap
+def test_wrong_line_first_edits_another_line_sees_it_fail_puts_it_back_then_fixes():
+    tasks = make_tasks("bug-fixing", 12, 3, pool="train")
+    plans = [(t, P.plan(t, "wrong-line-first", random.Random(2))) for t in tasks]
+    task, p = next((t, p) for t, p in plans if p is not None)
+    edits = [parse(s.block) for s in p.steps if s.block.startswith("```edit")]
+    (wrong, _), (undo, _), (fix, _) = [(e.lines, e) for e in edits]
+    assert wrong == undo != fix == (task.truth["line"], task.truth["line"])
+    out = P.execute(task, p)
+    assert out.reason is None, out.reason
+    observations = [m["content"] for m in out.messages if m["role"] == "user"]
+    assert observations[3].startswith("exit code 1") and observations[-1].startswith("exit code 0")

@@ -52,10 +52,6 @@ def test_read_takes_a_window_and_numbers_lines(tmp_path, monkeypatch):
     obs = Tools(tmp_path, FakeRunner(), "t").execute(parse("```read\nlong.py:4\n```"))
     assert obs.text.splitlines()[:4] == ["long.py (lines 4-6 of 10)", "   4 | x4 = 4", "   5 | x5 = 5", "   6 | x6 = 6"]
     assert "read long.py:7" in obs.text
-    # a narrower range still shows a whole window from its start
-    narrow = Tools(tmp_path, FakeRunner(), "t").execute(parse("```read\nlong.py:2-2\n```"))
-    assert narrow.text.splitlines()[:4] == ["long.py (lines 2-4 of 10)", "   2 | x2 = 2", "   3 | x3 = 3",
-                                            "   4 | x4 = 4"]
 
 
 def test_read_and_edit_refuse_fifos_and_huge_files_without_hanging(tmp_path, monkeypatch):

@@ -96,9 +96,7 @@ class Tools:
         except (OSError, FileRefused) as exc:
             return Observation(f"cannot read {spec}: {exc.strerror if getattr(exc, 'strerror', None) else exc}", False)
         lines = text.splitlines()
-        # Always a whole window from the start line, however narrow the range asked for: a small model guesses
-        # the end before it has seen the code, and a cut-off function hides the line it needs.
-        end = min(start + READ_WINDOW - 1, len(lines))
+        end = min(end or len(lines), start + READ_WINDOW - 1, len(lines))
         body = "\n".join(f"{i:4d} | {line}" for i, line in enumerate(lines[start - 1:end], start))
         more = f"\n... ({len(lines) - end} more lines; read {spec}:{end + 1})" if end < len(lines) else ""
         return Observation(f"{spec} (lines {start}-{end} of {len(lines)})\n{body}{more}", True)

@@ -6,7 +6,7 @@ the compacted failing-test report) and is executed action by action with the age
 tools in a fresh bubblewrap workspace: every observation is the real one. Routes vary what a model sees
 and must do: run the tests first or read first, find the function with grep, read windows of different
 sizes, edit by line range or by SEARCH/REPLACE, and sometimes a wrong first edit that the tests refute
-before the right one. A trajectory is kept only if the failing test fails at the start, every edit
+before the right one (of the faulty line, or of another line of the function, which is then put back). A trajectory is kept only if the failing test fails at the start, every edit
 applies, the tests pass at the end, and it fits the token budget; discards are counted by reason.
 
 Tasks come from `make_tasks("bug-fixing", pool=...)`: the held-out corpus modules (pool "eval") never
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +34,7 @@ from agent.tasks.bugs import buggy_source
 from agent.tasks.make import make_tasks
 from agent.tasks.task import Task
 
-ROUTES = ("test-first", "read-first", "grep-first", "wrong-first")
+ROUTES = ("test-first", "read-first", "grep-first", "wrong-first", "wrong-line-first")
 TEST_CMD = "python -m pytest"
 # What a repo without its own settings gives: full tracebacks (the compact report keeps the assertion,
 # the line and the frames), no cache folder in the workspace.
@@ -52,11 +53,12 @@ class PolicyPlan:
 
 
 def _window(truth: dict[str, Any], rng: random.Random) -> tuple[int, int]:
-    """A read window from a little above the failing function (where the bug is inside it cannot be known
-    before reading), of a size a model might pick; long functions get a window that reaches the bug."""
+    """A read window from the failing function's first line or just above it (the test report's `defined:`
+    line names it, so a model can copy the number), of a size a model might pick; long functions get a
+    window that reaches the bug."""
     fn = mu.find_function(buggy_source(truth), truth["function"])
     size = rng.choice((12, 20, 30))
-    start = max(1, fn.start - rng.randint(0, 6))
+    start = max(1, fn.start - rng.choice((0, 0, 1, 2)))
     return start, max(start + size - 1, truth["line"] + 2)
 
 
@@ -93,6 +95,20 @@ def wrong_line(truth: dict[str, Any], rng: random.Random) -> str | None:
     return rng.choice(options) if options else None
 
 
+def other_line(truth: dict[str, Any], rng: random.Random) -> tuple[int, str, str] | None:
+    """(line, its text, a single-token change of it) for another line of the faulty function that shares a
+    name with the faulty line: the plausible wrong place a small model picks first (it fixates on the first
+    line that mentions the suspicious name)."""
+    source = buggy_source(truth)
+    fn = mu.find_function(source, truth["function"])
+    lines = source.splitlines()
+    names = set(re.findall(r"[A-Za-z_]\w*", truth["buggy_line"])) - {"return", "if", "not", "and", "or", "in"}
+    options = sorted({(m.line, lines[m.line - 1], m.mutated_line) for m in mu.candidates(source, truth["module"])
+                      if m.line != truth["line"] and fn.start < m.line <= fn.end
+                      and names & set(re.findall(r"[A-Za-z_]\w*", lines[m.line - 1]))})
+    return rng.choice(options) if options else None
+
+
 def plan(task: Task, route: str, rng: random.Random) -> PolicyPlan | None:
     t = task.truth
     file, name, test = t["file"], t["name"], t["failing_tests"][0]
@@ -121,6 +137,19 @@ def plan(task: Task, route: str, rng: random.Random) -> PolicyPlan | None:
         again = Step(_clip(f"Still failing, so that was not it. {_locate(t)} Fix line {t['line']}."),
                            fence("edit", f"{file}:{t['line']}-{t['line']}\n{t['fixed_line']}"))
         steps = [read, guess, refuted, again, retest, done]
+    elif route == "wrong-line-first":
+        other = other_line(t, rng)
+        if other is None:
+            return None
+        n, text, changed = other
+        guess = Step(_clip(f"Line {n} is `{text.strip()}`. Maybe it is wrong. Fix line {n}."),
+                     fence("edit", f"{file}:{n}-{n}\n{changed}"))
+        refuted = Step("Run the tests.", fence("test"))
+        undo = Step(_clip(f"Still failing, so line {n} was not it. Put line {n} back."),
+                    fence("edit", f"{file}:{n}-{n}\n{text}"))
+        again = Step(_clip(f"Another line then. {_locate(t)} Fix line {t['line']}."),
+                     fence("edit", f"{file}:{t['line']}-{t['line']}\n{t['fixed_line']}"))
+        steps = [read, guess, refuted, undo, again, retest, done]
     else:
         raise ValueError(f"unknown route {route!r}")
     return PolicyPlan(rng.choice(TASK_TEXTS), route, steps)
@@ -156,7 +185,7 @@ def execute(task: Task, p: PolicyPlan) -> PolicyOutcome:
                 return PolicyOutcome(None, "edit-failed")
             if action.kind == "test":
                 last_test = obs
-                if p.route == "wrong-first" and i == 2 and obs.ok:
+                if p.route in ("wrong-first", "wrong-line-first") and i == 2 and obs.ok:
                     return PolicyOutcome(None, "wrong-edit-passed")
             messages.append({"role": "user", "content": loop.truncate(obs.text)})
         final = env.tools.run_tests()
