@@ -10,6 +10,16 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+def send_json(handler: BaseHTTPRequestHandler, status: int, data: dict) -> None:
+    """One JSON answer, as an OpenAI-compatible server sends it."""
+    body = json.dumps(data).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 @contextmanager
 def fake_openai(answer: Callable[[dict], str], *, fail_first: list[int] | None = None,
                 models: list[str] | None = None, log: list[dict] | None = None) -> Iterator[tuple[str, list[dict]]]:
@@ -27,12 +37,7 @@ def fake_openai(answer: Callable[[dict], str], *, fail_first: list[int] | None =
             if log is not None:
                 log.append({"method": self.command, "path": self.path, "status": status,
                             "authorization": self.headers.get("Authorization")})
-            body = json.dumps(data).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            send_json(self, status, data)
 
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
             if models is None or not self.path.endswith("/models"):

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from fake_openai import fake_openai
+from fake_openai import fake_openai, send_json
 
 from agent.learn.judge import Judge
 from agent.runtime.endpoint import EndpointChat, EndpointError
@@ -96,12 +96,7 @@ def test_probe_of_a_server_without_a_model_list_asks_for_one_token():
 def test_unknown_model_and_refused_key_fail_at_the_probe_with_the_server_s_message(monkeypatch):
     class VllmLike(BaseHTTPRequestHandler):
         def _send(self, status, data):
-            body = json.dumps(data).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            send_json(self, status, data)
 
         def do_GET(self):  # noqa: N802
             if self.headers.get("Authorization") != "Bearer right":
