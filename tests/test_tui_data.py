@@ -57,9 +57,10 @@ def test_demo_refuses_existing_file_and_non_empty_store(demo, tmp_path):
 
 def test_skill_growth_and_moving_rate():
     t0 = datetime(2026, 1, 1, 9, tzinfo=timezone.utc)
-    days, series = skill_growth([("seed", t0), ("seed", t0), ("user", t0 + timedelta(days=2, hours=3))])
-    assert len(days) == 3 and series["seed"] == [2, 2, 2] and series["user"] == [0, 0, 1]
-    assert series["extracted"] == [0, 0, 0]
+    later = t0 + timedelta(days=2, hours=3)
+    times, series = skill_growth([("seed", t0), ("user", later), ("seed", t0), ("seed", t0 + timedelta(hours=1))])
+    assert times == [t0, t0 + timedelta(hours=1), later]  # one point per moment a skill appeared
+    assert series["seed"] == [2, 3, 3] and series["user"] == [0, 0, 1] and series["extracted"] == [0, 0, 0]
     rates = moving_rate([(t0, True), (t0, False), (t0, False), (t0, True)], window=2)
     assert [r for _, r in rates] == [100.0, 50.0, 0.0, 50.0]
 
