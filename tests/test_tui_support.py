@@ -7,6 +7,7 @@ built once, then each test gets its own copy, since some tests write to it.
 from __future__ import annotations
 
 import atexit
+import io
 import sqlite3
 import shutil
 import tempfile
@@ -82,3 +83,14 @@ def squeeze_into_hours(path: Path, hours: float = 10.0) -> None:
                         f" * ?) WHERE {column} IS NOT NULL", (anchor, anchor, factor))
     con.commit()
     con.close()
+
+
+def screen_text(app) -> str:
+    """What the terminal shows, as plain text (as App.export_screenshot draws it, without the SVG)."""
+    from rich.console import Console
+
+    width, height = app.size
+    console = Console(width=width, height=height, file=io.StringIO(), record=True, legacy_windows=False,
+                      safe_box=False)
+    console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens))
+    return console.export_text()
