@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 
 import pytest
-from textual.widgets import DataTable, Markdown, Static, TabbedContent
+from textual.widgets import DataTable, Footer, Markdown, Static, TabbedContent
 
 from agent.tui import demo_db
 from agent.tui.app import AgentTui
 from memory.db import Store
-from test_tui_support import SIZE, demo_copy, demo_store, settle, utc_clock
+from test_tui_support import SIZE, demo_copy, demo_store, screen_text, settle, squeeze_into_hours, utc_clock
 
 
 
@@ -35,8 +36,8 @@ def text_of(widget: Static) -> str:
     return str(widget.render())
 
 
-def run(coro) -> None:
-    asyncio.run(coro)
+def run(coro):
+    return asyncio.run(coro)
 
 
 def test_overview_navigation_viewer_jobs_help(store, utc):
@@ -166,6 +167,9 @@ def test_skills_search_sort_and_detail(store, utc):
             await settle(pilot)
             info = text_of(app.screen.query_one("#adapter-info", Static))
             assert "rank 8" in info and "‖ΔW‖_F total" in info
+            # the size is the adapter's, said so; the hypernet that made it is on its own line, sizeless
+            assert "adapter #51 · rank 8 · adapter size 46 KiB" in info
+            assert "made by hypernet #3 · 2026-11-19 07:12" in info and "KiB" not in info.splitlines()[1]
             heat = text_of(app.screen.query_one("#adapter-map", Static))
             assert heat.splitlines()[0].split() == ["layer", "q_proj", "v_proj", "total"]
             assert len(heat.splitlines()) == 1 + demo_db.LAYERS
@@ -235,6 +239,95 @@ def test_empty_database_shows_empty_states(tmp_path, utc):
         run(go())
     finally:
         store.close()
+
+
+def chart_labels(app, chart_id: str) -> tuple[str, list[str]]:
+    """A time chart's title and the labels under its x axis."""
+    chart = app.screen.query_one(chart_id)
+    rows = chart.render().plain.splitlines()
+    frame = next(i for i, row in enumerate(rows) if "└" in row)
+    return chart.border_title, rows[frame + 1].split()  # the row below the └──┬── line
+
+
+def test_time_axis_of_a_one_day_store_and_a_multi_day_one(tmp_path, utc):
+    async def labels(store):
+        app = make_app(store)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            return [chart_labels(app, c) for c in ("#chart-skills", "#chart-success")]
+
+    with demo_store(tmp_path) as store:  # 14 days
+        for title, ticks in run(labels(store)):
+            assert "·" not in title and len(ticks) >= 2
+            assert all(re.fullmatch(r"2026-11-\d\d", t) for t in ticks), ticks
+
+    one_day = tmp_path / "one-day"
+    one_day.mkdir()
+    with demo_store(one_day) as store:
+        squeeze_into_hours(store.engine.url.database, hours=10)  # all of it between 02:00 and 12:00 UTC
+        for title, ticks in run(labels(store)):
+            assert title.endswith(" · 2026-11-20")  # the day, once
+            assert len(ticks) >= 3 and len(set(ticks)) == len(ticks)  # not the same date repeated
+            assert all(re.fullmatch(r"(0[2-9]|1[01]):\d\d", t) for t in ticks), ticks
+
+
+def test_skill_detail_tabs_by_key(store, utc):
+    async def go():
+        app = make_app(store)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("2")
+            await settle(pilot)
+            detail = app.screen.query_one("#skill-detail", TabbedContent)
+            assert detail.active == "tab-doc"
+            footer = screen_text(app).splitlines()[-1]
+            assert "d a t Tabs" in footer  # the keys are in the footer ...
+            assert "d SKILL.md  a Adapter  t Trajectories" in screen_text(app)  # ... and on the tabs
+            for key, pane in (("a", "tab-adapter"), ("t", "tab-trajs"), ("d", "tab-doc"), ("t", "tab-trajs")):
+                await pilot.press(key)
+                await settle(pilot)
+                assert detail.active == pane, key
+            assert app.screen.query_one("#skill-trajs", DataTable).row_count > 0
+            await pilot.press("enter")  # into the detail pane, then a tab key still switches
+            await pilot.press("a")
+            assert detail.active == "tab-adapter"
+            # typing in the search types letters, it does not switch tabs
+            await pilot.press("slash", *"data")
+            assert app.screen.query_one("#search").value == "data" and detail.active == "tab-adapter"
+            assert app.screen.query_one(Footer).display
+
+    run(go())
+
+
+def test_every_date_on_screen_has_the_one_format(store, utc):
+    """Dates read 2026-11-20, moments 2026-11-20 12:04, on every screen; nothing else looks like a date."""
+    full = re.compile(r"\b\d{4}-\d{2}-\d{2}(?: \d{2}:\d{2})?\b")
+    date_like = re.compile(r"\b\d{1,4}-\d{1,2}(?:-\d{1,4})?\b|\b\d{1,2}:\d{2}\b")  # 11-20, 26-11-07, 08:47
+
+    async def go():
+        app = make_app(store)
+        seen: dict[str, list[str]] = {}
+        async with app.run_test(size=SIZE) as pilot:
+            async def look(name, *keys):
+                await pilot.press(*keys)
+                await settle(pilot)
+                text = screen_text(app)
+                seen[name] = [m.group() for m in full.finditer(text)]
+                assert not date_like.findall(full.sub("", text)), (name, text)
+
+            await look("overview")
+            await look("skills", "2")
+            await look("adapter", "a")
+            await look("skill trajectories", "t")
+            await look("trajectories", "3")
+            await look("viewer", "enter")
+            await look("jobs", "escape", "4")
+        return seen
+
+    seen = run(go())
+    for name in ("overview", "skills", "adapter", "skill trajectories", "trajectories", "viewer", "jobs"):
+        assert seen[name], name  # each screen shows dates (the overview's on its axes), all in the one format
+    assert {len(d) for d in seen["skills"]} == {10}  # the created column: dates
+    assert {len(d) for d in seen["jobs"]} == {16} and any(len(d) == 16 for d in seen["adapter"])  # moments
 
 
 # --- the command ----------------------------------------------------------------------------------

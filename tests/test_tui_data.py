@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
-from test_tui_support import demo_store
+from test_tui_support import demo_store, utc_clock
 
 from agent.evolve import job_control as jobs_api
 from agent.tui import demo_db, timefmt
@@ -17,6 +19,7 @@ from agent.tui.overview_data import load_overview, moving_rate, skill_growth
 from agent.tui.reader import Reader
 from agent.tui.skills_data import arrange, load_detail, load_skills, provenance_trajectories
 from agent.tui.trajectories_data import load_trajectories, load_trajectory
+from agent.tui.widgets import charts
 from memory.db import Store
 from memory.errors import StoreError
 from memory.models import Skill
@@ -57,9 +60,10 @@ def test_demo_refuses_existing_file_and_non_empty_store(demo, tmp_path):
 
 def test_skill_growth_and_moving_rate():
     t0 = datetime(2026, 1, 1, 9, tzinfo=timezone.utc)
-    days, series = skill_growth([("seed", t0), ("seed", t0), ("user", t0 + timedelta(days=2, hours=3))])
-    assert len(days) == 3 and series["seed"] == [2, 2, 2] and series["user"] == [0, 0, 1]
-    assert series["extracted"] == [0, 0, 0]
+    later = t0 + timedelta(days=2, hours=3)
+    times, series = skill_growth([("seed", t0), ("user", later), ("seed", t0), ("seed", t0 + timedelta(hours=1))])
+    assert times == [t0, t0 + timedelta(hours=1), later]  # one point per moment a skill appeared
+    assert series["seed"] == [2, 3, 3] and series["user"] == [0, 0, 1] and series["extracted"] == [0, 0, 0]
     rates = moving_rate([(t0, True), (t0, False), (t0, False), (t0, True)], window=2)
     assert [r for _, r in rates] == [100.0, 50.0, 0.0, 50.0]
 
@@ -220,3 +224,65 @@ def test_timefmt():
     assert timefmt.relative(now + timedelta(hours=2), now) == "in 2h00m"
     assert timefmt.relative(datetime(2026, 1, 1, 11, 59), now) == "1m00s ago"  # naive means UTC
     assert timefmt.stamp(None) == "—"
+    assert timefmt.date(None) == "—" and timefmt.clock(None) == "—"
+
+
+def test_one_date_format_in_local_time(monkeypatch):
+    with utc_clock(monkeypatch):
+        moment = datetime(2026, 11, 20, 23, 30)  # naive: UTC, as SQLite hands it back
+        assert timefmt.stamp(moment) == "2026-11-20 23:30"
+        assert (timefmt.date(moment), timefmt.clock(moment)) == ("2026-11-20", "23:30")  # its two halves
+        monkeypatch.setenv("TZ", "Asia/Kolkata")  # +05:30: the next day there
+        time.tzset()
+        assert timefmt.stamp(moment) == "2026-11-21 05:00" and timefmt.date(moment) == "2026-11-21"
+
+
+def test_no_date_formatted_outside_timefmt():
+    """One helper for every date on screen: no other TUI module formats a date itself."""
+    tui = Path(timefmt.__file__).parent
+    formatting = re.compile(r"strftime|isoformat|date_form|%[ymdHM]")
+    offenders = {str(p.relative_to(tui)) for p in tui.rglob("*.py") if p.name != "timefmt.py"
+                 for line in p.read_text().splitlines() if formatting.search(line)}
+    assert offenders == {"demo_db.py"}  # the demo writes an ISO time into adapter metadata, not onto a screen
+
+
+@pytest.mark.parametrize("zone", ["UTC", "America/New_York"])
+def test_time_axis_reads_times_of_day_within_a_day_and_dates_across_days(monkeypatch, zone):
+    with utc_clock(monkeypatch):
+        monkeypatch.setenv("TZ", zone)
+        time.tzset()
+        start = datetime(2026, 11, 20, 15, 10, tzinfo=timezone.utc)  # 10:10 in New York: the same day there
+        clock_label, date_label = re.compile(r"\d{2}:\d{2}"), re.compile(r"\d{4}-\d{2}-\d{2}")
+
+        def check(axis, label, width):
+            assert axis.labels and all(label.fullmatch(lab) for lab in axis.labels), axis
+            assert axis.ticks == sorted(axis.ticks) and all(axis.lo <= t <= axis.hi for t in axis.ticks)
+            span = len(axis.labels) * len(axis.labels[0]) + (len(axis.labels) - 1) * charts.TICK_GAP
+            assert span <= width  # the labels fit side by side
+            # each tick sits on a round local time: a label is its tick's own moment, in local time
+            assert [label.search(timefmt.stamp(datetime.fromtimestamp(t, timezone.utc))).group()
+                    for t in axis.ticks] == axis.labels
+
+        # a store whose history spans one day: hours and minutes, the day named once
+        hours = [start + timedelta(minutes=m) for m in (0, 35, 170, 400)]
+        axis = charts.time_axis(hours, 30)
+        check(axis, clock_label, 30)
+        assert len(set(axis.labels)) == len(axis.labels) > 1
+        assert axis.note == timefmt.date(start) and axis.lo == start.timestamp()
+        # a single moment: the hour around it, never a zero-width axis
+        axis = charts.time_axis([start, start], 30)
+        check(axis, clock_label, 30)
+        assert axis.hi - axis.lo == 3600 and axis.note == timefmt.date(start)
+        # minutes apart: ticks a few minutes apart, still times of day
+        axis = charts.time_axis([start, start + timedelta(minutes=7)], 40)
+        check(axis, clock_label, 40)
+        # within 24 hours but over midnight: times of day, both days named
+        axis = charts.time_axis([start, start + timedelta(hours=20)], 40)
+        check(axis, clock_label, 40)
+        assert axis.note == f"{timefmt.date(start)} – {timefmt.date(start + timedelta(hours=20))}"
+        # across days: dates on local midnights, no note
+        for days, width in ((2, 30), (14, 28), (14, 60), (200, 40)):
+            axis = charts.time_axis([start + timedelta(days=d) for d in range(days + 1)], width)
+            check(axis, date_label, width)
+            assert axis.note == "" and len(set(axis.labels)) == len(axis.labels)
+            assert all(datetime.fromtimestamp(t).time() == datetime.min.time() for t in axis.ticks)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import func, select
 
@@ -54,7 +54,7 @@ class RunRow:
 class Overview:
     skills_by_source: dict[str, int] = field(default_factory=dict)
     # cumulative skill count per day, per source; days are UTC midnights
-    skill_days: list[datetime] = field(default_factory=list)
+    skill_times: list[datetime] = field(default_factory=list)  # when skills first appeared
     skill_series: dict[str, list[int]] = field(default_factory=dict)
     trajectories: int = 0
     verified: int = 0
@@ -75,24 +75,24 @@ def _details(d: dict) -> str:
 
 
 def skill_growth(first_seen: list[tuple[str, datetime]]) -> tuple[list[datetime], dict[str, list[int]]]:
-    """Cumulative counts per calendar day (UTC) by source, from each skill's first appearance."""
+    """Cumulative counts by source at each moment a skill first appeared.
+
+    Moments rather than calendar days, so that a history of hours draws a line (and the chart's axis
+    reads times of day) instead of collapsing into one point.
+    """
     if not first_seen:
         return [], {}
-    births = sorted((as_utc(t).replace(hour=0, minute=0, second=0, microsecond=0), src) for src, t in first_seen)
-    days = []
-    d = births[0][0]
-    while d <= births[-1][0]:
-        days.append(d)
-        d += timedelta(days=1)
-    per_day: Counter = Counter(births)
+    births = sorted((as_utc(t), src) for src, t in first_seen)
+    per_moment: Counter = Counter(births)
+    moments = sorted({t for t, _ in births})
     series = {}
     for src in SOURCES:
         total, out = 0, []
-        for day in days:
-            total += per_day[(day, src)]
+        for t in moments:
+            total += per_moment[(t, src)]
             out.append(total)
         series[src] = out
-    return days, series
+    return moments, series
 
 
 def moving_rate(outcomes: list[tuple[datetime, bool]], window: int = SUCCESS_WINDOW) -> list[tuple[datetime, float]]:
@@ -111,7 +111,7 @@ def load_overview(reader: Reader, norms: NormCache, with_jobs: bool = True) -> O
         current = s.execute(select(Skill.name, Skill.source).where(Skill.is_current.is_(True),
                                                                      Skill.status == "active")).all()
         ov.skills_by_source = {src: 0 for src in SOURCES} | Counter(src for _, src in current)
-        ov.skill_days, ov.skill_series = skill_growth([(src, births[name]) for name, src in current])
+        ov.skill_times, ov.skill_series = skill_growth([(src, births[name]) for name, src in current])
 
         done = s.execute(select(Trajectory.started_at, Trajectory.finished_at, Trajectory.verified)
                          .where(Trajectory.status != "running").order_by(Trajectory.started_at)).all()

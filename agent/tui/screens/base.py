@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Protocol
+from datetime import datetime
+from typing import Any, Callable, ClassVar, Protocol
 
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
@@ -18,6 +19,7 @@ class StoreApp(Protocol):
     db_label: str
     reader: Reader
     norms: NormCache
+    clock: Callable[[], datetime]
 
 
 class DataScreen(Screen):

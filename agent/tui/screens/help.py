@@ -26,6 +26,7 @@ SECTIONS = [
         ("↑ ↓", "highlight a skill: SKILL.md, adapter norms and"),
         ("", "trajectories show in the detail pane"),
         ("enter", "into the detail pane; tab on to its tabs"),
+        ("d a t", "detail tab: SKILL.md / Adapter / Trajectories"),
     ]),
     ("Trajectories", [
         ("enter", "step through the selected trajectory"),

@@ -61,7 +61,8 @@ class JobsScreen(DataScreen):
 
     def on_mount(self) -> None:
         t = self.query_one("#jobs", DataTable)
-        for key in ("job", "next in", "next run", "trigger", "last run", "finished"):
+        # "last" rather than "last run": two full timestamps and all six columns fit 80 columns
+        for key in ("job", "next in", "next run", "trigger", "last", "finished"):
             t.add_column(key, key=key)
 
     def load(self) -> tuple[JobsSnapshot, dict[str, tuple[str, datetime | None]]]:
@@ -82,8 +83,8 @@ class JobsScreen(DataScreen):
             # a paused job has no next run: the one column says which, or how soon
             when = tinted(self.app, "paused") if j.paused else tinted(self.app, timefmt.relative(j.next_run, now),
                                                                       "success")
-            t.add_row(plain(j.id), when, plain(timefmt.short(j.next_run)), plain(j.trigger),
-                      tinted(self.app, status) if status else plain("—"), plain(timefmt.short(finished)), key=j.id)
+            t.add_row(plain(j.id), when, plain(timefmt.stamp(j.next_run)), plain(j.trigger),
+                      tinted(self.app, status) if status else plain("—"), plain(timefmt.stamp(finished)), key=j.id)
         ids = [j.id for j in snap.jobs]
         if keep in ids:
             t.move_cursor(row=ids.index(keep), animate=False)

@@ -31,8 +31,8 @@ class OverviewScreen(DataScreen):
         yield Static(EMPTY, id="overview-empty", classes="empty")
         with VerticalScroll(id="overview-body"):
             with Grid(id="overview-grid"):
-                yield TimeChart(id="chart-skills", classes="panel")
-                yield TimeChart(id="chart-success", classes="panel")
+                yield TimeChart("Skills over time", id="chart-skills", classes="panel")
+                yield TimeChart(f"Solve rate (last {SUCCESS_WINDOW})", id="chart-success", classes="panel")
                 yield VersionChart(id="chart-ema", classes="panel")
                 with Vertical(id="overview-tables", classes="panel"):
                     yield DataTable(id="runs", cursor_type="none", show_cursor=False)
@@ -40,8 +40,6 @@ class OverviewScreen(DataScreen):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        self.query_one("#chart-skills").border_title = "Skills over time"
-        self.query_one("#chart-success").border_title = f"Solve rate (last {SUCCESS_WINDOW})"
         self.query_one("#chart-ema").border_title = "EMA adapter by version"
         self.query_one("#overview-tables").border_title = "Evolution runs · jobs"
         runs = self.query_one("#runs", DataTable)
@@ -57,9 +55,9 @@ class OverviewScreen(DataScreen):
         self.query_one("#summary", Static).update(self.summary(ov))
         if ov.empty:
             return
-        days = ov.skill_days
+        times = ov.skill_times
         self.query_one("#chart-skills", TimeChart).show(ChartData(
-            series=[Series(src, days, [float(v) for v in ov.skill_series[src]]) for src in ov.skill_series],
+            series=[Series(src, times, [float(v) for v in ov.skill_series[src]]) for src in ov.skill_series],
         ))
         self.query_one("#chart-success", TimeChart).show(ChartData(
             series=[Series("% verified", [w for w, _ in ov.success], [r for _, r in ov.success])],
@@ -73,15 +71,15 @@ class OverviewScreen(DataScreen):
             empty_text="no EMA versions yet",
         ))
         ema.border_title = "EMA adapter by version" + (f" · v{ov.ema[-1].version}" if ov.ema else "")
+        now = self.tui.clock()
         runs = self.query_one("#runs", DataTable)
         runs.clear()
-        for r in ov.runs:
-            runs.add_row(plain(r.kind), tinted(self.app, r.status), plain(timefmt.short(r.started)))
+        for r in ov.runs:  # how long ago, like the jobs' "next run" below: this panel is a glance
+            runs.add_row(plain(r.kind), tinted(self.app, r.status), plain(timefmt.relative(r.started, now)))
         if not ov.runs:
             runs.add_row(plain("no evolution runs yet"), "", "")
         jobs = self.query_one("#jobs-mini", DataTable)
         jobs.clear()
-        now = self.tui.clock()
         for j in ov.jobs.jobs:
             jobs.add_row(plain(j.id), tinted(self.app, "paused") if j.paused else plain(timefmt.relative(j.next_run, now)))
         if not ov.jobs.jobs:

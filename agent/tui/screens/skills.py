@@ -27,7 +27,10 @@ No skills in this database yet.
 DESCENDING_FIRST = {"uses", "wins", "created"}
 SEARCH_DELAY = 0.15  # seconds of quiet typing before the table is filtered
 # fixed widths so that the table fits 80 columns; the detail pane's title shows a long name in full
-WIDTHS = {"name": 24, "subtask": 16, "source": 9, "uses": 4, "wins": 4, "created": 8}
+WIDTHS = {"name": 24, "subtask": 16, "source": 9, "uses": 4, "wins": 4, "created": 10}
+# the detail pane's tabs, each a key away: (key, pane id, title)
+TABS = (("d", "tab-doc", "SKILL.md"), ("a", "tab-adapter", "Adapter"), ("t", "tab-trajs", "Trajectories"))
+DETAIL_TABS = Binding.Group("Tabs")
 
 
 class SkillsScreen(DataScreen):
@@ -38,6 +41,8 @@ class SkillsScreen(DataScreen):
         Binding("s", "cycle_sort", "Sort"),
         Binding("r", "reverse_sort", "Reverse"),
         Binding("escape", "leave_search", "Table", show=False),
+        *(Binding(key, f"show_tab('{pane}')", title, group=DETAIL_TABS, tooltip=f"the {title} tab")
+          for key, pane, title in TABS),
     ]
 
     def __init__(self) -> None:
@@ -59,14 +64,14 @@ class SkillsScreen(DataScreen):
                 yield DataTable(id="skills", cursor_type="row", zebra_stripes=True)
                 yield Static(EMPTY, id="skills-empty", classes="empty")
             with TabbedContent(id="skill-detail"):
-                with TabPane("SKILL.md", id="tab-doc"):
+                with TabPane(tab_title("tab-doc"), id="tab-doc"):
                     with VerticalScroll(id="doc-scroll"):
                         yield Markdown("", id="skill-doc")
-                with TabPane("Adapter", id="tab-adapter"):
+                with TabPane(tab_title("tab-adapter"), id="tab-adapter"):
                     with VerticalScroll():
                         yield Static("", id="adapter-info")
                         yield NormHeatmap(id="adapter-map")
-                with TabPane("Trajectories", id="tab-trajs"):
+                with TabPane(tab_title("tab-trajs"), id="tab-trajs"):
                     yield DataTable(id="skill-trajs", cursor_type="row")
         yield Footer(compact=True)
 
@@ -101,7 +106,7 @@ class SkillsScreen(DataScreen):
         shown = arrange(self.rows, self.query_text, self.sort_key, self.reverse)
         for r in shown:
             t.add_row(plain(r.name), plain(r.subtask), tinted(self.app, r.source), plain(r.uses), plain(r.wins),
-                      plain(r.created.astimezone().strftime("%y-%m-%d")), key=r.name)
+                      plain(timefmt.date(r.created)), key=r.name)
         names = [r.name for r in shown]
         if keep in names:
             t.move_cursor(row=names.index(keep), animate=False)
@@ -191,10 +196,18 @@ class SkillsScreen(DataScreen):
         for ref in d.trajectories:
             how = f"used ×{ref.weight:.2f}" if ref.relation == "used" and ref.weight else ref.relation
             t.add_row(plain(ref.id), plain(how), tinted(self.app, ref.status, "success" if ref.verified else None),
-                      plain("✓" if ref.verified else "·"), plain(timefmt.short(ref.started)), plain(ref.task),
+                      plain("✓" if ref.verified else "·"), plain(timefmt.stamp(ref.started)), plain(ref.task),
                       key=str(ref.id))
         if not d.trajectories:
             t.add_row("", plain("no trajectory used or produced this skill yet"), "", "", "", "")
+
+    def action_show_tab(self, pane: str) -> None:
+        self.query_one("#skill-detail", TabbedContent).active = pane
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action == "show_tab":  # no detail pane on an empty store
+            return bool(self.rows)
+        return True
 
     @on(DataTable.RowSelected, "#skill-trajs")
     def open_trajectory(self, event: DataTable.RowSelected) -> None:
@@ -202,12 +215,18 @@ class SkillsScreen(DataScreen):
             self.app.push_screen(TrajectoryViewer(int(event.row_key.value)))
 
 
+def tab_title(pane: str) -> Content:
+    """The tab's title led by its key, as the bar of screens on top shows theirs."""
+    key, title = next((k, t) for k, p, t in TABS if p == pane)
+    return Content.assemble((key, "bold"), f" {title}")
+
+
 def _adapter_text(d: SkillDetail) -> Content:
     a = d.adapter
     if a is None:
         return Content("No adapter yet: `agent convert NAME` turns this skill into one.")
-    lines = [f"adapter #{a.id} · rank {a.rank} · {a.base_model}",
-             f"hypernet #{a.hypernet_id} · {a.size / 1024:.0f} KiB · made {timefmt.stamp(a.created)}"]
+    lines = [f"adapter #{a.id} · rank {a.rank} · adapter size {a.size / 1024:.0f} KiB",
+             f"for {a.base_model} · made by hypernet #{a.hypernet_id} · {timefmt.stamp(a.created)}"]
     if a.norms is not None:
         lines.append(f"‖ΔW‖_F total {a.norms.total:.3f} over {len(a.norms.per_module)} modules")
     if a.error:

@@ -65,7 +65,7 @@ class TrajectoriesScreen(DataScreen):
         for r in rows:
             t.add_row(plain(r.id), tinted(self.app, r.status, "success" if r.verified else None),
                       plain("✓" if r.verified else "·"), plain(r.mode), plain(r.steps), plain(timefmt.duration(r.seconds)),
-                      plain(timefmt.short(r.started)), plain(r.task), key=str(r.id))
+                      plain(timefmt.stamp(r.started)), plain(r.task), key=str(r.id))
         keys = [str(r.id) for r in rows]
         if keep in keys:
             t.move_cursor(row=keys.index(keep), animate=False)

@@ -115,7 +115,7 @@ class TrajectoryViewer(DataScreen):
         r = d.row
         head = Content.assemble(
             (f"#{r.id} ", "bold"), status_content(r.status, r.verified), f" · {r.mode} · {r.steps} msgs · ",
-            f"{r.tokens} tok · {timefmt.duration(r.seconds)} · {timefmt.short(r.started)}\n",
+            f"{r.tokens} tok · {timefmt.duration(r.seconds)} · {timefmt.stamp(r.started)}\n",
             (r.task, "italic"),
         )
         self.query_one("#traj-head", Static).update(head)

@@ -7,13 +7,16 @@ white. The legend goes in the panel's bottom border, where it cannot hide the da
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta, timezone
 from typing import Any
+
+from rich.console import RenderableType
 
 from textual.color import Color
 from textual.content import Content
 from textual_plotext import PlotextPlot
 
-from agent.tui.timefmt import as_utc
+from agent.tui import timefmt
 
 THEME_COLOURS = ("primary", "success", "accent", "error", "warning", "secondary")
 
@@ -86,14 +89,115 @@ class Chart(PlotextPlot):
         return Content.assemble(*parts[:-1])
 
 
+DAY = 86400.0
+MINUTE_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 180, 240, 360, 720)  # ticks on round local times of day
+DAY_STEPS = (1, 2, 3, 7, 14, 28, 56, 91, 182, 364)  # ticks on local midnights
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+TICK_GAP = 3  # columns between two tick labels
+Y_AXIS_COLUMNS = 8  # what the y labels and the frame take from a chart's width
+
+
+@dataclass(frozen=True)
+class TimeAxis:
+    """The x axis of a chart over time: range and ticks in seconds since the epoch, labels in local time."""
+
+    lo: float
+    hi: float
+    ticks: list[float]
+    labels: list[str]
+    note: str = ""  # the day (or days) when the labels are times of day; empty when they are dates
+
+
+def _moment(naive_local: datetime) -> datetime:
+    return naive_local.astimezone(timezone.utc)  # a naive datetime's astimezone reads it as local time
+
+
+def _time_ticks(lo: float, hi: float, slots: int) -> list[datetime]:
+    start = datetime.fromtimestamp(lo)  # naive local
+    midnight = datetime.combine(start.date(), time())
+    minutes = (start - midnight).total_seconds() / 60
+    ticks: list[datetime] = []
+    for step in MINUTE_STEPS:
+        first = -(-int(minutes) // step) * step
+        if first < minutes:
+            first += step
+        ticks = []
+        t = midnight + timedelta(minutes=first)
+        while t.timestamp() <= hi:
+            ticks.append(t)
+            t += timedelta(minutes=step)
+        if len(ticks) <= slots:
+            break
+    return [_moment(t) for t in ticks]
+
+
+def _day_ticks(lo: float, hi: float, slots: int) -> list[datetime]:
+    day0 = datetime.fromtimestamp(lo).date()
+    if datetime.combine(day0, time()).timestamp() < lo:
+        day0 += timedelta(days=1)
+    ticks: list[datetime] = []
+    for step in DAY_STEPS:
+        ticks, d = [], day0
+        while datetime.combine(d, time()).timestamp() <= hi:
+            ticks.append(datetime.combine(d, time()))
+            d += timedelta(days=step)
+        if len(ticks) <= slots:
+            break
+    return [_moment(t) for t in ticks]
+
+
+def time_axis(times: list[datetime], width: int) -> TimeAxis:
+    """Ticks for `times` on a plot `width` columns wide, labelled by the span.
+
+    Within a day the labels are times of day (`HH:MM`, the day itself in `note`); across days they are
+    dates (`YYYY-MM-DD`), on local midnights. A single moment gets the hour around it.
+    """
+    stamps = sorted(timefmt.as_utc(t).timestamp() for t in times)
+    first, last = stamps[0], stamps[-1]
+    lo, hi = (first, last) if last - first >= 60 else (first - 1800, last + 1800)
+    across_days = hi - lo > DAY
+    fmt = timefmt.date if across_days else timefmt.clock
+    slots = max(1, (width + TICK_GAP) // (len(fmt(EPOCH)) + TICK_GAP))
+    note = ""
+    if across_days:
+        ticks = _day_ticks(lo, hi, slots)
+    else:
+        ticks = _time_ticks(lo, hi, slots)
+        days = sorted({timefmt.date(datetime.fromtimestamp(s, timezone.utc)) for s in (first, last)})
+        note = " – ".join(days)
+    return TimeAxis(lo, hi, [t.timestamp() for t in ticks], [fmt(t) for t in ticks], note)
+
+
 class TimeChart(Chart):
-    """Series over time; the x axis reads month-day in local time."""
+    """Series over time, in local time: dates on the x axis, or times of day when it all fits in one.
 
-    def setup_x(self, drawn: list[Series]) -> None:
-        self.plt.date_form("Y-m-d H:M", "m-d")
+    When the axis reads times of day, the day itself follows the title: "Skills over time · 2026-11-20".
+    """
 
-    def x_values(self, s: Series) -> list[str]:
-        return [as_utc(x).astimezone().strftime("%Y-%m-%d %H:%M") for x in s.x]
+    def __init__(self, title: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.title = title
+        self.border_title = title
+
+    def times(self) -> list[datetime]:
+        return [x for s in self.data.series for x in s.x]
+
+    def x_values(self, s: Series) -> list[float]:
+        return [timefmt.as_utc(x).timestamp() for x in s.x]
+
+    def replot(self) -> None:
+        times = self.times()
+        note = time_axis(times, 80).note if times else ""
+        self.border_title = f"{self.title} · {note}" if note else self.title
+        super().replot()
+
+    def render(self) -> RenderableType:
+        times = self.times()
+        if times:  # ticks depend on the width, known only now
+            axis = time_axis(times, self.size.width - Y_AXIS_COLUMNS)
+            self.plt.xlim(axis.lo, axis.hi)
+            self.plt.xticks(axis.ticks, axis.labels)
+        return super().render()
 
 
 class VersionChart(Chart):
