@@ -47,7 +47,7 @@ def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
 
 
 def task_repos(n: int, seed: int, root: Path) -> list[tuple[str, Path]]:
-    """(task id, repo folder): held-out corpus mutants, then the bundled example."""
+    """(task id, repo folder): the bundled example, then held-out corpus mutants."""
     import shutil
 
     from agent.synth.stage3 import write_repo
@@ -63,8 +63,7 @@ def task_repos(n: int, seed: int, root: Path) -> list[tuple[str, Path]]:
         out.append((task.id, folder))
     example = root / "examples_buggy-stats"
     shutil.copytree(ROOT / "examples" / "buggy-stats", example)
-    out.append(("examples/buggy-stats", example))
-    return out
+    return [("examples/buggy-stats", example)] + out  # first: the demo's task is measured even in a cut run
 
 
 def format_errors(store, trajectory_id: int) -> tuple[int, int]:
@@ -122,11 +121,13 @@ def main() -> None:
         ensure_seeded(store)
         repos = task_repos(args.tasks, args.seed, Path(tmp) / "repos")
         result["tasks"] = [t for t, _ in repos]
-        for config in configs:
-            mode = {"base": "none", "none": "none"}.get(config, config)
-            adapters_base = [] if config == "base" or policy is None else [policy]
-            attempts = args.attempts if config == "parametric" else 1
-            for task_id, repo in repos:
+        # task by task, every configuration of a task before the next: a run cut short still compares the
+        # configurations on the same tasks
+        for task_id, repo in repos:
+            for config in configs:
+                mode = {"base": "none", "none": "none"}.get(config, config)
+                adapters_base = [] if config == "base" or policy is None else [policy]
+                attempts = args.attempts if config == "parametric" else 1
                 if (task_id, config) in done:
                     continue
                 ctx, skill_lora = skill_context.build(store, mode, "fix the failing test", 3, loaded,
