@@ -268,6 +268,19 @@ def test_make_tasks_sources():
         T.make_tasks("refactoring", 1, source="packages")
 
 
+def test_data_packages_defaults_are_the_task_world_s_caps():
+    """make_tasks draws from the build with the module's caps and seed: the command's defaults build that one."""
+    import inspect
+
+    from agent.commands import data
+
+    params = inspect.signature(data.packages).parameters
+    assert params["max_mutants"].default.default == pk.MAX_MUTANTS
+    assert params["max_tried"].default.default == pk.MAX_TRIED
+    assert params["seed"].default.default == pk.BUILD_SEED
+    assert [p.value for p in data.PackagePool] == list(pk.POOLS) and [s.value for s in data.Source] == list(T.SOURCES)
+
+
 def test_data_packages_refuses_an_unknown_pool_in_one_line(cli):
     r = cli("data", "packages", "--pool", "test")
     assert r.code == 2 and len(r.err.strip().splitlines()) == 1 and "'test' is not one of" in r.err, r.err
