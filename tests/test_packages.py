@@ -191,6 +191,9 @@ def test_a_second_build_reads_the_cache(tiny_build):
     assert [(m.id, m.failures, m.passed, m.test_file) for m in again.mutants] == \
         [(m.id, m.failures, m.passed, m.test_file) for m in result.mutants]
     assert again.summary() | {"cached": False} == result.summary()
+    # moved to the other pool in PACKAGES: the cached build follows the list, not what it recorded
+    moved = pk.build(pk.PackageSpec("tiny", "1.0", "eval"), cache=cache, source=sdist, max_mutants=4, max_tried=8)
+    assert moved.cached and moved.pool == "eval" and {m.package.pool for m in moved.mutants} == {"eval"}
 
 
 @needs_bwrap

@@ -438,7 +438,7 @@ def build(spec: PackageSpec, *, cache: Path | None = None, source: Path | None =
     origin = mu.PackageOrigin(spec.name, spec.version, spec.pool, str(repo.resolve()), tuple(meta["tests"]))
     key = hashlib.sha256(json.dumps([CACHE_VERSION, _tree_digest(repo, meta["modules"]), seed, max_mutants,
                                      max_tried, mu.ALL_OPERATORS]).encode()).hexdigest()[:16]
-    memo = (str(repo), key)
+    memo = (str(repo), key, spec.pool)
     with _LOCK:
         if memo in _BUILT:
             return _BUILT[memo]
@@ -446,7 +446,8 @@ def build(spec: PackageSpec, *, cache: Path | None = None, source: Path | None =
     if stored.is_file():
         data = json.loads(stored.read_text(encoding="utf-8"))
         sources = {f: (repo / f).read_text(encoding="utf-8") for f in data["summary"]["modules"]}
-        summary = {k: v for k, v in data["summary"].items() if k not in ("package", "kept", "cached")}
+        # the pool is always today's PACKAGES entry, never what a cached build recorded
+        summary = {k: v for k, v in data["summary"].items() if k not in ("package", "kept", "cached")} | {"pool": spec.pool}
         done = PackageResult(name=spec.name, **{**summary, "modules": tuple(summary["modules"])}, cached=True,
                              mutants=tuple(_mutant(r, sources[r["file"]], origin) for r in data["mutants"]))
         with _LOCK:
