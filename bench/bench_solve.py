@@ -1,10 +1,12 @@
 """Held-out solve benchmark: does the embedded agent fix bugs it has never seen?
 
-    python bench/bench_solve.py [--tasks 24] [--attempts 4] [--max-steps 8] [--resume]
+    python bench/bench_solve.py [--tasks 24] [--attempts 4] [--max-steps 8] [--source corpus|packages|all] [--resume]
 
 Tasks: mutants of the held-out corpus modules (`make_tasks("bug-fixing", pool="eval")`: stats, paginate,
 textcase; no stage of training data is drawn from them, see tests/test_policy.py) as little repos of the
-buggy module plus its tests, and `examples/buggy-stats` (no corpus module at all). Each task is solved
+buggy module plus its tests, and `examples/buggy-stats` (no corpus module at all). `--source packages` draws
+mutants of the held-out registry packages instead (agent/tasks/packages.py: eval pool, whole package repos;
+built and cached in $AGENT_HOME/packages on first use, which fetches the sdists), `--source all` both. Each task is solved
 with the real runtime (sandbox, loop, llama.cpp backend, grammar) in each configuration:
 
     base         --mode none, no policy adapter (the embedded model as it ships)
@@ -46,15 +48,15 @@ def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
     return [round(100 * max(0.0, centre - half), 1), round(100 * min(1.0, centre + half), 1)]
 
 
-def task_repos(n: int, seed: int, root: Path) -> list[tuple[str, Path]]:
-    """(task id, repo folder): the bundled example, then held-out corpus mutants."""
+def task_repos(n: int, seed: int, root: Path, source: str = "corpus") -> list[tuple[str, Path]]:
+    """(task id, repo folder): the bundled example, then held-out mutants (corpus modules and/or registry packages)."""
     import shutil
 
     from agent.synth.stage3 import write_repo
     from agent.tasks.make import make_tasks
 
     out = []
-    for task in make_tasks("bug-fixing", n, seed, pool="eval"):
+    for task in make_tasks("bug-fixing", n, seed, pool="eval", source=source):
         if any(e in ("TestTimeout", "Timeout") for e in task.truth.get("failing_errors", ())):
             continue
         folder = root / task.id.replace("/", "_")
@@ -84,7 +86,9 @@ def format_errors(store, trajectory_id: int) -> tuple[int, int]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tasks", type=int, default=24, help="held-out corpus tasks (plus the example)")
+    ap.add_argument("--tasks", type=int, default=24, help="held-out tasks (plus the example)")
+    ap.add_argument("--source", choices=("corpus", "packages", "all"), default="corpus",
+                    help="held-out corpus modules, held-out registry packages, or both (make_tasks source)")
     ap.add_argument("--attempts", type=int, default=4, help="K of generate-and-validate for parametric")
     ap.add_argument("--max-steps", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
@@ -119,7 +123,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-solve-") as tmp:
         store = Store(f"sqlite:///{tmp}/bench.db")
         ensure_seeded(store)
-        repos = task_repos(args.tasks, args.seed, Path(tmp) / "repos")
+        repos = task_repos(args.tasks, args.seed, Path(tmp) / "repos", args.source)
         result["tasks"] = [t for t, _ in repos]
         # task by task, every configuration of a task before the next: a run cut short still compares the
         # configurations on the same tasks

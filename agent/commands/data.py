@@ -92,11 +92,20 @@ class Pool(str, Enum):
     eval = "eval"
 
 
+class Source(str, Enum):  # agent.tasks.make.SOURCES (literal here: --help stays fast)
+    corpus = "corpus"
+    packages = "packages"
+    all = "all"
+
+
 @app.command()
 def policy(
     out: Path = typer.Option(..., "--out", help="Folder to write {pool}-policy.jsonl and policy-manifest.json to."),
     n: int = typer.Option(611, "--n", min=1, help="Bug tasks to draw (each gives up to one trajectory per route)."),
     pool: Pool = typer.Option(Pool.train, "--pool", help="train (training corpus modules) or eval (held out)."),
+    source: Source = typer.Option(Source.corpus, "--source",
+                                  help="Bug tasks from the bundled corpus, the pool's registry packages (fetched "
+                                       "and validated on first use, see `agent data packages`) or all."),
     seed: int = typer.Option(0, help="Seed of the task draw and the routes."),
     workers: int = typer.Option(2, min=1, help="Sandboxes run at once."),
     json: JsonOption = False,
@@ -114,10 +123,70 @@ def policy(
                   console=err_console, transient=True) as bar:
         task = bar.add_task("run", total=None)
         manifest = synth_policy(out, n, seed, pool.value, workers=workers,
-                                progress=lambda done, total: bar.update(task, completed=done, total=total))
+                                progress=lambda done, total: bar.update(task, completed=done, total=total),
+                                source=source.value)
     if json:
         emit_json(manifest)
         return
     console.print(f"{manifest['kept']} verified of {manifest['planned']} planned trajectories from "
                   f"{manifest['tasks']} tasks ({', '.join(manifest['modules'])}); discarded: "
                   f"{manifest['discarded'] or 'none'} -> {out}")
+
+
+class PackagePool(str, Enum):  # agent.tasks.packages.POOLS
+    train = "train"
+    eval = "eval"
+    all = "all"
+
+
+@app.command()
+def packages(
+    pool: PackagePool = typer.Option(PackagePool.all, "--pool", help="train, eval (held out: benchmark only) or all."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Folder for sdists and package repos "
+                                                               "(default: $AGENT_HOME/packages)."),
+    max_mutants: int = typer.Option(30, "--max-mutants", min=1, help="Mutants kept per package."),
+    max_tried: int = typer.Option(60, "--max-tried", min=1, help="Mutants run against the suite per package."),
+    seed: int = typer.Option(0, help="Seed of the order mutants are tried in (make_tasks draws from seed 0)."),
+    workers: int = typer.Option(1, min=1, help="Sandboxed suite runs at once."),
+    json: JsonOption = False,
+) -> None:
+    """Build (or read from the cache) and list the bug tasks injected into pinned registry packages.
+
+    Each package's sdist is fetched with pip, its suite run in the sandbox (a package whose tests fail or
+    hang before any mutation is discarded with its reason), then mutants are kept where a test fails."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from agent.synth.common import require_sandbox
+    from agent.tasks import packages as pk
+
+    require_sandbox()
+    chosen = pk.specs(pool.value)
+    results = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=True) as bar:
+        task = bar.add_task("packages", total=len(chosen))
+        for spec in chosen:
+            bar.update(task, description=f"{spec.name} {spec.version}")
+
+            def tried(done: int, total: int, name: str = spec.name) -> None:
+                bar.update(task, description=f"{name}: mutant {done}/{total}")
+
+            results.append(pk.build(spec, cache=cache, seed=seed, max_mutants=max_mutants, max_tried=max_tried,
+                                    workers=workers, progress=tried))
+            bar.advance(task)
+    rows = [r.summary() for r in results]
+    if json:
+        emit_json(rows)
+        return
+    table([{"package": r["package"], "version": r["version"], "pool": r["pool"],
+            "tests": r["tests"] if r["status"] == "ok" else r["tests"] or "",
+            "runtime": f"{r['seconds']:.1f} s" if r["seconds"] else "",
+            "kept": r["kept"] if r["status"] == "ok" else "",
+            "tried": r["tried"] if r["status"] == "ok" else "",
+            "discarded": (", ".join(f"{k} {v}" for k, v in r["discarded"].items()) or "none")
+            if r["status"] == "ok" else f"package: {r['reason']}"} for r in rows],
+          ["package", "version", "pool", "tests", "runtime", "kept", "tried", "discarded"],
+          title=f"package tasks ({pool.value})")
+    kept = [r for r in rows if r["status"] == "ok"]
+    console.print(f"{sum(r['kept'] for r in kept)} mutants kept from {len(kept)} of {len(rows)} packages; "
+                  f"{len(rows) - len(kept)} packages discarded")

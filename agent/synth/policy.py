@@ -9,8 +9,8 @@ sizes, edit by line range or by SEARCH/REPLACE, and sometimes a wrong first edit
 before the right one (of the faulty line, or of another line of the function, which is then put back). A trajectory is kept only if the failing test fails at the start, every edit
 applies, the tests pass at the end, and it fits the token budget; discards are counted by reason.
 
-Tasks come from `make_tasks("bug-fixing", pool=...)`: the held-out corpus modules (pool "eval") never
-appear in training data, and `examples/` is no corpus module at all.
+Tasks come from `make_tasks("bug-fixing", pool=..., source=...)`: the held-out corpus modules and registry
+packages (pool "eval") never appear in training data, and `examples/` is no corpus module at all.
 """
 
 from __future__ import annotations
@@ -197,9 +197,12 @@ def execute(task: Task, p: PolicyPlan) -> PolicyOutcome:
 
 
 def synth_policy(out: Path, n_tasks: int, seed: int = 0, pool: str = "train", routes: tuple[str, ...] = ROUTES,
-                 workers: int = 2, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """Write `{pool}-policy.jsonl` (one trajectory per line) and `policy-manifest.json` into `out`."""
-    tasks = [t for t in make_tasks("bug-fixing", n_tasks, seed, pool=pool)
+                 workers: int = 2, progress: Callable[[int, int], None] | None = None,
+                 source: str = "corpus") -> dict[str, Any]:
+    """Write `{pool}-policy.jsonl` (one trajectory per line) and `policy-manifest.json` into `out`.
+
+    source: bug tasks from the corpus, the pool's registry packages, or all (make_tasks)."""
+    tasks = [t for t in make_tasks("bug-fixing", n_tasks, seed, pool=pool, source=source)
              if not any(e in ("TestTimeout", "Timeout") for e in t.truth.get("failing_errors", ()))]
     rng = random.Random(seed)
     jobs = []
@@ -221,12 +224,14 @@ def synth_policy(out: Path, n_tasks: int, seed: int = 0, pool: str = "train", ro
                 kept += 1
                 f.write(json.dumps({"skill": "", "subtask": "bug-fixing", "stage": 3, "type": "policy",
                                     "route": p.route, "task_id": task.id, "module": task.truth["module"],
+                                    "package": task.truth.get("package", ""),
                                     "messages": outcome.messages}, ensure_ascii=False) + "\n")
                 f.flush()
             if progress:
                 progress(done, len(jobs))
-    manifest = {"pool": pool, "seed": seed, "tasks": len(tasks), "planned": len(jobs), "kept": kept,
+    manifest = {"pool": pool, "source": source, "seed": seed, "tasks": len(tasks), "planned": len(jobs), "kept": kept,
                 "discarded": dict(reasons), "modules": sorted({t.truth["module"] for t in tasks}),
+                "packages": sorted({t.truth["package"] for t in tasks if t.truth.get("package")}),
                 "routes": list(routes)}
     (out / "policy-manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest

@@ -33,6 +33,7 @@ from agent.runtime.tools import Tools
 from agent.synth.common import approx_tokens
 from agent.tasks import mutations as mu
 from agent.tasks.bugs import buggy_source
+from agent.tasks.packages import write_package_repo
 from agent.tasks.task import Task
 
 BUG_SUBTASKS = ("bug-localization", "bug-fixing")
@@ -168,7 +169,11 @@ def plan(task: Task, steps: list[str], report: str, rng: random.Random) -> Plan:
 
 
 def write_repo(folder: Path, truth: dict[str, Any], pytest_ini: str = PYTEST_INI) -> None:
-    """The buggy module, its tests and the pytest settings: what the agent's workspace holds."""
+    """The buggy module, its tests and the pytest settings: what the agent's workspace holds (for a package
+    task, the package's repo tree with the buggy module in it)."""
+    if truth.get("package"):
+        write_package_repo(folder, truth, buggy_source(truth), pytest_ini)
+        return
     mod = mu.corpus_module(truth["module"])
     (folder / mod.file).write_text(buggy_source(truth), encoding="utf-8")
     (folder / mod.test_file).write_text(mod.tests, encoding="utf-8")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
 from agent.tasks import mutations as mu
+from agent.tasks import packages
 from agent.tasks.task import Task, TaskError, format_failures, numbered, task_id
 
 
@@ -45,6 +47,10 @@ def bug_cause(m: mu.Mutation) -> str:
         "drop-guard": f"The guard on line {line} does nothing; it should run `{before}`.",
         "minmax-swap": f"Line {line} calls `{after}` where `{before}` is needed.",
         "range-stop": f"The `range` on line {line} stops one step early at `{after}`.",
+        "arg-swap": f"Line {line} passes `{after}` where `{before}` is needed: the arguments are swapped.",
+        "stmt-drop": f"Line {line} no longer runs `{before}`, which is needed.",
+        "cond-invert": f"The condition on line {line} is inverted: `{after}` should be `{before}`.",
+        "bool-const": f"Line {line} uses `{after}` where `{before}` is needed.",
     }.get(m.operator, f"Line {line} is wrong: it should be `{m.original_line.strip()}`.")
 
 
@@ -58,15 +64,30 @@ def _evidence(m: mu.Mutation) -> list[str]:
     return out
 
 
-def _test_source(module: str, test: str) -> str:
-    mod = mu.corpus_module(module)
-    for fn in mu.functions_of(mod.tests, module):
-        if fn.qualname == test.split("[")[0]:
+def _tests_of(m: mu.Mutation) -> tuple[str, str]:
+    """(test file, its source) of a mutant: the corpus module's, or the package's file of the first failing test."""
+    if m.package is not None:
+        return m.test_file, (Path(m.package.root) / m.test_file).read_text(encoding="utf-8")
+    mod = mu.corpus_module(m.module)
+    return mod.test_file, mod.tests
+
+
+def _test_source(tests: str, test: str) -> str:
+    # pytest's `TestClass::test_x[param]` is the function `TestClass.test_x`
+    for fn in mu.functions_of(tests, "?"):
+        if fn.qualname == test.split("[")[0].replace("::", "."):
             return fn.source
     return ""
 
 
+def _package_truth(m: mu.Mutation) -> dict[str, Any]:
+    o = m.package
+    return {} if o is None else {"package": o.name, "version": o.version, "pool": o.pool, "root": o.root,
+                                 "test_paths": list(o.test_paths)}
+
+
 def _bug_truth(m: mu.Mutation) -> dict[str, Any]:
+    test_file, tests = _tests_of(m)
     return {
         "module": m.module, "file": m.file, "function": m.function, "name": m.function.rsplit(".", 1)[-1],
         "line": m.line, "buggy_line": m.mutated_line, "fixed_line": m.original_line,
@@ -74,15 +95,14 @@ def _bug_truth(m: mu.Mutation) -> dict[str, Any]:
         "cause": bug_cause(m), "evidence": _evidence(m), "failing_tests": list(m.failing_tests),
         "failing_errors": [f.error for f in m.failures],
         "frames": [[file, line, func] for file, line, func, _ in (m.failures[0].frames if m.failures else ())],
-        "test_file": mu.corpus_module(m.module).test_file,
+        "test_file": test_file,
         # The shortest failing test makes the most focused regression test.
-        "failing_test_source": min((_test_source(m.module, t) for t in m.failing_tests), key=len, default=""),
-    }
+        "failing_test_source": min((_test_source(tests, t) for t in m.failing_tests), key=len, default=""),
+    } | _package_truth(m)
 
 
 def _bug_report(m: mu.Mutation) -> str:
-    mod = mu.corpus_module(m.module)
-    return format_failures(m.failures, len(m.passed), mod.test_file)
+    return format_failures(m.failures, len(m.passed), _tests_of(m)[0])
 
 
 def balanced(items: list[mu.Mutation], n: int, rng: random.Random) -> list[mu.Mutation]:
@@ -133,10 +153,13 @@ def fixing_task(m: mu.Mutation, rng: random.Random) -> Task:
 
 
 def buggy_source(truth: dict[str, Any]) -> str:
-    """The buggy module a bug task describes (corpus source with the one-line edit)."""
-    mod = mu.corpus_module(truth["module"])
-    lines = mod.source.splitlines()
+    """The buggy module a bug task describes (corpus or package source with the one-line edit)."""
+    if truth.get("package"):
+        where, source = f"package {truth['package']!r} ({truth['file']})", packages.original_source(truth)
+    else:
+        where, source = f"corpus module {truth['module']!r}", mu.corpus_module(truth["module"]).source
+    lines = source.splitlines()
     if lines[truth["line"] - 1] != truth["fixed_line"]:
-        raise TaskError(f"task truth does not match corpus module {mod.name!r}")
+        raise TaskError(f"task truth does not match {where}")
     lines[truth["line"] - 1] = truth["buggy_line"]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + ("\n" if source.endswith("\n") or not truth.get("package") else "")

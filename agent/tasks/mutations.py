@@ -14,13 +14,14 @@ import ast
 import difflib
 import hashlib
 import inspect
+import itertools
 import json
 import os
 import re
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -355,6 +356,17 @@ def run_tests(module: str, source: str, tests: str, test_file: str = "", timeout
 
 
 @dataclass(frozen=True)
+class PackageOrigin:
+    """Where a package mutant's repo lives: the validated tree (modules, tests) it is a one-line edit of."""
+
+    name: str  # the registry name ("inflection")
+    version: str
+    pool: str  # "train" or "eval"
+    root: str  # the repo tree in the cache (agent/tasks/packages.py writes it)
+    test_paths: tuple[str, ...]  # what pytest runs (the repo's pytest.ini `testpaths`)
+
+
+@dataclass(frozen=True)
 class Mutation:
     module: str
     file: str
@@ -371,6 +383,8 @@ class Mutation:
     original: str = field(repr=False, default="")
     failures: tuple[TestFailure, ...] = ()
     passed: tuple[str, ...] = ()
+    package: PackageOrigin | None = None  # set for a mutant of a registry package (agent/tasks/packages.py)
+    test_file: str = ""  # the repo-relative file of the first failing test (package mutants)
 
     @property
     def id(self) -> str:
@@ -404,6 +418,11 @@ ARITH_SWAP = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Add, ast.Div: as
 ARITH_TEXT = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv: "//", ast.Mod: "%"}
 OPERATORS = ("cmp-flip", "arith-swap", "off-by-one", "bool-swap", "not-drop", "var-swap",
              "drop-guard", "minmax-swap", "range-stop")
+# More of SWE-smith's bug kinds (swapped arguments, a dropped statement, an inverted condition, a wrong
+# constant). Package tasks use them; the corpus keeps OPERATORS alone, so its tasks (and every data set and
+# benchmark already drawn from it) stay what they were.
+EXTRA_OPERATORS = ("arg-swap", "stmt-drop", "cond-invert", "bool-const")
+ALL_OPERATORS = OPERATORS + EXTRA_OPERATORS
 
 
 class SourceText:
@@ -553,15 +572,72 @@ def _edits_in(func: ast.FunctionDef, src: SourceText, docstrings: set[int]) -> I
                         f"let `range` run up to `{text}`", text, f"{text} - 1")
 
 
-def candidates(source: str, module: str) -> list[Mutation]:
-    """Every single-line mutation of the functions in source (not yet checked by tests)."""
+def _extra_edits_in(func: ast.FunctionDef, src: SourceText) -> Iterator[_Edit]:
+    """EXTRA_OPERATORS: swapped arguments, a dropped statement, an inverted condition, a flipped boolean."""
+    own = [n for n in ast.walk(func) if n is not func]
+    nested = {id(n) for inner in own if isinstance(inner, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+              for n in ast.walk(inner)}
+    nodes = [n for n in own if id(n) not in nested and hasattr(n, "lineno")]
+    nodes.sort(key=lambda n: (n.lineno, n.col_offset))
+    for node in nodes:
+        if isinstance(node, ast.Call) and len(node.args) >= 2 and not any(isinstance(a, ast.Starred) for a in node.args[:2]):
+            first, second = node.args[0], node.args[1]
+            a, b = src.segment(first), src.segment(second)
+            gap = src.gap(first, second)
+            if a is None or b is None or gap is None or a == b:
+                continue
+            line, start, end = src.span(first)[0], src.span(first)[1], src.span(second)[2]
+            old, new = f"{a}{gap[3]}{b}", f"{b}{gap[3]}{a}"
+            name = ast.unparse(node.func)
+            yield _Edit(line, start, end, new, "arg-swap", f"swapped the arguments `{a}` and `{b}` of `{name}`",
+                        f"pass `{a}` before `{b}`", old, new)
+        elif isinstance(node, (ast.If, ast.While, ast.IfExp)) and not (
+                isinstance(node.test, ast.UnaryOp) and isinstance(node.test.op, ast.Not)):
+            span, text = src.span(node.test), src.segment(node.test)
+            if span is None or text is None:
+                continue
+            simple = isinstance(node.test, (ast.Name, ast.Call, ast.Attribute, ast.Subscript))
+            new = f"not {text}" if simple else f"not ({text})"
+            yield _Edit(*span, new, "cond-invert", f"inverted the condition `{text}`",
+                        f"test `{text}`, not its negation", text, new)
+        elif isinstance(node, ast.Constant) and type(node.value) is bool:
+            span = src.span(node)
+            if span is None:
+                continue
+            old, new = str(node.value), str(not node.value)
+            yield _Edit(*span, new, "bool-const", f"changed `{old}` to `{new}`", f"use `{old}` instead of `{new}`",
+                        old, new)
+    # Dropped statement: a call made for its effect or an in-place update, in a block that keeps others.
+    for block_owner in [func, *(n for n in nodes if isinstance(n, ast.stmt))]:
+        for block in (getattr(block_owner, f, None) for f in ("body", "orelse", "finalbody")):
+            if not isinstance(block, list) or len(block) < 2:
+                continue
+            for stmt in block:
+                if not (isinstance(stmt, ast.AugAssign) or (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call))):
+                    continue
+                span, text = src.span(stmt), src.segment(stmt)
+                if span is None or text is None:
+                    continue
+                yield _Edit(*span, "pass", "stmt-drop", f"removed the statement `{text}`", f"restore `{text}`",
+                            text, "pass")
+
+
+def candidates(source: str, module: str, operators: Sequence[str] = OPERATORS) -> list[Mutation]:
+    """Every single-line mutation of the functions in source (not yet checked by tests), by the given
+    operators (default: the corpus's OPERATORS; ALL_OPERATORS adds EXTRA_OPERATORS)."""
     tree = ast.parse(source)
     src = SourceText(source)
     docstrings = _docstring_nodes(tree)
+    wanted = set(operators)
     seen: set[str] = set()
     out = []
     for qual, func in function_nodes(tree):
-        for edit in _edits_in(func, src, docstrings):
+        edits = _edits_in(func, src, docstrings)
+        if wanted & set(EXTRA_OPERATORS):
+            edits = itertools.chain(edits, _extra_edits_in(func, src))
+        for edit in edits:
+            if edit.operator not in wanted:
+                continue
             old_line = src.lines[edit.line - 1]
             new_line = old_line[: edit.col] + edit.text + old_line[edit.end_col :]
             if new_line == old_line:
