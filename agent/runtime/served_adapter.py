@@ -167,7 +167,8 @@ def serve_adapter(chat: EndpointChat, lora: LoraWeights, base_model_id: str, *, 
     loaded = False
     try:
         try:
-            _post(chat, LOAD_PATH, {"lora_name": name, "lora_path": str(path)})
+            # vLLM answers a refused adapter (rank over its limit, a module it cannot serve) with a 500: one retry
+            _post(chat, LOAD_PATH, {"lora_name": name, "lora_path": str(path)}, max_retries=1)
         except EndpointError as err:
             if "already been loaded" not in str(err):  # a retried load whose first try got through
                 raise _load_error(chat, err, lora) from None
