@@ -161,3 +161,15 @@ def test_endpoint_adapter_dir_is_only_for_parametric_over_an_endpoint(cli, tmp_p
             "m", "--endpoint-adapter-dir", str(tmp_path), "--db", f"sqlite:///{tmp_path / 's.db'}")
     assert r.code == 2 and "--endpoint-adapter-dir is for --mode parametric" in r.err, r.err
     assert os.listdir(tmp_path) == []
+
+
+def test_a_404_about_the_route_itself_is_told_apart_from_vllms_unknown_adapter(tmp_path):
+    """OpenAI and llama.cpp answer an unknown route with an error body too: only a 404 that names the probe's
+    adapter (vLLM's "The lora adapter 'NAME' cannot be found.") means the adapter API is there."""
+    from fake_openai import fake_openai
+
+    log: list[dict] = []
+    with fake_openai(lambda body: "hi", fail_first=[404], log=log) as (url, answered):  # {"error": {"message": ...}}
+        with pytest.raises(EndpointError, match="does not load LoRA adapters at run time"):
+            probe(EndpointChat(url, "m"))
+    assert [r["path"] for r in log] == ["/v1/unload_lora_adapter"]

@@ -5,8 +5,9 @@ vLLM takes adapters through `POST /v1/load_lora_adapter {"lora_name", "lora_path
 and `--enable-lora --max-lora-rank N`; a chat request then names the adapter as its model. `serve_adapter`
 writes the adapter as a PEFT folder the server reads by path (so the server must see that path: same
 machine, or a shared folder), loads it under a name no other run uses, yields a chat with that name, and
-unloads it and removes the folder on every way out (an error, Ctrl-C). vLLM reads the files lazily (at the
-first request, and again after evicting the adapter from its CPU cache), so the folder lives until the unload.
+unloads it and removes the folder on every way out (an error, Ctrl-C). vLLM reads the files when it loads the
+adapter and again whenever it evicted it from its CPU cache and a request needs it, so the folder lives until the
+unload.
 
 A request takes one adapter, so the run's adapters (the policy adapter and the merged skill adapter, which the
 local path applies together) are summed exactly into one (`combine`: rank concatenation over the union of the
@@ -119,20 +120,22 @@ def _route_missing(exc) -> bool:
 
 
 def probe(chat: EndpointChat) -> None:
-    """Before any set-up: does the server take adapters at run time? Unloading a name nobody loaded is
-    answered 404 by vLLM's adapter API (fine: the route is there) and by a bare 404 where there is none
-    (EndpointError, with the flags to start vLLM with)."""
+    """Before any set-up: does the server take adapters at run time? vLLM's adapter API answers the unload of a
+    name nobody loaded with a 404 that names it ("The lora adapter 'NAME' cannot be found."); a server without
+    that API answers a 404 about the route (a bare {"detail": "Not Found"}, OpenAI's "Invalid URL", llama.cpp's
+    "File Not Found"): EndpointError, with the flags to start vLLM with."""
     import openai
 
+    name = f"parametric-skills-probe-{secrets.token_hex(4)}"
     quick = chat.client.with_options(max_retries=1, timeout=min(chat.timeout, UNLOAD_TIMEOUT))
     try:
-        quick.post(UNLOAD_PATH, cast_to=str, body={"lora_name": f"parametric-skills-probe-{secrets.token_hex(4)}"})
-    except openai.NotFoundError as exc:
-        if _route_missing(exc):
+        quick.post(UNLOAD_PATH, cast_to=str, body={"lora_name": name})
+    except openai.APIStatusError as exc:
+        if exc.status_code in (404, 405) and name not in f"{exc.body} {exc.message}":
             raise EndpointError(f"endpoint {chat.url} does not load LoRA adapters at run time (no {UNLOAD_PATH}): "
                                 f"parametric mode needs a vLLM server started with {SERVER_FLAGS}") from None
-    except (openai.BadRequestError, openai.UnprocessableEntityError):
-        pass  # the route is there and judged the body
+        if exc.status_code not in (400, 404, 422):  # 400/422: the route is there and judged the body
+            raise chat._error(exc) from None
     except openai.OpenAIError as exc:
         raise chat._error(exc) from None
 
