@@ -150,7 +150,7 @@ def test_apply_writes_the_patch(tmp_path):
     (["/no/such/repo", "fix"], "no such folder"),
     ([str(EXAMPLE), "   "], "task is empty"),
     ([str(EXAMPLE), "fix", "--mode", "magic"], "'magic' is not one of 'parametric', 'icl', 'none'"),
-    ([str(EXAMPLE), "fix", "--endpoint", "http://127.0.0.1:9/v1"], "cannot take adapters"),
+    ([str(EXAMPLE), "fix", "--endpoint", "http://127.0.0.1:9/v1"], "--endpoint needs --endpoint-model"),
 ])
 def test_solve_bad_input(cli, tmp_path, args, match):
     r = cli("solve", *args, "--db", f"sqlite:///{tmp_path / 's.db'}")

@@ -22,6 +22,7 @@ def test_embedded_model_loads_from_cache_and_generates(loaded):
     info = loaded.info()
     assert (info["layers"], info["hidden_size"], info["kv_heads"]) == (30, 576, 3)
     assert 130e6 < info["parameters"] < 140e6
+    assert info["folder"] == str(cache_dir(DEFAULT_MODEL).resolve())  # what .ci/start-vllm serves
     tok = loaded.tokenizer
     batch = tok.apply_chat_template([{"role": "user", "content": "What is 2 + 2?"}], add_generation_prompt=True,
                                     return_tensors="pt", return_dict=True)

@@ -30,6 +30,10 @@ def command(
     endpoint: EndpointOption = None,
     endpoint_model: EndpointModelOption = None,
     endpoint_key_env: EndpointKeyEnvOption = DEFAULT_KEY_ENV,
+    endpoint_adapter_dir: Path = typer.Option(None, "--endpoint-adapter-dir", metavar="DIR",
+                                              help="Parametric mode over --endpoint: where the run's adapter is "
+                                                   "written for the server to read by path (the server must see "
+                                                   "it at the same path; default $AGENT_HOME/served-adapters)."),
     backend: Backend = typer.Option(None, "--backend", help="Local generation: llama (llama.cpp on the GGUF, "
                                     "grammar-constrained actions; default for the embedded model) or torch."),
     policy: str = typer.Option(None, "--policy", help="Policy adapter (PEFT folder), or none (default: the "
@@ -77,12 +81,12 @@ def command(
         raise SolveError(f"policy adapter {policy}: no such folder")
     if not repo.exists():
         raise SolveError(f"{repo}: no such folder")
-    if endpoint and mode == "parametric":
-        raise SolveError("an endpoint model cannot take adapters: use --mode icl or --mode none with --endpoint")
     if endpoint and not endpoint_model:
         raise SolveError("--endpoint needs --endpoint-model")
     if endpoint_model and not endpoint:
         raise SolveError("--endpoint-model needs --endpoint")
+    if endpoint_adapter_dir is not None and not (endpoint and mode == "parametric"):
+        raise SolveError("--endpoint-adapter-dir is for --mode parametric with --endpoint")
     if not repo.is_dir():
         raise SolveError(f"{repo}: not a folder")
     if not test_cmd:
@@ -97,7 +101,9 @@ def command(
     if no_sandbox:
         err_console.print("[bold red]WARNING: --no-sandbox: if bubblewrap cannot run, commands run UNCONFINED "
                           "(rlimits and a workspace copy only) and can see this machine[/]")
-    if not endpoint:
+    # parametric mode over an endpoint: the local model makes the adapters, the server (vLLM) runs them
+    served_parametric = bool(endpoint) and mode == "parametric"
+    if not endpoint or served_parametric:
         from agent.runtime.base_model import resolve
 
         _, kind = resolve(model)  # an unknown model is one line, before the store or any progress line
@@ -107,18 +113,22 @@ def command(
 
         endpoint_chat = EndpointChat(endpoint, endpoint_model, key_env=endpoint_key_env)
         endpoint_chat.probe()  # before the store is opened or seeded: a refused endpoint leaves it unchanged
+        if served_parametric:
+            from agent.runtime import served_adapter
+
+            served_adapter.probe(endpoint_chat)  # a server that cannot take adapters: one line, before set-up
     store = Store(db)
     ensure_seeded(store)
     say = err_console.print if json else console.print
     loaded = handle = None
-    if not endpoint:
+    if not endpoint or served_parametric:
         from agent.runtime.base_model import load_model
         from agent.runtime.local_chat import default_backend, load_policy
 
         first = " (first use: dequantizing the GGUF once, ~30 s)" if kind == "gguf" else ""
         with err_console.status(f"loading {model}{first} ..."):
             loaded = load_model(model)
-            chosen = backend.value if backend else default_backend(loaded.name)
+            chosen = "endpoint" if endpoint else backend.value if backend else default_backend(loaded.name)
             policy_lora = load_policy(policy, loaded)
         if policy_lora is not None:
             adapters.append(policy_lora)
@@ -147,20 +157,38 @@ def command(
             on_convert=lambda name, i, n: status.update(f"skill {i} of {n} -> LoRA: {escape(name)} ..."))
     for s in ctx.active:
         say(f"skill {s['name']}  weight={s.get('weight')}  similarity={s.get('similarity', '')}")
+    run_adapters = adapters + ([skill_lora] if skill_lora is not None else [])
+    serving = contextlib.nullcontext((endpoint_chat if endpoint else None, None))
+    if served_parametric and run_adapters:
+        parts = ([{"name": "policy", "path": policy or "shipped", "max_rank": adapters[0].max_rank}]
+                 if adapters else [])
+        if skill_lora is not None:
+            parts.append({"name": "skills", "scale": skill_scale, "max_rank": skill_lora.max_rank,
+                          "adapters": [s.get("adapter_id") for s in ctx.active]})
+        serving = served_adapter.serve_adapter(
+            endpoint_chat, served_adapter.combine(run_adapters), endpoint_model, folder=endpoint_adapter_dir,
+            parts=parts, warn=lambda line: err_console.print(f"[yellow]{escape(line)}[/]"))
+    elif served_parametric:
+        say("[dim]no adapter for this run (no policy adapter, no skills): the endpoint's base model answers[/]")
 
     def open_chat(k: int):
         if endpoint:
-            return contextlib.nullcontext(endpoint_chat)
+            return contextlib.nullcontext(run_chat)
         from agent.runtime.local_chat import open_local_chat
 
         say(f"[dim]starting the {chosen} backend ...[/]")
-        return open_local_chat(loaded, adapters + ([skill_lora] if skill_lora is not None else []), backend=chosen,
+        return open_local_chat(loaded, run_adapters, backend=chosen,
                                max_new_tokens=max_new_tokens, seed=seed + k - 1,
                                temperature=0.0 if k == 1 else temperature)
 
-    report = solve_attempts(request, store, open_chat, ctx, attempts,
-                            on_attempt=lambda k: attempts > 1 and say(f"[bold]attempt {k} of {attempts}[/]"),
-                            on_step=on_step, on_phase=lambda t: say(f"[dim]{t}[/]"))
+    with serving as (run_chat, served):  # the endpoint's chat, under the run's adapter's name when one is served
+        if served is not None:
+            ctx.adapter = served.record()
+            say(f"[dim]adapter loaded on {escape(endpoint)} as {served.name} (rank {served.max_rank}, "
+                f"{served.modules} modules); unloaded when the run ends[/]")
+        report = solve_attempts(request, store, open_chat, ctx, attempts,
+                                on_attempt=lambda k: attempts > 1 and say(f"[bold]attempt {k} of {attempts}[/]"),
+                                on_step=on_step, on_phase=lambda t: say(f"[dim]{t}[/]"))
     if json:
         emit_json(report.to_dict())
         return

