@@ -6,7 +6,13 @@ time (median and min of repeats), relative truncation error (max and mean over t
 resident memory above the baseline while merging (sampled), and the bytes of the exact path's tensors
 (computed). The sweep runs with torch's default thread count and with one thread, or with --threads.
 
-    python bench/bench_hypernet_merge.py [--quick] [--threads N] [--note "beside a 1-thread training job"]
+The EMA step (fold one new rank-8 adapter into a rank-64 persistent one, 60 targets) is timed as
+`ema_update` does it (incremental fold of the split-form persistent adapter, on one thread) and as the
+general exact merge of the same two adapters (QR of all 72 stacked columns per target: the step before the
+incremental fold), interleaved, wall and CPU time, at each thread count; `--ema-only` runs just that and
+writes ema_step.json.
+
+    python bench/bench_hypernet_merge.py [--quick] [--threads N] [--ema-only] [--note "beside a 1-thread training job"]
 """
 
 from __future__ import annotations
@@ -75,7 +81,10 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer k values and repeats")
     ap.add_argument("--threads", type=int, help="torch threads (default: the default count, then 1)")
     ap.add_argument("--note", default="", help="machine conditions, stored in the JSON")
+    ap.add_argument("--ema-only", action="store_true", help="only the EMA step, to ema_step.json")
     args = ap.parse_args()
+    if args.ema_only:
+        return ema_only(args)
     ks = [1, 2, 4, 8, 16, 32, 64, 100] if args.quick else [1, 2, 4, 8, 16, 32, 64, 100, 128, 256]
     repeats = 2 if args.quick else 3
     pool = [random_adapter(s) for s in range(max(ks))]
@@ -87,6 +96,7 @@ def main() -> None:
         torch.set_num_threads(threads)
         sweeps[str(threads)] = sweep(pool, ks, repeats)
         ema[str(threads)] = {m: ema_step_ms(pool, 5, m) for m in ("exact", "randomized")}
+        ema[str(threads)]["incremental_vs_general"] = ema_paths(pool, 15)
         print("ema step", threads, json.dumps(ema[str(threads)]), flush=True)
     torch.set_num_threads(default_threads)
     shapes = {"layers": LAYERS, **{m: list(s) for m, s in SHAPES.items()}, "rank": RANK, "max_rank": MAX_RANK}
@@ -136,6 +146,52 @@ def ema_step_ms(pool: list[LoraWeights], repeats: int, method: str) -> dict:
         times.append(1e3 * (time.perf_counter() - t0))
     return {"persistent_rank": persistent.max_rank, "ms_median": statistics.median(times), "ms_min": min(times),
             "max_rel_truncation_error": info.max_rel_error}
+
+
+def ema_paths(pool: list[LoraWeights], repeats: int) -> dict:
+    """The EMA step by ema_update (incremental fold) and by the general exact merge, interleaved."""
+    persistent = None
+    for ad in pool[:9]:
+        persistent, _ = ema_update(persistent, ad, 0.9, max_rank=MAX_RANK)
+    paths = {"incremental": lambda ad: ema_update(persistent, ad, 0.9, max_rank=MAX_RANK, method="exact")[0],
+             "general": lambda ad: merge([persistent, ad], [0.9, 0.1], max_rank=MAX_RANK, method="exact")[0]}
+    wall: dict[str, list[float]] = {k: [] for k in paths}
+    cpu: dict[str, list[float]] = {k: [] for k in paths}
+    out = {}
+    for i in range(repeats + 1):
+        for name, step in paths.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            out[name] = step(pool[9 + i % 8])
+            if i:  # the first round warms up LAPACK
+                wall[name].append(1e3 * (time.perf_counter() - t0))
+                cpu[name].append(1e3 * (time.process_time() - c0))
+    diff = max(float(torch.linalg.norm(out["incremental"].delta(k) - out["general"].delta(k))
+                     / torch.linalg.norm(out["general"].delta(k))) for k in out["general"].keys)
+    return {"threads": torch.get_num_threads(), "repeats": repeats, "load_avg_1m": os.getloadavg()[0],
+            **{name: {"wall_ms_median": statistics.median(wall[name]), "wall_ms_min": min(wall[name]),
+                      "cpu_ms_median": statistics.median(cpu[name]), "cpu_ms_min": min(cpu[name])} for name in paths},
+            "max_rel_delta_difference": diff}
+
+
+def ema_only(args) -> None:
+    pool = [random_adapter(s) for s in range(17)]
+    default_threads = torch.get_num_threads()
+    thread_counts = [args.threads] if args.threads else sorted({default_threads, 1}, reverse=True)
+    load_at_start, rows = os.getloadavg(), {}
+    for threads in thread_counts:
+        torch.set_num_threads(threads)
+        rows[str(threads)] = ema_paths(pool, 15)
+        print("ema step", threads, json.dumps(rows[str(threads)]), flush=True)
+    torch.set_num_threads(default_threads)
+    out = {"bench": "ema_step", "machine": machine_info(), "note": args.note, "load_avg_at_start": load_at_start,
+           "load_avg_at_end": os.getloadavg(), "shapes": {"layers": LAYERS, **{m: list(s) for m, s in SHAPES.items()},
+                                                          "rank": RANK, "persistent_rank": MAX_RANK},
+           "before": {"source": "hypernet_merge.json ema_step_by_threads, exact (the general path, then "
+                                "without the batched truncation)", "ms_median_2_threads": 148.9,
+                      "ms_median_1_thread": 179.6},
+           "by_threads": rows}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "ema_step.json").write_text(json.dumps(out, indent=2) + "\n")
 
 
 def measure(pool: list[LoraWeights], weights: list[float], method: str) -> dict:

@@ -1,13 +1,31 @@
-"""EMA of adapters in ΔW space, kept low-rank: persistent ← β·persistent + (1−β)·new."""
+"""EMA of adapters in ΔW space, kept low-rank: persistent ← β·persistent + (1−β)·new.
+
+The step is an incremental SVD (Brand 2006) where it can be. A persistent adapter written by an exact
+recompression is in split form, A = √s·Vh and B = U·√s: B's columns and A's rows are already orthogonal.
+Stacking the new adapter's rank r beside it then needs a QR of only the r new columns after projecting out
+U, not a QR of all R = rank + r stacked columns; what is left is the R×R core's SVD. The Gram matrix of
+the stacked factors (one batched GEMM) gives the orthogonality check, the norms and the projections at
+once. [B_p, B_n] = [U, Q]·R_B holds by construction whatever U's rounding, so the folded ΔW is merge's to
+float rounding; orthogonality makes the truncation optimal and the error exact, which is why it is
+checked per target (a plain adapter, or drift past the tolerance, takes merge's QR and comes out
+re-orthogonalised). Targets of one shape are already one batched call in merge; torch's CPU QR/SVD loop
+over the batch in LAPACK, so batching alone did not make the step cheaper: the work per target did.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
+import torch
+from torch import Tensor
+
 from .config import HypernetError
-from .lora import LoraWeights
-from .merge import check_recompression, merge
+from .lora import LoraWeights, check_same_targets
+from .merge import _stacked_groups, _work_dtype, check_recompression, choose_method, merge, recompress_factors, \
+    truncate_core
 
 UPDATES_KEY = "ema_updates"
 BETA_KEY = "ema_beta"
@@ -39,12 +57,111 @@ def ema_update(persistent: LoraWeights | None, new: LoraWeights, beta: float, ma
         previous = 0
         out, report = merge([new], [1.0], max_rank=max_rank if new.max_rank > max_rank else None,
                             method=method, seed=seed)
+        errors = report.rel_errors
     else:
         try:
             previous = int(persistent.metadata.get(UPDATES_KEY, "1"))  # a plain adapter counts as one
         except ValueError as e:
             raise HypernetError(f"persistent adapter has malformed EMA metadata: {e}") from e
-        out, report = merge([persistent, new], [beta, 1.0 - beta], max_rank=max_rank, method=method, seed=seed)
+        if beta == 0.0:  # merge drops a zero weight: the step is `new` recompressed
+            out, report = merge([persistent, new], [beta, 1.0], max_rank=max_rank, method=method, seed=seed)
+            errors = report.rel_errors
+        else:
+            with _one_thread(new):
+                out, errors = fold(persistent, new, beta, max_rank, method, seed)
     metadata = {UPDATES_KEY: str(previous + 1), BETA_KEY: repr(beta)}
     out = out.replace(out.factors, metadata)
-    return out, EmaInfo(previous + 1, beta, out.ranks, report.rel_errors)
+    return out, EmaInfo(previous + 1, beta, out.ranks, errors)
+
+
+@contextlib.contextmanager
+def _one_thread(lora: LoraWeights) -> Iterator[None]:
+    """Run on one intra-op thread on CPU. The step is ~60 LAPACK calls on 72×72 to 576×72 matrices: a
+    second OpenMP thread never made it faster here and, with the cores shared (the agent's own generation,
+    other jobs), made it 5-10× slower, waiting on a descheduled thread (bench_hypernet_merge, EMA rows).
+    torch's thread count is process-wide: other threads' torch work runs on one thread meanwhile."""
+    threads = torch.get_num_threads()
+    if lora.factors[lora.keys[0]][0].device.type != "cpu" or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+# Largest |uᵢ·uⱼ| between distinct normalised columns for which persistent factors count as orthogonal
+# (float32 SVD output is ~1e-6 off; past this the fold would still be exact, the truncation not optimal).
+ORTHO_TOL = {torch.float32: 1e-5, torch.float64: 1e-12}
+
+
+def fold(persistent: LoraWeights, new: LoraWeights, beta: float, max_rank: int, method: str = "exact",
+         seed: int = 0) -> tuple[LoraWeights, dict[str, float]]:
+    """β·persistent + (1−β)·new recompressed to rank ≤ max_rank, per group of equally shaped targets: the
+    incremental exact path where the persistent factors are orthogonal, merge's recompression elsewhere."""
+    check_same_targets([persistent, new])
+    factors, errors = {}, {}
+    dtype = persistent.factors[persistent.keys[0]][0].dtype
+    for keys, a, b in _stacked_groups([persistent, new], [beta, 1.0 - beta]):
+        lead = persistent.factors[keys[0]][0].shape[0]
+        rank, inn, out = b.shape[-1], a.shape[-1], b.shape[-2]
+        used = choose_method(method, rank, inn, out, max_rank)
+        results: list = [None] * len(keys)
+        todo = list(range(len(keys)))
+        if used == "exact" and rank < min(inn, out):
+            work = _work_dtype(a.dtype)
+            a, b = a.to(work), b.to(work)
+            gb, ga = b[..., :lead].mT @ b, a[:, :lead] @ a.mT  # persistent's columns of B (rows of A) · all
+            ok = _orthogonal(gb[:, :lead, :lead], ORTHO_TOL[work]) & _orthogonal(ga[:, :lead, :lead], ORTHO_TOL[work])
+            if bool(ok.all()):
+                done = _fold_split_form(a, b, ga, gb, lead, max_rank)
+                results, todo = done, []
+            elif bool(ok.any()):
+                idx = ok.nonzero().flatten()
+                for i, r in zip(idx.tolist(), _fold_split_form(a[idx], b[idx], ga[idx], gb[idx], lead, max_rank)):
+                    results[i] = r
+                todo = (~ok).nonzero().flatten().tolist()
+        if todo:
+            for i, r in zip(todo, recompress_factors(a[todo], b[todo], max_rank, used, seed)):
+                results[i] = r
+        for key, (na, nb, err) in zip(keys, results):
+            factors[key], errors[key] = (na.to(dtype).contiguous(), nb.to(dtype).contiguous()), err
+    out = persistent.replace({k: factors[k] for k in persistent.keys}, {})
+    return out, {k: errors[k] for k in persistent.keys}
+
+
+def _orthogonal(gram: Tensor, tol: float) -> Tensor:
+    """Per batch element: are the vectors of this Gram matrix (n, p, p) orthogonal and none of them zero?"""
+    d = gram.diagonal(dim1=-2, dim2=-1)
+    inv = d.clamp_min(torch.finfo(gram.dtype).tiny).rsqrt()
+    cos = gram * inv[:, :, None] * inv[:, None, :] - torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+    return (cos.abs().amax((-2, -1)) <= tol) & (d > 0).all(-1)
+
+
+@torch.no_grad()
+def _fold_split_form(a: Tensor, b: Tensor, ga: Tensor, gb: Tensor, lead: int,
+                     max_rank: int) -> list[tuple[Tensor, Tensor, float]]:
+    """recompress_factors' exact path for a (n, R, in), b (n, out, R) whose first `lead` columns of B and
+    rows of A are orthogonal (ga = A_lead·Aᵀ, gb = B_leadᵀ·B given): the bases are extended by the new
+    vectors only, and applied to the kept directions without being formed."""
+    lb, nb, qb, rb = _extend(b[..., :lead], b[..., lead:], gb)
+    la, na, qa, ra = _extend(a[:, :lead].mT, a[:, lead:].mT, ga)
+    return truncate_core(rb @ ra.mT,
+                         lambda y: torch.baddbmm(qb @ y[:, lead:], lb, y[:, :lead] / nb[..., None]),  # Q_B·y
+                         lambda y: torch.baddbmm(y[..., lead:] @ qa.mT, y[..., :lead] / na[:, None, :], la.mT),  # y·Q_Aᵀ
+                         max_rank)
+
+
+def _extend(lead: Tensor, new: Tensor, gram: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """A QR of [L, N] (n, d, p + r) whose p columns L are orthogonal, given Lᵀ·[L, N] (n, p, p + r):
+    Q = [L/‖L‖, Q_n] and R = [[diag ‖L‖, UᵀN], [0, R_n]] with Q_n·R_n = N − U·UᵀN (U = L/‖L‖).
+    Returns (L, ‖L‖, Q_n, R): Q is applied as L·diag(1/‖L‖) and Q_n, never formed."""
+    p, r = lead.shape[-1], new.shape[-1]
+    n2 = gram[:, :, :p].diagonal(dim1=-2, dim2=-1)  # ‖L‖²
+    norms = n2.sqrt()
+    lt_n = gram[:, :, p:]  # LᵀN
+    q_n, r_n = torch.linalg.qr(new - lead @ (lt_n / n2[..., None]))
+    top = torch.cat([torch.diag_embed(norms), lt_n / norms[..., None]], dim=-1)
+    bottom = torch.cat([r_n.new_zeros(r_n.shape[0], r, p), r_n], dim=-1)
+    return lead, norms, q_n, torch.cat([top, bottom], dim=-2)

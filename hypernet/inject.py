@@ -7,6 +7,8 @@ merge: W ← W + B A in place for fast inference; the original weight tensors ar
     on removal, so the base is restored bit-identically (no subtraction round-off).
 apply_lora_rows: a different LoraWeights (or none) per batch row, as hooks, for batched generation
     where rows need different skills' adapters.
+LoraSlots: the same for a batch whose rows are replaced while it runs (continuous batching): a slot's
+    adapter is rewritten in place when the slot takes a new request.
 
     with apply_lora(model, lora, mode="merge"):
         model.generate(...)
@@ -14,7 +16,8 @@ apply_lora_rows: a different LoraWeights (or none) per batch row, as hooks, for 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -138,14 +141,9 @@ def _stack_rows(loras: Sequence[LoraWeights | None], target: Target, like: Tenso
     return a, b
 
 
-def apply_lora_rows(model: nn.Module, loras: Sequence[LoraWeights | None], *,
-                    base_model: str | None = None) -> LoraHandle:
-    """Apply `loras[i]` to batch row i only (None: that row runs the base model); returns the handle.
-
-    Adapters may differ in rank and in which targets they cover; each is checked against `model`
-    (and `base_model`, if given) like apply_lora does. Every forward while applied must have batch
-    size len(loras): the hook is a batched matmul, x (S,T,in) · Aᵀ (S,in,r) · Bᵀ (S,r,out).
-    """
+def _targets_of(model: nn.Module, loras: Sequence[LoraWeights | None],
+                base_model: str | None) -> dict[str, tuple[Target, nn.Linear]]:
+    """Every target any adapter covers, with its Linear, each adapter checked against the model."""
     by_key: dict[str, tuple[Target, nn.Linear]] = {}
     for lora in loras:
         if lora is None:
@@ -154,9 +152,84 @@ def apply_lora_rows(model: nn.Module, loras: Sequence[LoraWeights | None], *,
             seen = by_key.setdefault(t.key, (t, lin))
             if seen[1] is not lin:
                 raise HypernetError(f"adapters disagree on the module for {t.key}: {seen[0].path} vs {t.path}")
+    return by_key
+
+
+class LoraSlots(LoraHandle):
+    """Per-row adapters for a batch of `slots` rows whose requests change while it runs.
+
+    Buffers per target are sized once for every adapter that will be used (`loras`: the maximum rank,
+    the union of targets), zero where a slot's adapter has nothing, so `set(slot, lora)` is a copy and
+    a row sees exactly its own ΔW. `only(slot)` runs a forward on that one slot (a new request's
+    prefill); `keep(slots)` drops the other rows once the batch shrinks.
+    """
+
+    def __init__(self, model: nn.Module, loras: Sequence[LoraWeights | None], slots: int, *,
+                 base_model: str | None = None) -> None:
+        super().__init__()
+        self._rows: slice | None = None
+        self._buf: dict[str, tuple[Tensor, Tensor]] = {}
+        try:
+            for t, lin in _targets_of(model, loras, base_model).values():
+                r = max(lora.ranks[t.key] for lora in loras if lora is not None and t.key in lora.factors)
+                w = lin.weight.detach()
+                self._buf[t.key] = (w.new_zeros((slots, r, t.in_features)), w.new_zeros((slots, t.out_features, r)))
+                self._mark(lin)
+                self._hooks.append(lin.register_forward_hook(self._hook(t.key)))
+        except BaseException:
+            self.remove()
+            raise
+
+    def _hook(self, key: str):
+        def hook(module: nn.Linear, args: tuple, output: Tensor) -> Tensor:
+            a, b = self._buf[key]
+            if self._rows is not None:
+                a, b = a[self._rows], b[self._rows]
+            x = args[0]
+            if x.dim() != 3 or x.shape[0] != a.shape[0]:
+                raise HypernetError(f"batched LoRA for {a.shape[0]} inputs, got input of shape {tuple(x.shape)}")
+            return output + (x @ a.mT) @ b.mT
+
+        return hook
+
+    def set(self, slot: int, lora: LoraWeights | None) -> None:
+        """Slot `slot` runs under `lora` from now on (None: the base); one of the adapters given at creation."""
+        for key, (a, b) in self._buf.items():
+            a[slot].zero_()
+            b[slot].zero_()
+            if lora is not None and key in lora.factors:
+                ai, bi = lora.factors[key]
+                a[slot, : ai.shape[0]] = ai.detach().to(a)
+                b[slot, :, : bi.shape[1]] = bi.detach().to(b)
+
+    def keep(self, slots: Sequence[int]) -> None:
+        """Only these rows remain, in this order."""
+        idx = torch.as_tensor(list(slots), dtype=torch.long)
+        self._buf = {k: (a[idx.to(a.device)], b[idx.to(b.device)]) for k, (a, b) in self._buf.items()}
+
+    @contextlib.contextmanager
+    def only(self, slot: int) -> Iterator[None]:
+        self._rows = slice(slot, slot + 1)
+        try:
+            yield
+        finally:
+            self._rows = None
+
+    def __enter__(self) -> LoraSlots:
+        return self
+
+
+def apply_lora_rows(model: nn.Module, loras: Sequence[LoraWeights | None], *,
+                    base_model: str | None = None) -> LoraHandle:
+    """Apply `loras[i]` to batch row i only (None: that row runs the base model); returns the handle.
+
+    Adapters may differ in rank and in which targets they cover; each is checked against `model`
+    (and `base_model`, if given) like apply_lora does. Every forward while applied must have batch
+    size len(loras): the hook is a batched matmul, x (S,T,in) · Aᵀ (S,in,r) · Bᵀ (S,r,out).
+    """
     handle = LoraHandle()
     try:
-        for t, lin in by_key.values():
+        for t, lin in _targets_of(model, loras, base_model).values():
             a, b = _stack_rows(loras, t, lin.weight.detach())
             handle._mark(lin)
             handle._hooks.append(lin.register_forward_hook(_lora_hook(a, b)))

@@ -120,27 +120,43 @@ def recompress_factors(a: Tensor, b: Tensor, max_rank: int, method: str = "exact
 
 
 def _exact(a: Tensor, b: Tensor, max_rank: int) -> list[tuple[Tensor, Tensor, float]]:
-    n, out, rank = b.shape
+    out, rank = b.shape[-2:]
     inn = a.shape[-1]
     # Orthonormal bases of B's columns and A's rows; pointless (and slower) once R reaches the dimension.
     qb, rb = torch.linalg.qr(b) if rank < out else (None, b)
     qa, ra = torch.linalg.qr(a.mT) if rank < inn else (None, a.mT)
-    core = rb @ ra.mT  # min(out,R) × min(in,R)
+    return truncate_core(rb @ ra.mT, None if qb is None else qb.matmul,
+                         None if qa is None else (lambda y: y @ qa.mT), max_rank)
+
+
+def truncate_core(core: Tensor, lift_b: Callable[[Tensor], Tensor] | None, lift_a: Callable[[Tensor], Tensor] | None,
+                  max_rank: int) -> list[tuple[Tensor, Tensor, float]]:
+    """Best rank-≤max_rank factors of Q_B·core·Q_Aᵀ per batch element, Q_B and Q_A with orthonormal columns
+    given as y ↦ Q_B·y and y ↦ y·Q_Aᵀ (None = identity): one batched SVD of the small core, then (A_k, B_k, relative Frobenius
+    truncation error)."""
     u, s, vh = torch.linalg.svd(core, full_matrices=False)
-    eps = torch.finfo(a.dtype).eps * max(core.shape[-2:])
-    results = []
-    for i in range(n):
-        si = s[i]
-        total = float((si**2).sum())
-        k = _keep(si, max_rank, eps)
-        err = math.sqrt(max(float((si[k:] ** 2).sum()), 0.0) / total) if total > 0 else 0.0
-        new_a, new_b = _split(u[i, :, :k], si[:k], vh[i, :k])
-        if qb is not None:
-            new_b = qb[i] @ new_b
-        if qa is not None:
-            new_a = new_a @ qa[i].mT
-        results.append((new_a, new_b, err))
-    return results
+    eps = torch.finfo(core.dtype).eps * max(core.shape[-2:])
+    # Kept ranks and errors for the whole batch at once (one sync instead of a few per target).
+    keep = (s > s[:, :1] * eps).sum(-1).where(s[:, 0] > 0, torch.ones_like(s[:, 0], dtype=torch.long))
+    keep = keep.clamp(1, max_rank)
+    sq = s.square()
+    tail = (sq * (torch.arange(s.shape[-1], device=s.device) >= keep[:, None])).sum(-1)
+    total = sq.sum(-1)
+    ks, tail, total = keep.tolist(), tail.tolist(), total.tolist()
+    # Lift the top directions of every target in one batched product, then cut each to its own k.
+    top = max(ks)
+    new_a, new_b = _split_batched(u[..., :top], s[:, :top], vh[:, :top])
+    if lift_b is not None:
+        new_b = lift_b(new_b)
+    if lift_a is not None:
+        new_a = lift_a(new_a)
+    return [(new_a[i, :k], new_b[i, :, :k], math.sqrt(max(t, 0.0) / tot) if tot > 0 else 0.0)
+            for i, (k, t, tot) in enumerate(zip(ks, tail, total))]
+
+
+def _split_batched(u: Tensor, s: Tensor, vh: Tensor) -> tuple[Tensor, Tensor]:
+    root = s.sqrt()
+    return root[..., None] * vh, u * root[:, None, :]
 
 
 def _orth(x: Tensor) -> Tensor:

@@ -136,3 +136,57 @@ def test_a_row_that_reaches_eos_stops_while_the_others_go_on(chat_model):
     assert got == expected
     assert got[2] == tok.decode([stop_id])
     assert all(len(g) > len(got[2]) for i, g in enumerate(got) if i != 2)
+
+
+def test_continuous_batching_refills_finished_rows_at_once_and_answers_as_unbatched(chat_model):
+    """8 requests, 3 rows, a stop token that ends answers at different steps: finished rows take the next
+    request mid-batch (different adapters per row, prompts of other lengths), and every answer is still
+    the request's unbatched greedy one."""
+    model, tok = chat_model
+    base = requests_for(model)
+    requests = base + [Request([{"role": "user", "content": p + " Then say why, briefly."}], r.lora)
+                       for p, r in zip(PROMPTS[::-1], base)]
+    saved = model.generation_config.eos_token_id
+    full = [unbatched(model, tok, r, 12) for r in requests]
+    # the token that ends the most answers early, at different points
+    ids = [tok(text, add_special_tokens=False)["input_ids"] for text in full]
+    counts: dict[int, int] = {}
+    for seq in ids:
+        for t in set(seq[1:8]):
+            counts[t] = counts.get(t, 0) + 1
+    stop_id = max(counts, key=counts.get)
+    model.generation_config.eos_token_id = [saved, stop_id] if isinstance(saved, int) else [*saved, stop_id]
+    done: list[int] = []
+    try:
+        expected = [unbatched(model, tok, r, 12) for r in requests]
+        got = generate_all(model, tok, requests, 12, batch_size=3, on_batch=lambda rows, s: done.extend(rows))
+    finally:
+        model.generation_config.eos_token_id = saved
+    assert len({len(e) for e in expected}) >= 3  # the answers do end at different steps
+    assert got == expected
+    assert sorted(done) == list(range(len(requests)))
+
+
+def test_a_longer_prompt_put_into_a_running_batch_widens_it_and_decodes_as_alone(chat_model):
+    """A request longer than the batch's cache (possible once finished rows were trimmed) widens every row
+    on the left; the next step's logits are each row's own, as if decoded alone."""
+    from transformers import DynamicCache
+
+    from agent.learn.evaluate import _Batch, _cache_arg
+
+    model, tok = chat_model
+    name = _cache_arg(model)
+    short, long = (prompt_ids(tok, [{"role": "user", "content": c}], 10_000) for c in (PROMPTS[1], PROMPTS[3]))
+    assert long.shape[1] > short.shape[1]
+    batch, alone = _Batch(model, 2, torch.device("cpu")), []
+    for slot, ids in enumerate((short, long)):
+        out = model(input_ids=ids, use_cache=True, **{name: DynamicCache(config=model.config)})
+        first = int(out.logits[0, -1].argmax())
+        batch.put(slot, out[name], first)
+        alone.append(model(input_ids=torch.cat([ids, torch.tensor([[first]])], 1)).logits[0, -1])
+    assert batch.mask.shape == (2, long.shape[1]) and int(batch.mask[0].sum()) == short.shape[1]
+    mask = torch.cat([batch.mask, batch.mask.new_ones(2, 1)], 1)
+    logits = model(input_ids=batch.last[:, None], attention_mask=mask, position_ids=batch.pos[:, None],
+                   use_cache=True, **{name: batch.cache}).logits[:, -1]
+    for slot in range(2):
+        assert torch.allclose(logits[slot], alone[slot], atol=1e-9), slot

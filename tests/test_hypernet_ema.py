@@ -1,3 +1,5 @@
+import importlib
+
 import pytest
 import torch
 
@@ -86,3 +88,93 @@ def test_bad_recompression_method_is_refused():
         ema_update(ad, ad, 0.5, method="fast")
     with pytest.raises(HypernetError, match="max_rank"):
         ema_update(None, ad, 0.5, max_rank=0)
+
+
+# --- the incremental (split-form) fold against a per-target one -------------------------------------------
+
+MIXED = synthetic_targets([(40, 40), (40, 12), (24, 40), (64, 16)], layers=3)  # 4 shape groups of 3 targets
+MIXED_KEYS = [t.key for t in MIXED]
+
+
+def per_target_fold(persistent, new, beta, max_rank):
+    """The reference: per target, the dense β·ΔW_p + (1−β)·ΔW_n in float64, its SVD, the best rank ≤ max_rank."""
+    deltas, ranks, errors = {}, {}, {}
+    for key in persistent.keys:
+        dense = beta * persistent.delta(key).double() + (1 - beta) * new.delta(key).double()
+        u, s, vh = torch.linalg.svd(dense, full_matrices=False)
+        k = min(max_rank, int((s > s[0] * 1e-6).sum()))
+        deltas[key], ranks[key] = (u[:, :k] * s[:k]) @ vh[:k], k
+        errors[key] = float(s[k:].square().sum().sqrt() / s.square().sum().sqrt())
+    return deltas, ranks, errors
+
+
+def mixed_ranks(seed: int, low: int = 1, high: int = 4) -> dict[str, int]:
+    g = torch.Generator().manual_seed(seed)
+    return {t.key: int(torch.randint(low, high + 1, (1,), generator=g)) for t in MIXED}
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 2e-5), (torch.float64, 1e-10)])
+def test_incremental_fold_equals_the_per_target_fold_step_by_step(dtype, tol, monkeypatch):
+    """40 EMA steps of random adapters with mixed shapes and ranks through the truncating regime: every step
+    equals the per-target fold (ΔW, rank, truncation error) and, after the first, takes the incremental path."""
+    beta, max_rank, ema = 0.8, 6, importlib.import_module("hypernet.ema")
+    calls = {"qr": 0}
+    general = ema.recompress_factors
+
+    def counting(*args, **kwargs):
+        calls["qr"] += 1
+        return general(*args, **kwargs)
+
+    monkeypatch.setattr(ema, "recompress_factors", counting)
+    persistent = None
+    for step in range(40):
+        new = random_lora(MIXED, rank=mixed_ranks(step), seed=100 + step, dtype=dtype, scale=0.3 + 0.1 * (step % 3))
+        if persistent is not None:
+            want, want_rank, want_err = per_target_fold(persistent, new, beta, max_rank)
+        before = calls["qr"]
+        persistent, info = ema_update(persistent, new, beta, max_rank=max_rank)
+        if step == 0:
+            continue
+        for key in MIXED_KEYS:
+            assert rel(persistent.delta(key).double(), want[key]) < tol, (step, key)
+            assert persistent.ranks[key] == want_rank[key]
+            assert info.rel_errors[key] == pytest.approx(want_err[key], abs=tol)
+            assert persistent.factors[key][0].dtype == dtype
+        # step 1 folds into the plain first adapter (general QR path); from then on the persistent
+        # factors are in split form and every target takes the incremental path
+        assert (calls["qr"] > before) == (step == 1), step
+
+
+
+def test_a_persistent_adapter_not_in_split_form_takes_the_general_path_target_by_target(monkeypatch):
+    """Within one shape group, targets whose persistent factors are orthogonal and targets whose are not are
+    folded by different paths; both equal the per-target fold."""
+    beta, max_rank = 0.7, 5
+    persistent = None
+    for i in range(3):
+        persistent, _ = ema_update(persistent, random_lora(MIXED, rank=3, seed=i), beta, max_rank=max_rank)
+    spoiled = dict(persistent.factors)
+    for key in MIXED_KEYS[::2]:  # a random invertible mix of the rank axis: same ΔW, not orthogonal
+        a, b = spoiled[key]
+        m = torch.eye(a.shape[0], dtype=a.dtype) + 0.3 * torch.randn(a.shape[0], a.shape[0], dtype=a.dtype,
+                                                                      generator=torch.Generator().manual_seed(7))
+        spoiled[key] = (torch.linalg.solve(m, a), b @ m)
+    spoiled = persistent.replace(spoiled)
+    new = random_lora(MIXED, rank=mixed_ranks(9), seed=9)
+    want, want_rank, want_err = per_target_fold(spoiled, new, beta, max_rank)
+    ema, general, sizes = importlib.import_module("hypernet.ema"), None, []
+    general = ema.recompress_factors
+    monkeypatch.setattr(ema, "recompress_factors", lambda a, *args, **kw: sizes.append(len(a)) or general(a, *args, **kw))
+    out, info = ema_update(spoiled, new, beta, max_rank=max_rank)
+    assert sum(sizes) == len(MIXED_KEYS[::2])  # only the spoiled targets took the general path
+    for key in MIXED_KEYS:
+        assert rel(out.delta(key), want[key]) < 1e-10
+        assert out.ranks[key] == want_rank[key]
+        assert info.rel_errors[key] == pytest.approx(want_err[key], abs=1e-10)
+
+
+def test_the_step_restores_the_thread_count():
+    threads = torch.get_num_threads()
+    persistent, _ = ema_update(random_lora(TARGETS, seed=1), random_lora(TARGETS, seed=2), 0.9, max_rank=4)
+    ema_update(persistent, random_lora(TARGETS, seed=3), 0.9, max_rank=4)
+    assert torch.get_num_threads() == threads

@@ -1,0 +1,374 @@
+"""Local generation backends side by side, in one run, on the embedded SmolLM2-135M-Instruct Q4_1 GGUF:
+
+    bare            llama_cpp.Llama on the GGUF, nothing else (the reference), n_threads=2
+    bare-1t         the same on one thread (on a shared 2-core machine the second thread can cost more than
+                    it brings: llama.cpp's threads wait for each other at every layer)
+    llama           the llama backend's engine (LlamaChat: GGUF, n_threads=2), no adapter
+    llama+policy    the same with the shipped policy adapter applied as a GGUF LoRA (unmerged, at runtime)
+    torch           the torch backend's model (transformers on the GGUF dequantized to float32)
+    torch+policy    the same with the policy adapter merged into the weights (as the torch backend does)
+
+Per configuration, all greedy:
+- prefill tokens/s: a fresh ~1,000-token prompt to the first generated token;
+- decode tokens/s: the next 63 tokens (64 generated, end of text not stopping it), after the prefill;
+- turn latency vs turn index (not for `torch`: merged into the weights, the adapter costs nothing there,
+  and torch+policy is the torch backend as the agent runs it): a scripted 10-turn conversation, every turn the same for all configurations:
+  the prompt so far, a fixed-length reply (32 tokens generated), then a fixed scripted assistant message
+  and a ~150-token observation appended for the next turn. The llama engines keep the KV cache of the
+  longest common token prefix (so a turn prefills only what was appended); the torch backend
+  (LocalChat, transformers' generate) re-reads the whole conversation every turn;
+- the llama backend as the agent uses it, `LlamaChat.chat` under the action grammar, over the same
+  conversation (replies end where the grammar ends them): latency, tokens, reused prefix per turn.
+
+Agreement of greedy outputs under the policy adapter, llama (Q4_1 + GGUF LoRA) vs torch (the same Q4_1
+values dequantized to float32, LoRA merged): per prompt of a fixed set, 32 greedy tokens from each; reported
+are exact sequence matches, the common prefix, and the teacher-forced top-1 agreement (torch's argmax at
+every position of llama's sequence); as controls, the teacher-forced rate of llama without the adapter
+against torch with it, and of both without. The weights are the same numbers in both; what differs is the
+arithmetic (llama.cpp quantizes activations to 8 bits for the Q4_1 products, keeps the KV cache in f16 and
+applies the LoRA beside the weights), so near-ties can flip and a greedy sequence diverge from there.
+
+Writes bench/results/backends.json (machine, load before/after every section) and backends.png.
+
+    python bench/bench_backends.py [--quick] [--note "..."]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.machine import label_and_save, machine_info  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+CONFIGS = ("bare", "bare-1t", "llama", "llama+policy", "torch", "torch+policy")
+NO_TURNS = ("torch",)
+N_THREADS = 2
+N_CTX = 4096
+PREFILL_TOKENS = 1000
+DECODE_TOKENS = 64
+TURNS, REPLY_TOKENS = 10, 32
+AGREE_TOKENS = 32
+AGREE_PROMPTS = [
+    "Fix the failing test in stats.py.",
+    "The test test_median_even fails: median([1, 2, 3, 4]) returns 3 instead of 2.5. Fix it.",
+    "paginate() returns one page too many when the item count is a multiple of the page size. Fix it.",
+    "camel_to_snake('HTTPServer') should be 'http_server'; the test says 'h_t_t_p_server'. Fix it.",
+    "def clamp(value, low, high):",
+    "Write a commit message for a fix of an off-by-one error in a pagination helper.",
+    "Review this change: `if n > 0:` became `if n >= 0:` in mean().",
+    "List the steps to localize a bug from a failing assertion.",
+]
+SCRIPTED_REPLY = "I will look at the failing test first.\n```test\n```"
+
+
+def observation(turn: int) -> str:
+    """~150 tokens that look like a compact test report (different every turn)."""
+    lines = [f"$ pytest -q  (run {turn})", f"FAILED tests/test_stats.py::test_case_{turn} - AssertionError"]
+    for i in range(3):
+        lines.append(f"  stats.py:{10 + 3 * i + turn}: in median: return values[len(values) // 2] + {i}")
+    lines += [f"E   assert {turn + 1.5} == {turn + 2.5}", f"E    +  where {turn + 1.5} = median([1, 2, {turn}, 4])",
+              f"{turn} failed, {12 - turn} passed in 0.0{turn}s"]
+    return "\n".join(lines)
+
+
+def load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+# --- engines ---------------------------------------------------------------------------------------------
+
+class LlamaEngine:
+    """Greedy generation of a fixed number of tokens on a llama_cpp.Llama (bare or the backend's)."""
+
+    def __init__(self, llm) -> None:
+        self.llm = llm
+
+    def fresh(self) -> None:
+        self.llm.reset()
+        self.llm._ctx.kv_cache_clear()
+
+    def generate(self, ids: list[int], n: int) -> tuple[list[int], float, float, int]:
+        """(tokens, seconds to the first token, seconds for the rest, prompt tokens reused from the cache)."""
+        cached = list(self.llm._input_ids[: self.llm.n_tokens])
+        reused = 0
+        for a, b in zip(cached, ids):
+            if a != b:
+                break
+            reused += 1
+        out, t0 = [], time.perf_counter()
+        t1 = t0
+        for tok in self.llm.generate(ids, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, reset=True):
+            out.append(tok)
+            if len(out) == 1:
+                t1 = time.perf_counter()
+            if len(out) == n:
+                break
+        return out, t1 - t0, time.perf_counter() - t1, min(reused, len(ids) - 1)
+
+
+class TorchEngine:
+    """transformers' generate on the dequantized model, as LocalChat runs it (no KV kept between calls)."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+    def fresh(self) -> None:
+        pass
+
+    def generate(self, ids: list[int], n: int) -> tuple[list[int], float, float, int]:
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        stamps: list[float] = []
+
+        class Stamp(StoppingCriteria):  # called once per generated token: the first call ends the prefill
+            def __call__(self, input_ids, scores, **kwargs):
+                stamps.append(time.perf_counter())
+                return torch.zeros(input_ids.shape[0], dtype=torch.bool)
+
+        x = torch.tensor([ids])
+        with torch.no_grad():
+            t0 = time.perf_counter()
+            out = self.model.generate(input_ids=x, attention_mask=torch.ones_like(x), do_sample=False, pad_token_id=0,
+                                      max_new_tokens=n, min_new_tokens=n, stopping_criteria=StoppingCriteriaList([Stamp()]))
+        return out[0, len(ids):].tolist(), stamps[0] - t0, stamps[-1] - stamps[0], 0
+
+
+# --- measurements ----------------------------------------------------------------------------------------
+
+def speed(engine, prompt: list[int], repeats: int) -> dict:
+    prefill, decode = [], []
+    for _ in range(repeats):
+        engine.fresh()
+        toks, first, rest, _ = engine.generate(prompt, DECODE_TOKENS)
+        prefill.append(len(prompt) / first)
+        decode.append((len(toks) - 1) / rest)
+    return {"prefill_tokens": len(prompt), "decode_tokens": DECODE_TOKENS, "repeats": repeats,
+            "prefill_tok_s": statistics.median(prefill), "prefill_tok_s_all": prefill,
+            "decode_tok_s": statistics.median(decode), "decode_tok_s_all": decode, "load_after": load()}
+
+
+def conversation(render, turns: int) -> list[list[int]]:
+    """The prompt (token ids) of every turn of the scripted conversation."""
+    from agent.runtime.loop import SYSTEM, first_message
+
+    messages = [{"role": "system", "content": SYSTEM},
+                {"role": "user", "content": first_message("fix the failing test in stats.py")}]
+    prompts = []
+    for turn in range(turns):
+        prompts.append(render(messages))
+        messages += [{"role": "assistant", "content": SCRIPTED_REPLY}, {"role": "user", "content": observation(turn)}]
+    return prompts
+
+
+def turn_latency(engine, prompts: list[list[int]]) -> dict:
+    engine.fresh()
+    rows = []
+    for i, ids in enumerate(prompts):
+        toks, first, rest, reused = engine.generate(ids, REPLY_TOKENS)
+        rows.append({"turn": i + 1, "prompt_tokens": len(ids), "reused_tokens": reused,
+                     "seconds": first + rest, "first_token_s": first})
+    first_s, last_s = rows[0]["seconds"], rows[-1]["seconds"]
+    return {"reply_tokens": REPLY_TOKENS, "turns": rows, "last_over_first": last_s / first_s, "load_after": load()}
+
+
+def grammar_turns(chat, prompts_messages: list[list[dict]]) -> dict:
+    """LlamaChat.chat as the agent calls it (grammar on), over the scripted conversation."""
+    chat.llm.reset()
+    chat.llm._ctx.kv_cache_clear()
+    rows = []
+    for i, messages in enumerate(prompts_messages):
+        t0 = time.perf_counter()
+        chat.chat(messages)
+        st = chat.stats
+        rows.append({"turn": i + 1, "prompt_tokens": st.prompt_tokens, "reused_tokens": st.reused_tokens,
+                     "completion_tokens": st.completion_tokens, "seconds": time.perf_counter() - t0})
+    return {"turns": rows, "last_over_first": rows[-1]["seconds"] / rows[0]["seconds"], "load_after": load()}
+
+
+def scripted_messages(turns: int) -> list[list[dict]]:
+    from agent.runtime.loop import SYSTEM, first_message
+
+    messages = [{"role": "system", "content": SYSTEM},
+                {"role": "user", "content": first_message("fix the failing test in stats.py")}]
+    out = []
+    for turn in range(turns):
+        out.append(list(messages))
+        messages += [{"role": "assistant", "content": SCRIPTED_REPLY}, {"role": "user", "content": observation(turn)}]
+    return out
+
+
+def agreement(llama_engine, model, prompts: list[list[int]], n: int, free: bool = True) -> dict:
+    """llama's greedy sequence vs torch's (free=True), and torch teacher-forced on llama's."""
+    import torch
+
+    rows = []
+    for ids in prompts:
+        llama_engine.fresh()
+        ours, _, _, _ = llama_engine.generate(ids, n)
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([ids + ours[:-1]])).logits[0, len(ids) - 1:]
+        row = {"prompt_tokens": len(ids),
+               "teacher_forced_top1": (logits.argmax(-1) == torch.tensor(ours)).float().mean().item()}
+        if free:
+            theirs, _, _, _ = TorchEngine(model).generate(ids, n)
+            row["exact"] = ours == theirs
+            row["common_prefix"] = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), n)
+        rows.append(row)
+    out = {"tokens": n, "prompts": len(rows),
+           "teacher_forced_top1": statistics.mean(r["teacher_forced_top1"] for r in rows), "rows": rows}
+    if free:
+        out["exact_rate"] = sum(r["exact"] for r in rows) / len(rows)
+        out["mean_common_prefix"] = statistics.mean(r["common_prefix"] for r in rows)
+    return out
+
+
+# --- main --------------------------------------------------------------------------------------------------
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="a check that it runs: tiny sizes, numbers meaningless")
+    ap.add_argument("--note", default="", help="machine conditions, stored in the JSON")
+    args = ap.parse_args()
+    global PREFILL_TOKENS, DECODE_TOKENS, REPLY_TOKENS, AGREE_TOKENS
+    repeats, turns, agree_prompts = 2, TURNS, AGREE_PROMPTS
+    if args.quick:
+        PREFILL_TOKENS, DECODE_TOKENS, REPLY_TOKENS, AGREE_TOKENS = 200, 8, 4, 6
+        repeats, turns, agree_prompts = 1, 3, AGREE_PROMPTS[:2]
+
+    import contextlib
+
+    import llama_cpp
+    import torch
+
+    from agent.runtime.actions import GRAMMAR_PATH
+    from agent.runtime.base_model import embedded_gguf, load_model
+    from agent.runtime.llama_backend import LlamaChat
+    from agent.runtime.local_chat import gguf_adapter, load_policy
+    from hypernet.inject import apply_lora
+
+    out = {"bench": "backends", "machine": {**machine_info(), "llama_cpp_python": llama_cpp.__version__,
+                                            "llama_n_threads": N_THREADS},
+           "note": args.note, "quick": args.quick, "load_at_start": load()}
+    t_start = time.perf_counter()
+    loaded = load_model("smollm2-135m-instruct")
+    gguf = embedded_gguf(loaded.name)
+    policy = load_policy(None, loaded)
+    policy_gguf = gguf_adapter(policy, gguf)
+    out["model"] = {"gguf": gguf.name, "torch_dtype": str(next(loaded.model.parameters()).dtype),
+                    "policy_ranks": sorted(set(policy.ranks.values())), "policy_targets": len(policy.keys)}
+
+    bare = {t: llama_cpp.Llama(model_path=str(gguf), n_ctx=N_CTX, n_threads=t, n_threads_batch=t, verbose=False)
+            for t in (N_THREADS, 1)}
+    chat = LlamaChat(gguf, n_ctx=N_CTX, n_threads=N_THREADS, max_new_tokens=96,
+                     grammar=GRAMMAR_PATH.read_text())
+    render = chat.render
+    filler = " ".join(f"line {i}: total = total + values[{i}]" for i in range(200))
+    prompt = render([{"role": "user", "content": filler}])[:PREFILL_TOKENS]
+    prompts = conversation(render, turns)
+    out["conversation"] = {"turns": turns, "prompt_tokens": [len(p) for p in prompts],
+                           "scripted_reply": SCRIPTED_REPLY, "observation_tokens": [len(render([{"role": "user",
+                           "content": observation(t)}])) for t in range(turns)]}
+
+    @contextlib.contextmanager
+    def config(name: str):
+        if name.startswith("bare"):
+            yield LlamaEngine(bare[1 if name == "bare-1t" else N_THREADS])
+        elif name.startswith("llama"):
+            chat.set_adapters([policy_gguf] if name.endswith("+policy") else [])
+            yield LlamaEngine(chat.llm)
+        else:
+            with contextlib.ExitStack() as stack:
+                if name.endswith("+policy"):
+                    stack.enter_context(apply_lora(loaded.model, policy, mode="merge", base_model=loaded.name))
+                yield TorchEngine(loaded.model)
+
+    results = {}
+    for name in CONFIGS:
+        with config(name) as engine:
+            engine.fresh()
+            engine.generate(prompt[:64], 4)  # warm-up
+            results[name] = {"speed": speed(engine, prompt, repeats)}
+            if name not in NO_TURNS:
+                results[name]["turns"] = turn_latency(engine, prompts)
+        print(name, json.dumps({k: results[name]["speed"][k] for k in ("prefill_tok_s", "decode_tok_s")}),
+              json.dumps([round(r["seconds"], 2) for r in results[name].get("turns", {}).get("turns", [])]), flush=True)
+    ref = results["bare"]["speed"]
+    for name in CONFIGS:
+        s = results[name]["speed"]
+        results[name]["vs_bare"] = {"prefill": s["prefill_tok_s"] / ref["prefill_tok_s"],
+                                    "decode": s["decode_tok_s"] / ref["decode_tok_s"]}
+    out["configs"] = results
+    out["adapter_cost"] = {
+        "llama_decode_with_over_without": results["llama+policy"]["speed"]["decode_tok_s"]
+        / results["llama"]["speed"]["decode_tok_s"],
+        "torch_decode_with_over_without": results["torch+policy"]["speed"]["decode_tok_s"]
+        / results["torch"]["speed"]["decode_tok_s"]}
+
+    chat.set_adapters([policy_gguf])
+    out["llama_policy_grammar_chat"] = grammar_turns(chat, scripted_messages(turns))
+    print("grammar chat", json.dumps([(r["seconds"], r["completion_tokens"]) for r in
+                                      out["llama_policy_grammar_chat"]["turns"]]), flush=True)
+
+    agree_ids = [render([{"role": "user", "content": p}]) for p in agree_prompts]
+    agree = {}
+    with apply_lora(loaded.model, policy, mode="merge", base_model=loaded.name):
+        chat.set_adapters([policy_gguf])
+        agree["policy"] = agreement(LlamaEngine(chat.llm), loaded.model, agree_ids, AGREE_TOKENS)
+        chat.set_adapters([])  # control: llama without the adapter against torch with it
+        agree["llama_base_vs_torch_policy"] = agreement(LlamaEngine(chat.llm), loaded.model, agree_ids, AGREE_TOKENS,
+                                                        free=False)
+    agree["base"] = agreement(LlamaEngine(chat.llm), loaded.model, agree_ids, AGREE_TOKENS, free=False)
+    out["agreement"] = agree
+    print("agreement", json.dumps({k: v["teacher_forced_top1"] for k, v in agree.items()}), agree["policy"]["exact_rate"])
+    out["load_at_end"] = load()
+    out["seconds"] = time.perf_counter() - t_start
+    out["torch_threads"] = torch.get_num_threads()
+    results_dir = Path(os.environ.get("BENCH_RESULTS", RESULTS))  # --quick runs elsewhere, not over the real file
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / "backends.json").write_text(json.dumps(out, indent=2) + "\n")
+    plot(out, results_dir / "backends.png")
+
+
+def plot(out: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    configs = out["configs"]
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(16, 4.2))
+    names = list(configs)
+    for ax, key, title in ((ax1, "decode_tok_s", f"decode ({DECODE_TOKENS} greedy tokens)"),
+                           (ax2, "prefill_tok_s", f"prefill ({PREFILL_TOKENS} tokens)")):
+        vals = [configs[n]["speed"][key] for n in names]
+        bars = ax.bar(names, vals, color=["grey", "silver", "C0", "C0", "C1", "C1"])
+        for b, n in zip(bars, names):
+            ax.annotate(f"{configs[n]['vs_bare'][key.split('_')[0]]:.2f}×", (b.get_x() + b.get_width() / 2, b.get_height()),
+                        ha="center", va="bottom", fontsize=8)
+        ax.set_ylabel("tokens/s")
+        ax.set_title(f"{title}; × bare llama.cpp")
+        ax.tick_params(axis="x", labelsize=8)
+    for n in names:
+        if "turns" not in configs[n]:
+            continue
+        rows = configs[n]["turns"]["turns"]
+        ax3.plot([r["turn"] for r in rows], [r["seconds"] for r in rows], "o-", label=n)
+    rows = out["llama_policy_grammar_chat"]["turns"]
+    ax3.plot([r["turn"] for r in rows], [r["seconds"] for r in rows], "k^--", label="llama+policy, chat() + grammar")
+    ax3.set_xlabel("turn")
+    label_and_save(fig, ax3, path, "seconds per turn",
+                   f"turn latency ({REPLY_TOKENS}-token replies; load {out['load_at_start'][0]}→{out['load_at_end'][0]})",
+                   legend_size=7)
+
+
+if __name__ == "__main__":
+    main()
