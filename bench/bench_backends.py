@@ -1,13 +1,15 @@
 """Local generation backends side by side, in one run, on the embedded SmolLM2-135M-Instruct Q4_1 GGUF:
 
     bare            llama_cpp.Llama on the GGUF, nothing else (the reference), n_threads=2
-    bare-1t         the same on one thread (on a shared 2-core machine the second thread can cost more than
-                    it brings: llama.cpp's threads wait for each other at every layer)
-    llama           the llama backend's engine (LlamaChat: GGUF, n_threads=2), no adapter
+    llama           the llama backend's engine (LlamaChat: GGUF, n_threads=2, its default), no adapter
     llama+policy    the same with the shipped policy adapter applied as a GGUF LoRA (unmerged, at runtime)
+    *-1t            each of these three on one thread (on a shared 2-core machine the second thread can cost
+                    more than it brings: llama.cpp's threads wait for each other at every layer)
     torch           the torch backend's model (transformers on the GGUF dequantized to float32)
     torch+policy    the same with the policy adapter merged into the weights (as the torch backend does)
 
+Every measurement round visits every configuration in turn (the engines are loaded side by side), so
+they share whatever load the machine has; ratios are against bare llama.cpp on as many threads.
 Per configuration, all greedy:
 - prefill tokens/s: a fresh ~1,000-token prompt to the first generated token;
 - decode tokens/s: the next 63 tokens (64 generated, end of text not stopping it), after the prefill;
@@ -17,8 +19,8 @@ Per configuration, all greedy:
   and a ~150-token observation appended for the next turn. The llama engines keep the KV cache of the
   longest common token prefix (so a turn prefills only what was appended); the torch backend
   (LocalChat, transformers' generate) re-reads the whole conversation every turn;
-- the llama backend as the agent uses it, `LlamaChat.chat` under the action grammar, over the same
-  conversation (replies end where the grammar ends them): latency, tokens, reused prefix per turn.
+- the llama backend as the agent uses it, `LlamaChat.chat` with the policy under the action grammar, over
+  the same conversation (replies end where the grammar ends them): latency, tokens, reused prefix per turn.
 
 Agreement of greedy outputs under the policy adapter, llama (Q4_1 + GGUF LoRA) vs torch (the same Q4_1
 values dequantized to float32, LoRA merged): per prompt of a fixed set, 32 greedy tokens from each; reported
@@ -49,7 +51,7 @@ sys.path.insert(0, str(ROOT))
 from bench.machine import label_and_save, machine_info  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
-CONFIGS = ("bare", "bare-1t", "llama", "llama+policy", "torch", "torch+policy")
+CONFIGS = ("bare", "bare-1t", "llama", "llama-1t", "llama+policy", "llama+policy-1t", "torch", "torch+policy")
 NO_TURNS = ("torch",)
 N_THREADS = 2
 N_CTX = 4096
@@ -145,18 +147,6 @@ class TorchEngine:
 
 # --- measurements ----------------------------------------------------------------------------------------
 
-def speed(engine, prompt: list[int], repeats: int) -> dict:
-    prefill, decode = [], []
-    for _ in range(repeats):
-        engine.fresh()
-        toks, first, rest, _ = engine.generate(prompt, DECODE_TOKENS)
-        prefill.append(len(prompt) / first)
-        decode.append((len(toks) - 1) / rest)
-    return {"prefill_tokens": len(prompt), "decode_tokens": DECODE_TOKENS, "repeats": repeats,
-            "prefill_tok_s": statistics.median(prefill), "prefill_tok_s_all": prefill,
-            "decode_tok_s": statistics.median(decode), "decode_tok_s_all": decode, "load_after": load()}
-
-
 def conversation(render, turns: int) -> list[list[int]]:
     """The prompt (token ids) of every turn of the scripted conversation."""
     from agent.runtime.loop import SYSTEM, first_message
@@ -168,31 +158,6 @@ def conversation(render, turns: int) -> list[list[int]]:
         prompts.append(render(messages))
         messages += [{"role": "assistant", "content": SCRIPTED_REPLY}, {"role": "user", "content": observation(turn)}]
     return prompts
-
-
-def turn_latency(engine, prompts: list[list[int]]) -> dict:
-    engine.fresh()
-    rows = []
-    for i, ids in enumerate(prompts):
-        toks, first, rest, reused = engine.generate(ids, REPLY_TOKENS)
-        rows.append({"turn": i + 1, "prompt_tokens": len(ids), "reused_tokens": reused,
-                     "seconds": first + rest, "first_token_s": first})
-    first_s, last_s = rows[0]["seconds"], rows[-1]["seconds"]
-    return {"reply_tokens": REPLY_TOKENS, "turns": rows, "last_over_first": last_s / first_s, "load_after": load()}
-
-
-def grammar_turns(chat, prompts_messages: list[list[dict]]) -> dict:
-    """LlamaChat.chat as the agent calls it (grammar on), over the scripted conversation."""
-    chat.llm.reset()
-    chat.llm._ctx.kv_cache_clear()
-    rows = []
-    for i, messages in enumerate(prompts_messages):
-        t0 = time.perf_counter()
-        chat.chat(messages)
-        st = chat.stats
-        rows.append({"turn": i + 1, "prompt_tokens": st.prompt_tokens, "reused_tokens": st.reused_tokens,
-                     "completion_tokens": st.completion_tokens, "seconds": time.perf_counter() - t0})
-    return {"turns": rows, "last_over_first": rows[-1]["seconds"] / rows[0]["seconds"], "load_after": load()}
 
 
 def scripted_messages(turns: int) -> list[list[dict]]:
@@ -240,7 +205,7 @@ def main() -> None:
     ap.add_argument("--note", default="", help="machine conditions, stored in the JSON")
     args = ap.parse_args()
     global PREFILL_TOKENS, DECODE_TOKENS, REPLY_TOKENS, AGREE_TOKENS
-    repeats, turns, agree_prompts = 2, TURNS, AGREE_PROMPTS
+    repeats, turns, agree_prompts = 3, TURNS, AGREE_PROMPTS
     if args.quick:
         PREFILL_TOKENS, DECODE_TOKENS, REPLY_TOKENS, AGREE_TOKENS = 200, 8, 4, 6
         repeats, turns, agree_prompts = 1, 3, AGREE_PROMPTS[:2]
@@ -269,60 +234,96 @@ def main() -> None:
 
     bare = {t: llama_cpp.Llama(model_path=str(gguf), n_ctx=N_CTX, n_threads=t, n_threads_batch=t, verbose=False)
             for t in (N_THREADS, 1)}
-    chat = LlamaChat(gguf, n_ctx=N_CTX, n_threads=N_THREADS, max_new_tokens=96,
-                     grammar=GRAMMAR_PATH.read_text())
-    render = chat.render
+    chats = {name: LlamaChat(gguf, n_ctx=N_CTX, n_threads=1 if name.endswith("-1t") else N_THREADS,
+                             max_new_tokens=96, grammar=GRAMMAR_PATH.read_text(),
+                             adapters=[policy_gguf] if "+policy" in name else None)
+             for name in CONFIGS if name.startswith("llama")}
+    render = chats["llama"].render
     filler = " ".join(f"line {i}: total = total + values[{i}]" for i in range(200))
     prompt = render([{"role": "user", "content": filler}])[:PREFILL_TOKENS]
     prompts = conversation(render, turns)
     out["conversation"] = {"turns": turns, "prompt_tokens": [len(p) for p in prompts],
                            "scripted_reply": SCRIPTED_REPLY, "observation_tokens": [len(render([{"role": "user",
                            "content": observation(t)}])) for t in range(turns)]}
+    engines = {name: LlamaEngine(bare[1 if name.endswith("-1t") else N_THREADS]) if name.startswith("bare")
+               else LlamaEngine(chats[name].llm) if name.startswith("llama") else TorchEngine(loaded.model)
+               for name in CONFIGS}
 
     @contextlib.contextmanager
     def config(name: str):
-        if name.startswith("bare"):
-            yield LlamaEngine(bare[1 if name == "bare-1t" else N_THREADS])
-        elif name.startswith("llama"):
-            chat.set_adapters([policy_gguf] if name.endswith("+policy") else [])
-            yield LlamaEngine(chat.llm)
-        else:
-            with contextlib.ExitStack() as stack:
-                if name.endswith("+policy"):
-                    stack.enter_context(apply_lora(loaded.model, policy, mode="merge", base_model=loaded.name))
-                yield TorchEngine(loaded.model)
+        """The engine of `name`; torch+policy merges the adapter into the shared torch model meanwhile."""
+        with contextlib.ExitStack() as stack:
+            if name == "torch+policy":
+                stack.enter_context(apply_lora(loaded.model, policy, mode="merge", base_model=loaded.name))
+            yield engines[name]
 
-    results = {}
+    # Every measurement round visits every configuration in turn, so they share the machine's load.
     for name in CONFIGS:
         with config(name) as engine:
             engine.fresh()
             engine.generate(prompt[:64], 4)  # warm-up
-            results[name] = {"speed": speed(engine, prompt, repeats)}
-            if name not in NO_TURNS:
-                results[name]["turns"] = turn_latency(engine, prompts)
-        print(name, json.dumps({k: results[name]["speed"][k] for k in ("prefill_tok_s", "decode_tok_s")}),
-              json.dumps([round(r["seconds"], 2) for r in results[name].get("turns", {}).get("turns", [])]), flush=True)
-    ref = results["bare"]["speed"]
+    samples: dict[str, list] = {name: [] for name in CONFIGS}
+    for _ in range(repeats):
+        for name in CONFIGS:
+            with config(name) as engine:
+                engine.fresh()
+                toks, first, rest, _ = engine.generate(prompt, DECODE_TOKENS)
+                samples[name].append((len(prompt) / first, (len(toks) - 1) / rest, load()[0]))
+    turn_rows: dict[str, list] = {name: [] for name in CONFIGS if name not in NO_TURNS}
+    for name in turn_rows:
+        engines[name].fresh()
+    for i, ids in enumerate(prompts):
+        for name in turn_rows:
+            with config(name) as engine:
+                toks, first, rest, reused = engine.generate(ids, REPLY_TOKENS)
+            turn_rows[name].append({"turn": i + 1, "prompt_tokens": len(ids), "reused_tokens": reused,
+                                    "seconds": first + rest, "first_token_s": first, "load_1m": load()[0]})
+        print("turn", i + 1, json.dumps({n: round(r[-1]["seconds"], 2) for n, r in turn_rows.items()}), flush=True)
+    results = {}
     for name in CONFIGS:
-        s = results[name]["speed"]
+        pre, dec, loads = zip(*samples[name])
+        results[name] = {"speed": {"prefill_tokens": len(prompt), "decode_tokens": DECODE_TOKENS, "repeats": repeats,
+                                   "prefill_tok_s": statistics.median(pre), "prefill_tok_s_all": list(pre),
+                                   "decode_tok_s": statistics.median(dec), "decode_tok_s_all": list(dec),
+                                   "load_1m": list(loads)}}
+        if name in turn_rows:
+            rows = turn_rows[name]
+            results[name]["turns"] = {"reply_tokens": REPLY_TOKENS, "turns": rows,
+                                      "last_over_first": rows[-1]["seconds"] / rows[0]["seconds"]}
+        print(name, json.dumps({k: round(results[name]["speed"][k], 1) for k in ("prefill_tok_s", "decode_tok_s")}),
+              flush=True)
+    for name in CONFIGS:  # against bare llama.cpp on as many threads (the torch backends: the 2-thread one)
+        s, ref = results[name]["speed"], results["bare-1t" if name.endswith("-1t") else "bare"]["speed"]
         results[name]["vs_bare"] = {"prefill": s["prefill_tok_s"] / ref["prefill_tok_s"],
                                     "decode": s["decode_tok_s"] / ref["decode_tok_s"]}
     out["configs"] = results
-    out["adapter_cost"] = {
-        "llama_decode_with_over_without": results["llama+policy"]["speed"]["decode_tok_s"]
-        / results["llama"]["speed"]["decode_tok_s"],
-        "torch_decode_with_over_without": results["torch+policy"]["speed"]["decode_tok_s"]
-        / results["torch"]["speed"]["decode_tok_s"]}
+    dec = {name: results[name]["speed"]["decode_tok_s"] for name in CONFIGS}
+    out["adapter_cost"] = {"llama_decode_with_over_without": dec["llama+policy"] / dec["llama"],
+                           "llama_1t_decode_with_over_without": dec["llama+policy-1t"] / dec["llama-1t"],
+                           "torch_decode_with_over_without": dec["torch+policy"] / dec["torch"]}
 
-    chat.set_adapters([policy_gguf])
-    out["llama_policy_grammar_chat"] = grammar_turns(chat, scripted_messages(turns))
-    print("grammar chat", json.dumps([(r["seconds"], r["completion_tokens"]) for r in
-                                      out["llama_policy_grammar_chat"]["turns"]]), flush=True)
+    # the agent's own call: chat() under the grammar (replies end where the grammar ends them), interleaved
+    grammar = {name: [] for name in ("llama+policy", "llama+policy-1t")}
+    for name in grammar:
+        chats[name].llm.reset()
+        chats[name].llm._ctx.kv_cache_clear()
+    for i, messages in enumerate(scripted_messages(turns)):
+        for name, rows in grammar.items():
+            t0 = time.perf_counter()
+            chats[name].chat(messages)
+            st = chats[name].stats
+            rows.append({"turn": i + 1, "prompt_tokens": st.prompt_tokens, "reused_tokens": st.reused_tokens,
+                         "completion_tokens": st.completion_tokens, "seconds": time.perf_counter() - t0,
+                         "load_1m": load()[0]})
+    out["grammar_chat"] = {name: {"turns": rows, "decode_tok_s_overall": sum(r["completion_tokens"] for r in rows)
+                                  / sum(r["seconds"] for r in rows)} for name, rows in grammar.items()}
+    print("grammar chat", json.dumps({n: [round(r["seconds"], 2) for r in rows] for n, rows in grammar.items()}),
+          flush=True)
+    chat = chats["llama+policy-1t"]
 
     agree_ids = [render([{"role": "user", "content": p}]) for p in agree_prompts]
     agree = {}
     with apply_lora(loaded.model, policy, mode="merge", base_model=loaded.name):
-        chat.set_adapters([policy_gguf])
         agree["policy"] = agreement(LlamaEngine(chat.llm), loaded.model, agree_ids, AGREE_TOKENS)
         chat.set_adapters([])  # control: llama without the adapter against torch with it
         agree["llama_base_vs_torch_policy"] = agreement(LlamaEngine(chat.llm), loaded.model, agree_ids, AGREE_TOKENS,
@@ -350,20 +351,22 @@ def plot(out: dict, path: Path) -> None:
     for ax, key, title in ((ax1, "decode_tok_s", f"decode ({DECODE_TOKENS} greedy tokens)"),
                            (ax2, "prefill_tok_s", f"prefill ({PREFILL_TOKENS} tokens)")):
         vals = [configs[n]["speed"][key] for n in names]
-        bars = ax.bar(names, vals, color=["grey", "silver", "C0", "C0", "C1", "C1"])
+        bars = ax.bar(names, vals, color=["grey" if n.startswith("bare") else "C0" if n.startswith("llama") else "C1"
+                                          for n in names], alpha=0.9)
         for b, n in zip(bars, names):
             ax.annotate(f"{configs[n]['vs_bare'][key.split('_')[0]]:.2f}×", (b.get_x() + b.get_width() / 2, b.get_height()),
                         ha="center", va="bottom", fontsize=8)
         ax.set_ylabel("tokens/s")
         ax.set_title(f"{title}; × bare llama.cpp")
-        ax.tick_params(axis="x", labelsize=8)
+        ax.tick_params(axis="x", labelsize=7, labelrotation=30)
     for n in names:
         if "turns" not in configs[n]:
             continue
         rows = configs[n]["turns"]["turns"]
         ax3.plot([r["turn"] for r in rows], [r["seconds"] for r in rows], "o-", label=n)
-    rows = out["llama_policy_grammar_chat"]["turns"]
-    ax3.plot([r["turn"] for r in rows], [r["seconds"] for r in rows], "k^--", label="llama+policy, chat() + grammar")
+    for n, style in (("llama+policy", "k^--"), ("llama+policy-1t", "kv:")):
+        rows = out["grammar_chat"][n]["turns"]
+        ax3.plot([r["turn"] for r in rows], [r["seconds"] for r in rows], style, label=f"{n}, chat() + grammar")
     ax3.set_xlabel("turn")
     label_and_save(fig, ax3, path, "seconds per turn",
                    f"turn latency ({REPLY_TOKENS}-token replies; load {out['load_at_start'][0]}→{out['load_at_end'][0]})",

@@ -31,7 +31,7 @@ def command(
     model: ModelOption = DEFAULT_MODEL,
     hypernet: Path = typer.Option(None, help="Hypernetwork checkpoint (default: the shipped one, if any)."),
     max_new_tokens: int = typer.Option(200, min=8, help="Answer length limit."),
-    batch_size: int = typer.Option(8, min=1, help="Answers generated at once (rows of one padded batch)."),
+    batch_size: int = typer.Option(8, min=1, help="Answers decoded at once (a finished row takes the next at once)."),
     baseline: List[str] = typer.Option(None, "--baseline", help="LABEL=PATH (repeatable): an extra mode LABEL "
                                        "with a PEFT LoRA folder applied to every item, or a folder of PEFT "
                                        "folders named after skills (items of other skills are skipped)."),

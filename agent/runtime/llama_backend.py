@@ -9,8 +9,8 @@
   on the same model (llama_adapter_lora_init + llama_set_adapters_lora), no model reload; changing them
   invalidates the prefix cache.
 
-No benchmark in bench/ compares it with the transformers backend yet (the fast-inference issue's
-bench_backends.py is still to be written).
+Measured against bare llama.cpp and the transformers backend in bench/bench_backends.py (README,
+*Local generation backends*).
 """
 
 from __future__ import annotations
