@@ -172,22 +172,30 @@ def scripted_messages(turns: int) -> list[list[dict]]:
     return out
 
 
-def agreement(llama_engine, model, prompts: list[list[int]], n: int, free: bool = True) -> dict:
-    """llama's greedy sequence vs torch's (free=True), and torch teacher-forced on llama's."""
+def agreement(llama_engine, model, prompts: list[list[int]], n: int, eos: int, free: bool = True) -> dict:
+    """llama's greedy answer vs torch's (free=True), and torch teacher-forced on llama's: up to n tokens, an
+    answer ending at its end-of-text token (included)."""
     import torch
+
+    def cut(seq: list[int]) -> list[int]:
+        return seq[: seq.index(eos) + 1] if eos in seq else seq
 
     rows = []
     for ids in prompts:
         llama_engine.fresh()
-        ours, _, _, _ = llama_engine.generate(ids, n)
+        ours = cut(llama_engine.generate(ids, n)[0])
         with torch.no_grad():
             logits = model(input_ids=torch.tensor([ids + ours[:-1]])).logits[0, len(ids) - 1:]
-        row = {"prompt_tokens": len(ids),
+        row = {"prompt_tokens": len(ids), "answer_tokens": len(ours),
                "teacher_forced_top1": (logits.argmax(-1) == torch.tensor(ours)).float().mean().item()}
         if free:
-            theirs, _, _, _ = TorchEngine(model).generate(ids, n)
+            x = torch.tensor([ids])
+            with torch.no_grad():  # transformers' greedy, stopping at end of text like llama's answer
+                theirs = cut(model.generate(input_ids=x, attention_mask=torch.ones_like(x), do_sample=False,
+                                            max_new_tokens=n, eos_token_id=eos, pad_token_id=eos)[0, len(ids):].tolist())
             row["exact"] = ours == theirs
-            row["common_prefix"] = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), n)
+            row["common_prefix"] = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b),
+                                        min(len(ours), len(theirs)))
         rows.append(row)
     out = {"tokens": n, "prompts": len(rows),
            "teacher_forced_top1": statistics.mean(r["teacher_forced_top1"] for r in rows), "rows": rows}
@@ -197,12 +205,32 @@ def agreement(llama_engine, model, prompts: list[list[int]], n: int, free: bool 
     return out
 
 
+def agreement_runs(chat, loaded, policy, agree_prompts: list[str]) -> dict:
+    """Under the policy: llama (chat's engine, the policy applied) vs torch (merged); then two controls."""
+    from hypernet.inject import apply_lora
+
+    render = chat.render
+    eos = chat.llm.token_eos()
+    agree_ids = [render([{"role": "user", "content": p}]) for p in agree_prompts]
+    agree = {}
+    with apply_lora(loaded.model, policy, mode="merge", base_model=loaded.name):
+        agree["policy"] = agreement(LlamaEngine(chat.llm), loaded.model, agree_ids, AGREE_TOKENS, eos)
+        chat.set_adapters([])  # control: llama without the adapter against torch with it
+        agree["llama_base_vs_torch_policy"] = agreement(LlamaEngine(chat.llm), loaded.model, agree_ids, AGREE_TOKENS,
+                                                        eos, free=False)
+    agree["base"] = agreement(LlamaEngine(chat.llm), loaded.model, agree_ids, AGREE_TOKENS, eos, free=False)
+    agree["load_1m"] = load()[0]
+    return agree
+
+
 # --- main --------------------------------------------------------------------------------------------------
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="a check that it runs: tiny sizes, numbers meaningless")
     ap.add_argument("--note", default="", help="machine conditions, stored in the JSON")
+    ap.add_argument("--agreement-only", action="store_true",
+                    help="recompute only the agreement section of the existing backends.json")
     args = ap.parse_args()
     global PREFILL_TOKENS, DECODE_TOKENS, REPLY_TOKENS, AGREE_TOKENS
     repeats, turns, agree_prompts = 3, TURNS, AGREE_PROMPTS
@@ -232,6 +260,15 @@ def main() -> None:
     out["model"] = {"gguf": gguf.name, "torch_dtype": str(next(loaded.model.parameters()).dtype),
                     "policy_ranks": sorted(set(policy.ranks.values())), "policy_targets": len(policy.keys)}
 
+    if args.agreement_only:
+        path = Path(os.environ.get("BENCH_RESULTS", RESULTS)) / "backends.json"
+        old = json.loads(path.read_text())
+        chat = LlamaChat(gguf, n_ctx=N_CTX, n_threads=1, adapters=[policy_gguf])
+        old["agreement"] = agreement_runs(chat, loaded, policy, agree_prompts)
+        old["agreement"]["separate_run"] = {"note": args.note, "load_at_start": out["load_at_start"]}
+        path.write_text(json.dumps(old, indent=2) + "\n")
+        print(json.dumps({k: v for k, v in old["agreement"]["policy"].items() if k != "rows"}))
+        return
     bare = {t: llama_cpp.Llama(model_path=str(gguf), n_ctx=N_CTX, n_threads=t, n_threads_batch=t, verbose=False)
             for t in (N_THREADS, 1)}
     chats = {name: LlamaChat(gguf, n_ctx=N_CTX, n_threads=1 if name.endswith("-1t") else N_THREADS,
@@ -321,16 +358,10 @@ def main() -> None:
           flush=True)
     chat = chats["llama+policy-1t"]
 
-    agree_ids = [render([{"role": "user", "content": p}]) for p in agree_prompts]
-    agree = {}
-    with apply_lora(loaded.model, policy, mode="merge", base_model=loaded.name):
-        agree["policy"] = agreement(LlamaEngine(chat.llm), loaded.model, agree_ids, AGREE_TOKENS)
-        chat.set_adapters([])  # control: llama without the adapter against torch with it
-        agree["llama_base_vs_torch_policy"] = agreement(LlamaEngine(chat.llm), loaded.model, agree_ids, AGREE_TOKENS,
-                                                        free=False)
-    agree["base"] = agreement(LlamaEngine(chat.llm), loaded.model, agree_ids, AGREE_TOKENS, free=False)
-    out["agreement"] = agree
-    print("agreement", json.dumps({k: v["teacher_forced_top1"] for k, v in agree.items()}), agree["policy"]["exact_rate"])
+    out["agreement"] = agreement_runs(chat, loaded, policy, agree_prompts)
+    agree = out["agreement"]
+    print("agreement", json.dumps({k: v["teacher_forced_top1"] for k, v in agree.items() if isinstance(v, dict)}),
+          agree["policy"]["exact_rate"])
     out["load_at_end"] = load()
     out["seconds"] = time.perf_counter() - t_start
     out["torch_threads"] = torch.get_num_threads()

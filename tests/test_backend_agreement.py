@@ -29,12 +29,13 @@ TOKENS = 24
 
 
 def greedy(chat, ids: list[int], n: int) -> list[int]:
+    """llama.cpp's greedy answer: up to n tokens, ending at its end-of-text token (included)."""
     chat.llm.reset()
     chat.llm._ctx.kv_cache_clear()
     out = []
     for tok in chat.llm.generate(ids, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, reset=True):
         out.append(tok)
-        if len(out) == n:
+        if len(out) == n or tok == chat.llm.token_eos():
             return out
     return out
 
