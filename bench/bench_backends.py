@@ -100,12 +100,9 @@ class LlamaEngine:
 
     def generate(self, ids: list[int], n: int) -> tuple[list[int], float, float, int]:
         """(tokens, seconds to the first token, seconds for the rest, prompt tokens reused from the cache)."""
-        cached = list(self.llm._input_ids[: self.llm.n_tokens])
-        reused = 0
-        for a, b in zip(cached, ids):
-            if a != b:
-                break
-            reused += 1
+        from agent.runtime.llama_backend import cached_prefix
+
+        reused = cached_prefix(self.llm, ids)
         out, t0 = [], time.perf_counter()
         t1 = t0
         for tok in self.llm.generate(ids, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, reset=True):

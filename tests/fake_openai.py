@@ -21,6 +21,25 @@ def send_json(handler: BaseHTTPRequestHandler, status: int, data: dict) -> None:
     handler.wfile.write(body)
 
 
+def completion(model: str, text: str) -> dict:
+    """A chat completion answer with `text` as the reply."""
+    return {"id": "x", "object": "chat.completion", "created": 0, "model": model,
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}}
+
+
+@contextmanager
+def serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A loopback HTTP server in a thread; yields its base URL ending in /v1."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @contextmanager
 def fake_openai(answer: Callable[[dict], str], *, fail_first: list[int] | None = None,
                 models: list[str] | None = None, log: list[dict] | None = None) -> Iterator[tuple[str, list[dict]]]:
@@ -54,21 +73,13 @@ def fake_openai(answer: Callable[[dict], str], *, fail_first: list[int] | None =
                 self._send(status, {"error": {"message": f"refused with {status}", "type": "test"}})
                 return
             requests.append(body | {"path": self.path})
-            self._send(200, {"id": "x", "object": "chat.completion", "created": 0, "model": body.get("model", ""),
-                             "choices": [{"index": 0, "finish_reason": "stop",
-                                          "message": {"role": "assistant", "content": answer(body)}}],
-                             "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}})
+            self._send(200, completion(body.get("model", ""), answer(body)))
 
         def log_message(self, *args) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1", requests
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve(Handler) as url:
+        yield url, requests
 
 
 @contextmanager
@@ -142,18 +153,10 @@ def fake_vllm(answer: Callable[[dict], str], *, served: str = "base", runtime_lo
                 if body["model"] in state["loaded"]:
                     body["adapter_files_there"] = (Path(state["loaded"][body["model"]]) /
                                                    "adapter_model.safetensors").is_file()
-            self._send(200, {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                             "choices": [{"index": 0, "finish_reason": "stop",
-                                          "message": {"role": "assistant", "content": answer(body)}}],
-                             "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}})
+            self._send(200, completion(body["model"], answer(body)))
 
         def log_message(self, *args) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1", state
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve(Handler) as url:
+        yield url, state

@@ -77,12 +77,7 @@ class LlamaChat:
     # --- generation ------------------------------------------------------------------------------
     def chat(self, messages: list[dict[str, str]]) -> tuple[str, int]:
         ids = self.prompt_tokens(messages)
-        cached = list(self.llm._input_ids[: self.llm.n_tokens])
-        reused = 0
-        for a, b in zip(cached, ids):
-            if a != b:
-                break
-            reused += 1
+        reused = cached_prefix(self.llm, ids)
         start = time.perf_counter()
         out = self.llm.create_completion(
             prompt=ids, max_tokens=self.max_new_tokens, temperature=self.temperature,
@@ -142,3 +137,13 @@ class LlamaChat:
         import numpy as np
         ptr = llama_cpp.llama_get_logits_ith(self.llm._ctx.ctx, -1)
         return np.ctypeslib.as_array(ptr, shape=(self.llm.n_vocab(),)).copy()
+
+
+def cached_prefix(llm, ids: list[int]) -> int:
+    """How many leading tokens of `ids` the llama.cpp context already holds (what a turn need not prefill)."""
+    reused = 0
+    for a, b in zip(llm._input_ids[: llm.n_tokens], ids):
+        if a != b:
+            break
+        reused += 1
+    return reused
