@@ -31,7 +31,7 @@ num = st.integers(1, 99999).map(str)
 code_line = st.one_of(st.just(""), st.text(st.characters(exclude_categories=("Cs",), exclude_characters="`\n\r"),
                                            min_size=1, max_size=60).filter(lambda s: s[0] not in "=<>"))
 cmd_line = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="`\n\r"), min_size=1,
-                   max_size=80).filter(lambda s: s[0] not in " \t")
+                   max_size=80).filter(lambda s: "!" <= s[0] <= "~")
 
 
 @st.composite
@@ -82,6 +82,7 @@ def test_admitted_near_misses_still_parse(kind_reply, edits):
     "Fix it.\n```python\nprint(1)\n```",  # not an action
     "Run.\n```bash\nls\n```\n```test\n```",  # two different blocks
     "Run.\n```bash\n\n```",  # empty command
+    "Run.\n```bash\n\x0c\n```",  # a command of whitespace only (form feed strips to nothing)
     "Read.\n```read\n\n```",  # no path
     "Edit.\n```edit\nstats.py\n```",  # neither SEARCH/REPLACE nor a line range
     "Edit.\n```edit\nstats.py:0-3\nx\n```",  # lines start at 1
