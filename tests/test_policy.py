@@ -77,6 +77,16 @@ def test_policy_lora_learns_the_trajectories(cli, tmp_path_factory, tmp_path):
     missing = cli("policy", "train", "--data", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "x"),
                   "--model", tiny)
     assert missing.code == 2 and "no such file" in missing.err and not (tmp_path / "x").exists()
+    # --init continues from the adapter: the first step's loss is the trained one, not the base model's
+    warm = cli("policy", "train", "--data", str(data), "--out", str(tmp_path / "warm"), "--model", tiny, "--steps",
+               "1", "--batch-size", "4", "--lr", "1e-9", "--rank", "4", "--max-tokens", "512", "--init", str(out),
+               "--no-progress", "--json")
+    assert warm.code == 0, warm.err
+    warmed = json.loads(warm.out)
+    assert warmed["first_loss"] < report["first_loss"] - 0.5 and warmed["init"]["folder"] == str(out)
+    wrong = cli("policy", "train", "--data", str(data), "--out", str(tmp_path / "w8"), "--model", tiny, "--steps",
+                "1", "--rank", "8", "--init", str(out))
+    assert wrong.code == 2 and "rank 4" in wrong.err and not (tmp_path / "w8").exists()
 
 
 @needs_bwrap

@@ -25,6 +25,8 @@ def train_command(
     max_tokens: int = typer.Option(2048, "--max-tokens", min=64, help="Truncate trajectories to this many tokens."),
     rank: int = typer.Option(16, "--rank", min=1),
     seed: int = typer.Option(0, "--seed"),
+    init: Optional[Path] = typer.Option(None, "--init", help="Continue from this policy adapter (PEFT folder, "
+                                        "e.g. agent/data/policy-smollm2-135m) instead of from zero."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar on stderr."),
     model: ModelOption = "smollm2-135m-instruct",
@@ -39,7 +41,7 @@ def train_command(
     opts = LoraOptions(steps=steps, epochs=epochs, lr=lr, batch_size=batch_size, max_tokens=max_tokens, seed=seed,
                        progress=progress)
     try:
-        report = train_policy(load_model(model), data, out, opts, rank=rank, overwrite=overwrite)
+        report = train_policy(load_model(model), data, out, opts, rank=rank, overwrite=overwrite, init=init)
     except TrainingError as exc:
         fail(str(exc))
     if json:

@@ -120,6 +120,23 @@ def init_factors(targets: Sequence[Target], rank: int, seed: int,
     return params
 
 
+def warm_factors(init: LoraWeights, targets: Sequence[Target], shape: HypernetConfig,
+                 device: torch.device) -> dict[str, tuple[nn.Parameter, nn.Parameter]]:
+    """Leaf factors that reproduce `init` exactly (its B holds the scaling folded in: undo it)."""
+    want = {t.key for t in targets}
+    if set(init.factors) != want:
+        raise TrainingError(f"--init adapter covers {len(init.factors)} modules, this run trains {len(want)}: "
+                            "give it the same --rank and targets")
+    params = {}
+    for t in targets:
+        a, b = init.factors[t.key]
+        if a.shape[0] != shape.rank:
+            raise TrainingError(f"--init adapter has rank {a.shape[0]}, this run trains rank {shape.rank}")
+        params[t.key] = (nn.Parameter(a.float().to(device).clone()),
+                         nn.Parameter((b.float() / shape.scaling).to(device).clone()))
+    return params
+
+
 def scaled(params: dict[str, tuple[Tensor, Tensor]], scaling: float) -> dict[str, tuple[Tensor, Tensor]]:
     """(A, alpha/r · B): PEFT's scaling folded into B, as the hypernetwork's generator does."""
     return {k: (a, b * scaling) for k, (a, b) in params.items()}
@@ -146,8 +163,9 @@ def _bar(enabled: bool, total: int, desc: str):
 
 def train_lora(base: nn.Module, examples: Sequence[Example], pad_id: int, cfg: TrainConfig,
                shape: HypernetConfig, base_model: str, *, progress: bool = False,
-               desc: str = "lora") -> tuple[LoraWeights, dict[str, Any]]:
-    """Fine-tune one LoRA (leaf factors through hooks) on `examples`; the adapter and its metrics."""
+               desc: str = "lora", init: LoraWeights | None = None) -> tuple[LoraWeights, dict[str, Any]]:
+    """Fine-tune one LoRA (leaf factors through hooks) on `examples`; the adapter and its metrics.
+    With `init` (same targets and rank), training continues from that adapter instead of from zero."""
     if not examples:
         raise TrainingError("no training examples (all longer than --max-tokens before the first assistant token?)")
     device = next(base.parameters()).device
@@ -155,7 +173,8 @@ def train_lora(base: nn.Module, examples: Sequence[Example], pad_id: int, cfg: T
         p.requires_grad_(False)
     base.eval()
     targets = find_targets(base, shape.target_modules)
-    params = init_factors(targets, shape.rank, cfg.seed, device)
+    params = init_factors(targets, shape.rank, cfg.seed, device) if init is None else warm_factors(
+        init, targets, shape, device)
     leaves = [p for ab in params.values() for p in ab]
     optimizer = torch.optim.AdamW(leaves, lr=cfg.lr, betas=(0.9, cfg.beta2), weight_decay=cfg.weight_decay)
     order = DataOrder([len(e.input_ids) for e in examples], cfg.batch_size, cfg.seed)
