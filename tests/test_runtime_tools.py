@@ -34,6 +34,14 @@ def test_line_range_edit_parses_and_replaces_exactly_those_lines(tmp_path):
     assert not backwards.ok and "ends before it starts" in backwards.text
 
 
+def test_an_edit_that_changes_nothing_says_so(tmp_path):
+    (tmp_path / "m.py").write_text(SOURCE)
+    tools = Tools(tmp_path, FakeRunner(), "t")
+    for action in (Action("edit", "m.py", "", "        return 0", (3, 3)), Action("edit", "m.py", "return x", "return x")):
+        obs = tools.execute(action)
+        assert not obs.ok and obs.text.startswith("no change: ") and (tmp_path / "m.py").read_text() == SOURCE
+
+
 def test_edit_that_does_not_parse_is_refused_and_the_file_is_unchanged(tmp_path):
     (tmp_path / "m.py").write_text(SOURCE)
     tools = Tools(tmp_path, FakeRunner(), "t")

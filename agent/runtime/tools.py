@@ -112,6 +112,9 @@ class Tools:
             new = self._replace_text(text, action)
         if isinstance(new, Observation):
             return new
+        if new == text:  # e.g. a refuted edit sent again: say so, or a small model takes it for progress
+            where = f"lines {action.lines[0]}-{action.lines[1]}" if action.lines else "the REPLACE text"
+            return Observation(f"no change: {where} of {action.arg} already read so; the file is unchanged", False)
         if path.suffix == ".py":
             try:
                 ast.parse(new, filename=action.arg)
