@@ -14,6 +14,9 @@ with the real runtime (sandbox, loop, llama.cpp backend, grammar) in each config
     icl          the top-3 skills in the prompt, with the policy adapter
     parametric   the top-3 skills as hypernetwork LoRA, with the policy adapter
 
+With --candidate-policy DIR every config but base also runs under that policy (CONFIG+cand), task by task
+beside the first, and `candidate_vs_shipped` gives the paired counts.
+
 at K = 1 (greedy) for all, and generate-and-validate up to K = --attempts for parametric (attempt 1 is
 the greedy one, the others sample at T = 0.7 with seeds 1..K-1). Fix rates carry Wilson 95 % intervals.
 Writes bench/results/solve_heldout.json (after every task: --resume continues) and solve_heldout.png.
@@ -36,6 +39,7 @@ from bench.machine import label_and_save, machine_info  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "solve_heldout.json"
 CONFIGS = ("base", "none", "icl", "parametric")
+CANDIDATE = "+cand"  # suffix of the configs run under --candidate-policy
 PYTEST_INI = "[pytest]\naddopts = -p no:cacheprovider\n"
 
 
@@ -95,6 +99,9 @@ def main() -> None:
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--policy", default=None, help="policy adapter folder (default: the shipped one)")
+    ap.add_argument("--candidate-policy", default=None,
+                    help="a second policy folder: every config except base also runs under it, named CONFIG+cand, "
+                         "task by task beside the first (paired comparison in one run)")
     ap.add_argument("--skill-scale", type=float, default=None,
                     help="scale of the merged skill adapter beneath the policy (default: agent solve's, "
                          "skill_context.SKILL_SCALE_UNDER_POLICY)")
@@ -119,6 +126,10 @@ def main() -> None:
                    "started": result.get("started", time.time())})
     loaded = load_model()
     policy = load_policy(args.policy, loaded)
+    policies = {"": policy}
+    if args.candidate_policy:
+        policies[CANDIDATE] = load_policy(args.candidate_policy, loaded)
+    names = [c + suffix for c in configs for suffix in policies if not (c == "base" and suffix)]
     handle = load_hypernet(loaded, None)
     with tempfile.TemporaryDirectory(prefix="bench-solve-") as tmp:
         store = Store(f"sqlite:///{tmp}/bench.db")
@@ -128,11 +139,13 @@ def main() -> None:
         # task by task, every configuration of a task before the next: a run cut short still compares the
         # configurations on the same tasks
         for task_id, repo in repos:
-            for config in configs:
+            for name in names:
+                config = name.removesuffix(CANDIDATE)
+                chosen = policies[name[len(config):]]
                 mode = {"base": "none", "none": "none"}.get(config, config)
-                adapters_base = [] if config == "base" or policy is None else [policy]
+                adapters_base = [] if config == "base" or chosen is None else [chosen]
                 attempts = args.attempts if config == "parametric" else 1
-                if (task_id, config) in done:
+                if (task_id, name) in done:
                     continue
                 ctx, skill_lora = skill_context.build(store, mode, "fix the failing test", 3, loaded,
                                                       handle if mode == "parametric" else None, skill_scale)
@@ -147,7 +160,7 @@ def main() -> None:
                 start = time.perf_counter()
                 report = solve_attempts(request, store, open_chat, ctx, attempts)
                 turns = [format_errors(store, tid) for tid in report.attempts]
-                run = {"task": task_id, "config": config, "verified": report.verified,
+                run = {"task": task_id, "config": name, "verified": report.verified,
                        "first_verified": bool(report.verified and report.attempt == 1),
                        "attempt": report.attempt, "attempts_run": len(report.attempts), "status": report.status,
                        "steps": report.steps, "tokens": report.tokens,
@@ -155,9 +168,9 @@ def main() -> None:
                        "turns": sum(t for t, _ in turns), "format_errors": sum(b for _, b in turns)}
                 result["runs"].append(run)
                 print(json.dumps(run), flush=True)
-                summarise(result, configs, args.attempts)
+                summarise(result, names, args.attempts)
                 out.write_text(json.dumps(result, indent=1) + "\n")
-    summarise(result, configs, args.attempts)
+    summarise(result, names, args.attempts)
     result["machine_after"] = machine_info()
     out.write_text(json.dumps(result, indent=1) + "\n")
     plot(result, out.with_suffix(".png"))
@@ -176,12 +189,30 @@ def summarise(result: dict, configs: list[str], attempts: int) -> None:
                "mean_tokens": round(sum(r["tokens"] for r in runs) / n),
                "mean_seconds": round(sum(r["seconds"] for r in runs) / n, 1),
                "format_error_turns": sum(r["format_errors"] for r in runs), "turns": sum(r["turns"] for r in runs)}
-        if config == "parametric":
+        if config.removesuffix(CANDIDATE) == "parametric":
             kk = sum(r["verified"] for r in runs)
             row.update({f"fix_rate_k{attempts}": round(100 * kk / n, 1), f"ci95_k{attempts}": wilson(kk, n)})
         row["example_fixed"] = any(r["verified"] for r in runs if r["task"] == "examples/buggy-stats")
         summary[config] = row
     result["summary"] = summary
+    result["candidate_vs_shipped"] = paired(result["runs"], [c for c in configs if c.endswith(CANDIDATE)])
+
+
+def paired(runs: list[dict], candidates: list[str]) -> dict:
+    """Per config, the candidate policy against the first on the tasks both finished: fix counts, the
+    ratio of fix rates, and the discordant pairs (tasks only one of them fixed) that a sign test reads."""
+    out = {}
+    for cand in candidates:
+        first = {r["task"]: r for r in runs if r["config"] == cand.removesuffix(CANDIDATE)}
+        both = [(first[r["task"]], r) for r in runs if r["config"] == cand and r["task"] in first]
+        if not both:
+            continue
+        a, b = sum(x["first_verified"] for x, _ in both), sum(y["first_verified"] for _, y in both)
+        out[cand] = {"tasks": len(both), "fixed_k1": [a, b], "ratio_k1": round(b / a, 2) if a else None,
+                     "fixed_any_attempt": [sum(x["verified"] for x, _ in both), sum(y["verified"] for _, y in both)],
+                     "only_first": sum(x["first_verified"] and not y["first_verified"] for x, y in both),
+                     "only_candidate": sum(y["first_verified"] and not x["first_verified"] for x, y in both)}
+    return out
 
 
 def plot(result: dict, path: Path) -> None:
