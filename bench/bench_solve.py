@@ -41,6 +41,7 @@ OUT = ROOT / "bench" / "results" / "solve_heldout.json"
 CONFIGS = ("base", "none", "icl", "parametric")
 CANDIDATE = "+cand"  # suffix of the configs run under --candidate-policy
 PYTEST_INI = "[pytest]\naddopts = -p no:cacheprovider\n"
+TASK = "fix the failing test"  # what every solve is asked (skill retrieval reads it)
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
@@ -88,6 +89,33 @@ def format_errors(store, trajectory_id: int) -> tuple[int, int]:
     return len(steps), bad
 
 
+def solve_task(store, loaded, handle, adapters_base: list, repo: Path, mode: str, attempts: int, seed: int,
+               max_steps: int, skill_scale: float):
+    """One task in one configuration, as every solve benchmark runs it: (the run's result fields, the
+    SolveReport). `handle` is the hypernetwork for parametric mode (else None); attempt 1 is greedy, the
+    others sample at T = 0.7 with seeds seed+1.. ."""
+    from agent.runtime import loop, skill_context
+    from agent.runtime.local_chat import open_local_chat
+    from agent.runtime.solve import SolveRequest, solve_attempts
+
+    ctx, skill_lora = skill_context.build(store, mode, TASK, 3, loaded, handle, skill_scale)
+    adapters = adapters_base + ([skill_lora] if skill_lora is not None else [])
+
+    def open_chat(k: int):
+        return open_local_chat(loaded, adapters, backend="llama", seed=seed + k - 1,
+                               temperature=0.0 if k == 1 else 0.7)
+
+    request = SolveRequest(repo=repo, task=TASK, mode=mode, limits=loop.Limits(steps=max_steps, seconds=600))
+    start = time.perf_counter()
+    report = solve_attempts(request, store, open_chat, ctx, attempts)
+    turns = [format_errors(store, tid) for tid in report.attempts]
+    fields = {"verified": report.verified, "first_verified": bool(report.verified and report.attempt == 1),
+              "attempt": report.attempt, "attempts_run": len(report.attempts), "status": report.status,
+              "steps": report.steps, "tokens": report.tokens, "seconds": round(time.perf_counter() - start, 2),
+              "turns": sum(t for t, _ in turns), "format_errors": sum(b for _, b in turns)}
+    return fields, report
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", type=int, default=24, help="held-out tasks (plus the example)")
@@ -108,11 +136,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=OUT, help="result JSON (the plot goes beside it)")
     args = ap.parse_args()
 
-    from agent.runtime import loop, skill_context
+    from agent.runtime import skill_context
     from agent.runtime.base_model import load_model
     from agent.runtime.hypernet_loader import load as load_hypernet
-    from agent.runtime.local_chat import load_policy, open_local_chat
-    from agent.runtime.solve import SolveRequest, solve_attempts
+    from agent.runtime.local_chat import load_policy
     from memory.db import Store
     from memory.seed import ensure_seeded
 
@@ -147,25 +174,9 @@ def main() -> None:
                 attempts = args.attempts if config == "parametric" else 1
                 if (task_id, name) in done:
                     continue
-                ctx, skill_lora = skill_context.build(store, mode, "fix the failing test", 3, loaded,
-                                                      handle if mode == "parametric" else None, skill_scale)
-                adapters = adapters_base + ([skill_lora] if skill_lora is not None else [])
-
-                def open_chat(k: int):
-                    return open_local_chat(loaded, adapters, backend="llama", seed=args.seed + k - 1,
-                                           temperature=0.0 if k == 1 else 0.7)
-
-                request = SolveRequest(repo=repo, task="fix the failing test", mode=mode,
-                                       limits=loop.Limits(steps=args.max_steps, seconds=600))
-                start = time.perf_counter()
-                report = solve_attempts(request, store, open_chat, ctx, attempts)
-                turns = [format_errors(store, tid) for tid in report.attempts]
-                run = {"task": task_id, "config": name, "verified": report.verified,
-                       "first_verified": bool(report.verified and report.attempt == 1),
-                       "attempt": report.attempt, "attempts_run": len(report.attempts), "status": report.status,
-                       "steps": report.steps, "tokens": report.tokens,
-                       "seconds": round(time.perf_counter() - start, 2),
-                       "turns": sum(t for t, _ in turns), "format_errors": sum(b for _, b in turns)}
+                fields, _ = solve_task(store, loaded, handle if mode == "parametric" else None, adapters_base,
+                                       repo, mode, attempts, args.seed, args.max_steps, skill_scale)
+                run = {"task": task_id, "config": name, **fields}
                 result["runs"].append(run)
                 print(json.dumps(run), flush=True)
                 summarise(result, names, args.attempts)

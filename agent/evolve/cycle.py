@@ -255,7 +255,8 @@ def default_retrain(ctx: EvolveContext, request: RetrainRequest) -> TrainedCandi
         shipped = SHIPPED.get(ctx.base_model)
         init = str(shipped) if shipped is not None and shipped.is_file() else "scratch"
     opts = TrainOptions(stages=(3,), data=data, init=init, out=request.out_dir / f"hypernet-evolve-{stamp}.safetensors",
-                        max_tokens=ctx.settings.retrain_max_tokens, progress=False)
+                        max_tokens=ctx.settings.retrain_max_tokens, steps=ctx.settings.retrain_steps or None,
+                        progress=False)
     with ctx.model_lock:  # the base model is shared with queued solves
         outcomes = run_training(ctx.store, ctx.loaded(), opts)
     last = outcomes[-1] if outcomes else None

@@ -1,0 +1,129 @@
+"""bench/bench_evolution.py's bookkeeping, without a model: the plan, resuming it, the round and curve
+summaries, the retrain verdict, and the refusal of a training stream that touches the held-out set."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from bench.bench_evolution import (
+    SHARED,
+    Arm,
+    Step,
+    check_disjoint,
+    close_orphans,
+    curves,
+    is_done,
+    plan,
+    record,
+    recorded_trajectories,
+    retrain_outcome,
+    round_summary,
+    settings_mismatch,
+)
+
+
+def run(task: str, fixed: bool, first: bool | None = None, **kw) -> dict:
+    return {"task": task, "verified": fixed, "first_verified": fixed if first is None else first, "steps": 4,
+            "seconds": 2.0, "status": "submitted", **kw}
+
+
+def test_plan_shares_round_zero_and_interleaves_arms():
+    steps = plan(["evolving", "frozen"], rounds=2, batch=2, n_heldout=3)
+    assert steps[:3] == [Step(0, SHARED, "heldout", i) for i in range(3)]
+    per_arm_round = 2 + 1 + 3
+    assert len(steps) == 3 + 2 * 2 * per_arm_round
+    # within a round every arm has its turn before the next round starts
+    assert [(s.round, s.arm) for s in steps[3::per_arm_round]] == [(1, "evolving"), (1, "frozen"), (2, "evolving"),
+                                                                   (2, "frozen")]
+    assert [s.phase for s in steps[3:3 + per_arm_round]] == ["train", "train", "jobs", "heldout", "heldout", "heldout"]
+
+
+def test_resume_skips_exactly_what_was_recorded():
+    arms = ["evolving"]
+    result = {"rounds": []}
+    steps = plan(arms, rounds=1, batch=2, n_heldout=2)
+    # a run killed after round 0, one training task and nothing more
+    for i in range(2):
+        record(result, 0, SHARED)["heldout"].append(run(f"h{i}", True))
+    record(result, 1, "evolving")["train"].append(run("t0", True, trajectory=7))
+    todo = [s for s in steps if not is_done(result, s)]
+    assert todo[0] == Step(1, "evolving", "train", 1)
+    assert [s.phase for s in todo] == ["train", "jobs", "heldout", "heldout"]
+    assert len(result["rounds"]) == 2  # asking never adds records
+    assert recorded_trajectories(result, "evolving") == {7}
+    record(result, 1, "evolving")["jobs"] = {}
+    assert is_done(result, Step(1, "evolving", "jobs")) and not is_done(result, Step(1, "evolving", "heldout", 0))
+
+
+def test_round_summary_and_curves():
+    result = {"rounds": []}
+    r0 = record(result, 0, SHARED)
+    r0["heldout"] = [run("h0", True), run("h1", False), run("h2", False, first=False)]
+    r0["seconds"] = {"heldout": 6.0}
+    rec = record(result, 1, "evolving")
+    rec["train"] = [run("t0", True, trajectory=1), run("t1", False, trajectory=2)]
+    rec["jobs"] = {"extracted": [{"trajectory": 1, "action": "ADD", "skill": "fix-off-by-one"},
+                                 {"trajectory": 2, "action": "AGREE", "skill": "seed-skill"}],
+                   "ema_version": 1, "retrain": {"outcome": "accepted", "seconds": 30.0}}
+    rec["heldout"] = [run("h0", True), run("h1", True, first=False), run("h2", False, status="time_limit")]
+    rec["seconds"] = {"train": 4.0, "jobs": 30.0, "heldout": 6.0}
+    s = round_summary(rec, attempts=4)
+    assert s["train_verified"] == 1 and s["skills_extracted"] == ["fix-off-by-one"] and s["ema_version"] == 1
+    assert s["retrain"] == "accepted" and s["retrain_seconds"] == 30.0 and s["wall_seconds"] == 40.0
+    assert s["heldout"]["fix_rate_k1"] == 33.3 and s["heldout"]["fix_rate_k4"] == 66.7
+    assert s["heldout"]["time_limited"] == 1
+    lo, hi = s["heldout"]["ci95_k1"]
+    assert lo < 33.3 < hi
+    # an arm's curve starts at the shared round 0; a round measured in part is left out
+    record(result, 1, "frozen")["heldout"] = [run("h0", True)]
+    c = curves(result, ["evolving", "frozen"], n_heldout=3, attempts=1)
+    assert [p["round"] for p in c["evolving"]] == [0, 1] and [p["round"] for p in c["frozen"]] == [0]
+    assert c["frozen"][0]["fix_rate_k1"] == 33.3
+
+
+def test_retrain_outcome():
+    ok = {"status": "ok", "details": {"gated": [{"candidate": 3, "accepted": False, "reason": "0.4 vs 0.5"}]}}
+    assert retrain_outcome(ok)["outcome"] == "rejected"
+    ok["details"]["gated"][0]["accepted"] = True
+    assert retrain_outcome(ok) == {"outcome": "accepted", "reason": "0.4 vs 0.5", "candidates": [3]}
+    assert retrain_outcome({"status": "skipped", "details": {"skipped": "no new training data"}}) == {
+        "outcome": "skipped", "reason": "no new training data"}
+    assert retrain_outcome({"status": "failed", "details": {"error": "boom"}})["outcome"] == "failed"
+
+
+def test_settings_mismatch_names_what_changed():
+    old = {"rounds": 5, "batch": 12, "seed": 0}
+    assert settings_mismatch(old, dict(old)) == []
+    assert settings_mismatch(old, old | {"batch": 8}) == ["batch: 12 then, 8 now"]
+
+
+def task(tid: str, **truth) -> SimpleNamespace:
+    return SimpleNamespace(id=tid, truth=truth)
+
+
+def test_a_stream_touching_the_held_out_set_is_refused():
+    held = ["examples/buggy-stats", "bug-fixing/paginate/abc"]
+    check_disjoint([task("bug-fixing/matrix/1", module="matrix")], held)
+    for bad in (task("bug-fixing/paginate/abc", module="paginate"), task("bug-fixing/textcase/2", module="textcase"),
+                task("bug-fixing/x/3", module="x", package="p", pool="eval")):
+        with pytest.raises(SystemExit, match="overlaps"):
+            check_disjoint([bad], held)
+
+
+def test_a_killed_runs_unrecorded_solves_never_reach_extraction(tmp_path):
+    from memory import trajectories
+    from memory.db import Store
+    from memory.models import Trajectory
+
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    with store.session() as s:
+        ids = [trajectories.start(s, task="t", repo=f"r{i}", mode="parametric", model="m") for i in range(3)]
+        for tid in ids[:2]:
+            trajectories.finish(s, tid, status="submitted", outcome={}, verified=True, tokens=1)
+    # 0: recorded in the JSON; 1: finished but killed before the JSON was written; 2: killed mid-solve
+    assert close_orphans(Arm("evolving", tmp_path, store, None), known={ids[0]}) == 2
+    with store.session() as s:
+        rows = {r.id: (r.status, r.extraction) for r in s.query(Trajectory)}
+    assert rows == {ids[0]: ("submitted", "pending"), ids[1]: ("submitted", "skipped"), ids[2]: ("stopped", "skipped")}
