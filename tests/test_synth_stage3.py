@@ -84,9 +84,10 @@ def test_a_broken_policy_step_is_discarded_and_counted(lib, tmp_path, monkeypatc
     result = sy.synth(lib, (3,), 1, 5, tmp_path / "out", "train")
     assert result.files == {"train-stage3.jsonl": 0}
     stage3 = result.manifest["stage3"]
-    assert stage3["kept"] == 0 and stage3["unverified"] == {"end-not-passing": stage3["trajectories_run"]}
+    # an edit that changes nothing is refused by the tool ("no change"), so the plan fails at that step
+    assert stage3["kept"] == 0 and stage3["unverified"] == {"edit-failed": stage3["trajectories_run"]}
     assert stage3["trajectories_run"] == 2 * len(TRAIN_BUG_SKILLS)  # n first, then n replacements each
-    assert result.manifest["discards"]["by_reason"]["stage3/end-not-passing"] == stage3["trajectories_run"]
+    assert result.manifest["discards"]["by_reason"]["stage3/edit-failed"] == stage3["trajectories_run"]
     assert stage3["skills_short"] == sorted(TRAIN_BUG_SKILLS)
 
 
