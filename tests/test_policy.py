@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 
 import pytest
 
@@ -21,6 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @needs_bwrap
 def test_every_route_is_executed_and_verified_in_the_sandbox():
     task = make_tasks("bug-fixing", 3, 7, pool="train")[0]
+    seen_returns = []
     for route in P.ROUTES:
         p = P.plan(task, route, random.Random(1))
         if p is None:  # wrong-first needs another change of the faulty line, wrong-line-first another line
@@ -37,6 +39,14 @@ def test_every_route_is_executed_and_verified_in_the_sandbox():
         if route in ("wrong-first", "wrong-line-first"):  # the refuted guess is seen failing before the fix
             tests = [m["content"] for m in msgs if m["role"] == "user"][2:]
             assert any(t.startswith("exit code 1") for t in tests)
+        # where the failing function returned from: in the report, in the read's thought, inside its window
+        returned = re.search(rf"  {task.truth['name']} returned .* at {task.truth['file']}:(\d+)$", msgs[1]["content"], re.M)
+        if returned:
+            read = next(m["content"] for m in msgs if m["role"] == "assistant" and "```read" in m["content"])
+            assert f"returned at line {returned.group(1)}." in read
+            assert int(parse(read).arg.rsplit("-", 1)[1]) > int(returned.group(1))
+            seen_returns.append(route)
+    assert seen_returns  # this task's failing call returns a wrong value: every route sees where from
 
 
 @needs_bwrap

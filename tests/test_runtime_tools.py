@@ -107,3 +107,28 @@ def test_compact_report_says_where_the_called_functions_are_defined_outside_the_
         assert sum("defined:" in line for line in lines) == 1, runner  # not assertEqual, not the test file's names
     (repo / "stats.py").unlink()
     assert "defined:" not in compact(outputs["pytest"], "python -m pytest", repo)
+
+
+def test_the_report_says_which_line_the_failing_call_returned_from(tmp_path):
+    """A wrong return value leaves no frame of the function in the traceback: the report re-runs the first
+    failing test under the return tracer, in the sandbox, and names the line the value came from."""
+    from sandbox import Sandbox, Workspace
+
+    repo = tmp_path / "repo"
+    shutil.copytree(EXAMPLE, repo)
+    (repo / "pytest.ini").write_text("[pytest]\naddopts = -p no:cacheprovider\n")
+    with Workspace.create(repo) as ws:
+        tools = Tools(ws.path, Sandbox(ws.path), f"{sys.executable} -m pytest")
+        lines = tools.execute(Action("test", "")).text.splitlines()
+        at = lines.index("  defined: clamp at stats.py:22")
+        assert lines[at + 1] == "  clamp returned 0 at stats.py:27"  # the `return low` of the high branch
+        # a line moved by an edit moves in the report; a function that raises has no `returned` line
+        tools.execute(Action("edit", "stats.py", "", "    if value > high:  # too big\n        return low", (26, 27)))
+        assert "  clamp returned 0 at stats.py:27" in tools.execute(Action("test", "")).text
+        tools.execute(Action("edit", "stats.py", "", "        raise ValueError(value)", (27, 27)))
+        after = tools.execute(Action("test", "")).text
+        assert "ValueError" in after and "returned" not in after
+    # a test command that is not `python -m pytest` gets no trace run
+    runner = FakeRunner()
+    Tools(repo, runner, "make test").report(tools_mod.Observation("exit code 1\nFAILED x", False, 1))
+    assert runner.commands == []

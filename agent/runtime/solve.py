@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from agent.runtime import loop
 from agent.runtime.actions import Action
-from agent.runtime.test_report import compact
 from agent.runtime.tools import Observation, Tools
 from memory import trajectories
 from memory.db import Store
@@ -119,11 +118,10 @@ def _close_as_error(store: Store, tid: int, outcome: dict, line: str, tokens: in
         pass
 
 
-def task_message(task: str, test_cmd: str, before: Observation, root: Path | None = None) -> str:
-    """The task as the model first sees it: the request, the test command and the compacted test report."""
-    head, _, output = before.text.partition("\n")
-    report = loop.truncate(compact(output, test_cmd, root), 1500)
-    return f"{task}\n\nTest command: {test_cmd}\nCurrent test result:\n{head}\n{report}"
+def task_message(task: str, test_cmd: str, report: str) -> str:
+    """The task as the model first sees it: the request, the test command and the test report (Tools.report)."""
+    head, _, rest = report.partition("\n")
+    return f"{task}\n\nTest command: {test_cmd}\nCurrent test result:\n{head}\n{loop.truncate(rest, 1500)}"
 
 
 def solve(request: SolveRequest, store: Store, chat: loop.ChatModel, skills: SkillContext,
@@ -160,7 +158,7 @@ def solve(request: SolveRequest, store: Store, chat: loop.ChatModel, skills: Ski
             idx += 1
 
         system = loop.SYSTEM + (f"\n\n{skills.prompt}" if skills.prompt else "")
-        task = task_message(request.task, test_cmd, before, ws.path)
+        task = task_message(request.task, test_cmd, tools.report(before))
         outcome = {"tests_before": _tests(before), "test_cmd": test_cmd, "sandboxed": runner.confined,
                    "attempt": attempt[0]}
         if attempt[1] is not None:

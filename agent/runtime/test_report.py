@@ -8,7 +8,9 @@ format a library owns. Output that is neither (a `make test`, a crash) comes bac
 from __future__ import annotations
 
 import builtins
+import json
 import re
+import shlex
 from pathlib import Path
 
 MAX_FAILURES = 2  # failing tests shown in detail; the rest by name
@@ -27,6 +29,29 @@ _CALL = re.compile(r"(?<![\w.])([A-Za-z_]\w*)\s*\(")
 _SKIP_NAMES = set(dir(builtins)) | {"self", "cls"}
 MAX_DEFINITIONS = 3
 MAX_SCANNED = 200  # source files looked at for definitions: a big repo is not walked whole
+_PYTEST_CMD = re.compile(r"^(\S*python[\d.]*) -m pytest\b")
+TRACE_MARK = "@@returned "
+# Re-runs one failing test under a profiler and prints, per function the failing line calls, the line its last
+# normal return came from and the value (an exception exit is not a return: its frames are in the traceback).
+# A wrong return value leaves no frame of the function in the traceback, so without this a small model sees
+# only where the function starts and guesses the line.
+_TRACER = """
+import dis, json, os, sys
+names, root, seen = set(sys.argv[1].split(",")), os.getcwd() + os.sep, {}
+RET = {dis.opmap[o] for o in ("RETURN_VALUE", "RETURN_CONST") if o in dis.opmap}
+def prof(frame, event, arg):
+    code = frame.f_code
+    if event == "return" and code.co_name in names and code.co_filename.startswith(root) \\
+            and code.co_code[frame.f_lasti] in RET:
+        seen[code.co_name] = [os.path.relpath(code.co_filename, root), frame.f_lineno, repr(arg)[:60]]
+import pytest
+sys.setprofile(prof)
+try:
+    pytest.main(["-q", "-x", "-p", "no:cacheprovider", *sys.argv[2:]])
+finally:
+    sys.setprofile(None)
+print("@@returned " + json.dumps(seen))
+"""
 
 
 def _short_path(path: str) -> str:
@@ -138,15 +163,49 @@ def definitions(lines: list[str], root: Path) -> list[str]:
     return [f"  defined: {n} at {found[n]}" for n in names if n in found][:MAX_DEFINITIONS]
 
 
-def compact(output: str, test_cmd: str = "", root: Path | None = None) -> str:
+def trace_command(output: str, test_cmd: str, root: Path) -> str | None:
+    """The command that re-runs the first failing test under the return tracer, or None when the test
+    command is not `<python> -m pytest ...` or the failing line calls nothing defined in the repo."""
+    m = _PYTEST_CMD.match(test_cmd)
+    lines = _pytest(output) if m else None
+    first = next((l.split(" ", 1)[1] for l in lines or [] if l.startswith("FAILED ") and "::" in l), None)
+    code = next((l for l in lines or [] if l.startswith("  line: ")), None)
+    if first is None or code is None:
+        return None
+    names = [d.split()[1] for d in definitions([code], root)]
+    if not names:
+        return None
+    return " ".join([m.group(1), "-c", shlex.quote(_TRACER), shlex.quote(",".join(names)), shlex.quote(first)])
+
+
+def parse_returns(output: str) -> dict[str, str]:
+    """{function: "NAME returned VALUE at PATH:LINE"} from the tracer's output; {} when it printed none."""
+    line = next((l for l in reversed(output.splitlines()) if l.startswith(TRACE_MARK)), None)
+    try:
+        seen = json.loads(line[len(TRACE_MARK):]) if line else {}
+        return {name: f"  {name} returned {value} at {path}:{n}" for name, (path, n, value) in seen.items()}
+    except (ValueError, TypeError):
+        return {}
+
+
+def compact(output: str, test_cmd: str = "", root: Path | None = None, returns: dict[str, str] | None = None) -> str:
     """The test output as a few lines a small model can act on; unknown formats are returned as they are.
-    With the repo's root, the lines also say where the functions the failing lines call are defined."""
+    With the repo's root, the lines also say where the functions the failing lines call are defined; with
+    `returns` (parse_returns of the first failing test's trace), where they returned from."""
     lines = _pytest(output) or _unittest(output)
     if lines is None:
         return output
     if root is not None:  # each failure's definitions right under its failing line
-        lines = [x for line in lines for x in [line, *(definitions([line], root) if line.startswith("  line: ")
-                                                            else [])]]
+        out, returns = [], dict(returns or {})
+        for line in lines:
+            out.append(line)
+            if line.startswith("  line: "):
+                for d in definitions([line], root):
+                    out.append(d)
+                    if (r := returns.pop(d.split()[1], None)) is not None:  # the first failure's only
+                        out.append(r)
+                returns = {}
+        lines = out
     if len(lines) > MAX_LINES:
         lines = lines[:MAX_LINES - 1] + [f"... ({len(lines) - MAX_LINES + 1} more lines)"]
     hint = f"\n(full output: `{test_cmd}` in a bash block)" if test_cmd else ""

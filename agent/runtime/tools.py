@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Protocol
 
 from agent.runtime.actions import Action
-from agent.runtime.test_report import compact
+from agent.runtime.test_report import compact, parse_returns, trace_command
 from sandbox.files import FileRefused, read_regular
 
 READ_WINDOW = 80  # lines a `read` shows from its start line: enough for a function, small for a 135M model
@@ -60,11 +60,18 @@ class Tools:
     def _bash(self, action: Action) -> Observation:
         return self._shell(action.arg)
 
-    def _test(self, action: Action) -> Observation:
-        # the model sees the failures compactly; `bash` with the test command shows everything
-        run = self.run_tests()
+    def report(self, run: Observation) -> str:
+        """A test run as the model sees it: compacted, with where the first failure's calls returned from
+        (one more sandboxed run of that test); `bash` with the test command shows everything."""
         head, _, output = run.text.partition("\n")
-        return Observation(f"{head}\n{compact(output, self.test_cmd, self.root)}", run.ok, run.exit_code, run.limit)
+        returns = {}
+        if not run.ok and (cmd := trace_command(output, self.test_cmd, self.root)) is not None:
+            returns = parse_returns(self.runner.run(cmd, timeout=min(self.timeout, 30.0)).output)
+        return f"{head}\n{compact(output, self.test_cmd, self.root, returns)}"
+
+    def _test(self, action: Action) -> Observation:
+        run = self.run_tests()
+        return Observation(self.report(run), run.ok, run.exit_code, run.limit)
 
     def _submit(self, action: Action) -> Observation:
         return Observation("submitted", True)

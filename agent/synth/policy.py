@@ -39,7 +39,7 @@ TEST_CMD = "python -m pytest"
 # What a repo without its own settings gives: full tracebacks (the compact report keeps the assertion,
 # the line and the frames), no cache folder in the workspace.
 PYTEST_INI = "[pytest]\naddopts = -p no:cacheprovider\n"
-MAX_TOKENS = 1800  # per trajectory (estimate); the policy LoRA trains with --max-tokens 2048
+MAX_TOKENS = 2000  # per trajectory (estimate); the policy LoRA trains with --max-tokens 2048
 TASK_TEXTS = ("fix the failing test", "Fix the failing test.", "The tests fail. Fix the bug.",
               "fix the bug that makes the tests fail", "Make the failing tests pass.",
               "Find and fix the bug behind the failing test.")
@@ -155,6 +155,22 @@ def plan(task: Task, route: str, rng: random.Random) -> PolicyPlan | None:
     return PolicyPlan(rng.choice(TASK_TEXTS), route, steps)
 
 
+def _with_returned(p: PolicyPlan, truth: dict[str, Any], report: str) -> PolicyPlan:
+    """The plan whose first read says where the failing function returned from, when the report says so
+    (Tools.report's trace line): the fix step's `Line N` is then a copy of a number the model just wrote."""
+    m = re.search(rf"^  {re.escape(truth['name'])} returned .* at {re.escape(truth['file'])}:(\d+)$", report, re.M)
+    i = next((i for i, s in enumerate(p.steps) if s.block.startswith("```read")), None)
+    if m is None or i is None:
+        return p
+    evidence = truth["evidence"][0] if truth.get("evidence") else ""
+    returned = int(m.group(1))
+    thought = _clip(f"{evidence} `{truth['name']}` returned at line {returned}. Read `{truth['name']}`.")
+    start, end = map(int, p.steps[i].block.split("\n")[1].rsplit(":", 1)[1].split("-"))
+    block = fence("read", f"{truth['file']}:{start}-{max(end, returned + 1)}")  # the window shows that line too
+    steps = [*p.steps[:i], Step(thought, block), *p.steps[i + 1:]]
+    return PolicyPlan(p.task_text, p.route, steps)
+
+
 @dataclass(frozen=True)
 class PolicyOutcome:
     messages: list[dict[str, str]] | None
@@ -169,8 +185,10 @@ def execute(task: Task, p: PolicyPlan) -> PolicyOutcome:
         before = env.tools.run_tests()
         if before.exit_code in (0, None) or t["failing_tests"][0] not in before.text or "(timed out)" in before.text:
             return PolicyOutcome(None, "start-not-failing")
+        report = env.tools.report(before)
+        p = _with_returned(p, t, report)
         messages = [{"role": "system", "content": loop.SYSTEM},
-                    {"role": "user", "content": loop.first_message(task_message(p.task_text, TEST_CMD, before, env.tools.root))}]
+                    {"role": "user", "content": loop.first_message(task_message(p.task_text, TEST_CMD, report))}]
         last_test = None
         for i, step in enumerate(p.steps):
             messages.append({"role": "assistant", "content": step.reply})
