@@ -54,6 +54,7 @@ def test_overview_navigation_viewer_jobs_help(store, utc):
             assert [str(jobs.get_row_at(i)[1]) for i in range(jobs.row_count)] == [
                 "in 4m00s", "in 17m00s", "in 15h00m", "paused"]
             assert not app.screen.has_class("-empty")
+            assert not app.screen.query_one("#heldout", DataTable).display  # no curriculum run in the demo
 
             for key, mode in (("2", "skills"), ("1", "overview")):  # 3 and 4 follow below
                 await pilot.press(key)
@@ -366,3 +367,21 @@ def test_cli_demo_builds_and_opens(cli, tmp_path, monkeypatch):
     r = cli("tui", "--demo", str(tmp_path / "demo.db"))
     assert r.code == 0 and opened == ["demo.db"]
     assert (tmp_path / "demo.db").stat().st_size > 100_000
+
+
+def test_overview_shows_the_held_out_fix_rate_per_round(store, utc):
+    from test_tui_data import add_heldout_rounds
+
+    add_heldout_rounds(store, "r1", {0: (0.0833, 0.1667), 1: (0.125, 0.25)})
+
+    async def go():
+        app = make_app(store)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            table = app.screen.query_one("#heldout", DataTable)
+            assert table.display and table.row_count == 2
+            assert [str(c.label) for c in table.columns.values()] == ["round", "held-out K=1", "held-out K=8"]
+            assert [str(x) for x in table.get_row_at(1)] == ["r1 (24 tasks)", "12%", "25%"]
+            assert "held-out fix rate, r1" in str(app.screen.query_one("#overview-tables").border_title)
+
+    run(go())

@@ -51,6 +51,30 @@ def test_demo_history_is_consistent(demo):
     reader.close()
 
 
+def add_heldout_rounds(store, run: str, rates: dict[int, tuple[float, float]], n: int = 24) -> None:
+    """EvalResult rows as bench/bench_evolution.py's record_eval writes them: {round: (K=1, K=8)}."""
+    from memory.models import EvalResult
+
+    with store.session() as s:
+        for rnd, (k1, k8) in rates.items():
+            for metric, value in (("fix_rate_k1", k1), ("fix_rate_k8", k8)):
+                s.add(EvalResult(run_id=f"bench-evolution:{run}:r{rnd}", mode="parametric", split="heldout",
+                                 subtask="bug-fixing", metric=metric, value=value, n=n, base_model="m",
+                                 details={"bench": "evolution", "run": run, "arm": "evolving", "round": rnd}))
+
+
+def test_overview_reads_the_held_out_fix_rate_per_round_of_the_latest_curriculum_run(demo):
+    reader = Reader(demo)
+    assert load_overview(reader, NormCache(), with_jobs=False).heldout == []  # the demo has no curriculum run
+    add_heldout_rounds(demo, "old", {0: (0.5, 0.9)})
+    add_heldout_rounds(demo, "r1", {1: (0.125, 0.25), 0: (0.0833, 0.1667)})
+    ov = load_overview(reader, NormCache(), with_jobs=False)
+    assert ov.heldout_run == "r1"
+    assert [(r.round, r.n, round(r.rates[1], 1), round(r.rates[8], 1)) for r in ov.heldout] == [
+        (0, 24, 8.3, 16.7), (1, 24, 12.5, 25.0)]
+    reader.close()
+
+
 def test_demo_refuses_existing_file_and_non_empty_store(demo, tmp_path):
     with pytest.raises(StoreError, match="already exists"):
         demo_db.build(tmp_path / "demo.db")

@@ -50,6 +50,14 @@ class RunRow:
     details: str
 
 
+@dataclass(frozen=True)
+class HeldoutRound:
+    """One round of a curriculum run (bench/bench_evolution.py): the held-out fix rate of the store's agent."""
+    round: int
+    n: int
+    rates: dict[int, float]  # K -> % of held-out tasks fixed within K attempts
+
+
 @dataclass
 class Overview:
     skills_by_source: dict[str, int] = field(default_factory=dict)
@@ -63,6 +71,8 @@ class Overview:
     runs: list[RunRow] = field(default_factory=list)
     hypernet: str | None = None
     last_eval: dict[str, float] = field(default_factory=dict)  # mode -> mean value of the latest eval run
+    heldout_run: str | None = None  # the latest curriculum run whose rounds are in the store
+    heldout: list[HeldoutRound] = field(default_factory=list)
     jobs: JobsSnapshot = field(default_factory=JobsSnapshot)
 
     @property
@@ -103,6 +113,25 @@ def moving_rate(outcomes: list[tuple[datetime, bool]], window: int = SUCCESS_WIN
     return out
 
 
+def heldout_rounds(s) -> tuple[str | None, list[HeldoutRound]]:
+    """The held-out fix rate per round of the latest curriculum run recorded in this store (EvalResult rows
+    with split "heldout", metric fix_rate_kK and the round in details)."""
+    rows = s.execute(select(EvalResult.metric, EvalResult.value, EvalResult.n, EvalResult.details)
+                     .where(EvalResult.split == "heldout", EvalResult.subtask == "bug-fixing",
+                            EvalResult.metric.like("fix_rate_k%"))
+                     .order_by(EvalResult.created_at, EvalResult.id)).all()
+    runs = [(d or {}).get("run") for *_, d in rows]
+    latest = next((r for r in reversed(runs) if r), None)
+    by_round: dict[int, HeldoutRound] = {}
+    for (metric, value, n, d), run in zip(rows, runs):
+        k, rnd = metric.removeprefix("fix_rate_k"), (d or {}).get("round")
+        if run != latest or not k.isdigit() or not isinstance(rnd, int):
+            continue
+        row = by_round.setdefault(rnd, HeldoutRound(rnd, int(n or 0), {}))
+        row.rates[int(k)] = 100.0 * float(value)
+    return latest, [by_round[r] for r in sorted(by_round)]
+
+
 def load_overview(reader: Reader, norms: NormCache, with_jobs: bool = True) -> Overview:
     ov = Overview()
     with reader.session() as s:
@@ -140,6 +169,7 @@ def load_overview(reader: Reader, norms: NormCache, with_jobs: bool = True) -> O
             rows = s.execute(select(EvalResult.mode, func.avg(EvalResult.value))
                              .where(EvalResult.run_id == last_run).group_by(EvalResult.mode)).all()
             ov.last_eval = {mode: float(v) for mode, v in rows}
+        ov.heldout_run, ov.heldout = heldout_rounds(s)
     if with_jobs:
         ov.jobs = read_jobs(reader.url)
     return ov

@@ -37,6 +37,7 @@ class OverviewScreen(DataScreen):
                 with Vertical(id="overview-tables", classes="panel"):
                     yield DataTable(id="runs", cursor_type="none", show_cursor=False)
                     yield DataTable(id="jobs-mini", cursor_type="none", show_cursor=False)
+                    yield DataTable(id="heldout", cursor_type="none", show_cursor=False)
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -84,6 +85,22 @@ class OverviewScreen(DataScreen):
             jobs.add_row(plain(j.id), tinted(self.app, "paused") if j.paused else plain(timefmt.relative(j.next_run, now)))
         if not ov.jobs.jobs:
             jobs.add_row(plain(ov.jobs.error or "no scheduled jobs"), "")
+        self.show_heldout(ov)
+
+    def show_heldout(self, ov: Overview) -> None:
+        """The held-out fix rate per round of the latest curriculum run; hidden in a store without one."""
+        table = self.query_one("#heldout", DataTable)
+        table.display = bool(ov.heldout)
+        self.query_one("#overview-tables").border_title = "Evolution runs · jobs" + (
+            f" · held-out fix rate, {ov.heldout_run}" if ov.heldout else "")
+        table.clear(columns=True)
+        if not ov.heldout:
+            return
+        ks = sorted({k for r in ov.heldout for k in r.rates})
+        table.add_columns("round", *(f"held-out K={k}" for k in ks))
+        for r in ov.heldout:
+            table.add_row(plain(f"r{r.round} ({r.n} tasks)"),
+                          *(plain(f"{r.rates[k]:.0f}%" if k in r.rates else "") for k in ks))
 
     def summary(self, ov: Overview) -> Content:
         """One line, most important first: a narrow terminal crops the end."""
