@@ -7,10 +7,11 @@ What is checked is what the server computes, not only that it answers: under an 
 log-probabilities of a fixed token sequence (teacher forcing, so no greedy near-tie can make the check flaky)
 equal the project's own forward pass with the same adapter injected, to float32 noise, while the adapter moves
 them far more than that noise. Then a parametric solve over the endpoint, which records the adapter and leaves
-nothing loaded."""
+nothing loaded, and an `agent eval --generate-endpoint` whose served answers are the local ones."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -140,3 +141,64 @@ def test_parametric_solve_over_vllm_records_the_adapter_and_unloads_it(cli, chat
     assert shown["outcome"]["endpoint_adapter"]["name"] == adapter["name"]
     assert [m["role"] for m in shown["messages"][:3]] == ["system", "user", "assistant"]
     assert adapter["name"] not in served_models(chat) and list(served_dir.iterdir()) == []
+
+
+def split_margin(loaded, request, here: str, there: str) -> float:
+    """Where two greedy answers to `request` part: the local model's log-probability gap (under the request's
+    adapter) between the token each took there (end of text for an answer that stopped)."""
+    from agent.learn.evaluate import _eos_ids
+    from agent.runtime.backends import prompt_ids
+    from hypernet.inject import apply_lora
+
+    tok = loaded.tokenizer
+    eos = min(_eos_ids(loaded.model, tok))
+    a, b = ([*tok(t, add_special_tokens=False)["input_ids"], eos] for t in (here, there))
+    k = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
+    ids = prompt_ids(tok, request.messages, 8192)[0].tolist() + a[:k]
+    adapted = (apply_lora(loaded.model, request.lora, base_model=loaded.name) if request.lora is not None
+               else contextlib.nullcontext())
+    with torch.no_grad(), adapted:
+        lp = torch.log_softmax(loaded.model(torch.tensor([ids])).logits[0, -1].float(), dim=-1)
+    return float((lp[a[k]] - lp[b[k]]).abs())
+
+
+def test_eval_over_vllm_answers_as_here_under_each_adapter_and_unloads_them(cli, loaded, chat, tmp_path):
+    """`agent eval --generate-endpoint`: one skill (refactoring: the shortest held-out prompt, since vLLM's CPU
+    build prefills ~15 tokens/s under an adapter), parametric and none. The served answers are compared with
+    this machine's greedy answers to the same requests (same messages, same adapter: the store's cached
+    conversion, whose sha256 is the one the server loaded): equal text, or, only where the two greedy paths
+    part at a near-tie that float32 noise can flip (the server's log-probabilities are ours to < 2e-3, first
+    test), a local gap under 1e-2 between the two tokens there."""
+    from agent.commands.evaluation import first_skills
+    from agent.learn.evaluate import generate_all, plan
+    from agent.runtime.hypernet_loader import load as load_hypernet
+    from agent.runtime.served_adapter import digest
+    from agent.synth.eval_items import make_eval_items
+    from memory.db import Store
+
+    db = f"sqlite:///{tmp_path / 's.db'}"
+    served_dir = tmp_path / "served"
+    r = cli("eval", "--generate-endpoint", URL, "--generate-model", SERVED, "--mode", "parametric", "--mode", "none",
+            "--subtask", "refactoring", "--n", "1", "--max-skills", "1", "--max-new-tokens", "24",
+            "--generate-adapter-dir", str(served_dir), "--db", db, "--out", str(tmp_path / "res"), "--json")
+    assert r.code == 0, r.err
+    report = json.loads(r.out)
+    generator = report["generator"]
+    assert generator["endpoint"] == URL and generator["model"] == SERVED
+    [adapter] = generator["adapters"]
+    assert adapter["mode"] == "parametric" and adapter["answers"] == 1 and adapter["base_model"] == SERVED
+    assert adapter["name"] not in served_models(chat) and list(served_dir.iterdir()) == []
+    answers = {it["mode"]: it["response"] for it in
+               json.loads((tmp_path / "res" / "eval_heldout.json").read_text())["items"]}
+    assert set(answers) == {"parametric", "none"} and all(a.strip() for a in answers.values())
+    assert answers["parametric"] != answers["none"]  # same messages: the adapter made the difference there
+
+    items = first_skills(make_eval_items(split="heldout", subtask="refactoring", n=1, seed=0), 1)
+    store = Store(db)
+    _, requests = plan(items, loaded, load_hypernet(loaded, store), ("parametric", "none"), store)
+    assert digest(requests[0].lora) == adapter["sha256"]  # the very adapter the server ran
+    here = generate_all(loaded.model, loaded.tokenizer, requests, 24, 2)
+    for (mode, request), mine in zip(zip(("parametric", "none"), requests), here):
+        if answers[mode] != mine:
+            margin = split_margin(loaded, request, mine, answers[mode])
+            assert margin < 1e-2, (mode, mine, answers[mode], margin)

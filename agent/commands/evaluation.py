@@ -15,6 +15,10 @@ from agent.commands.output import console, emit_json, err_console, fail, table
 from agent.runtime.base_model import DEFAULT_MODEL
 from agent.runtime.endpoint import DEFAULT_KEY_ENV
 
+# per request at --generate-endpoint: vLLM's CPU build prefills ~15 tokens/s under an adapter (README), and
+# --batch-size requests in flight queue behind one another there; the judge's 120 s would cut them off
+GENERATE_TIMEOUT = 600.0
+
 # the names of agent.learn.evaluate.MODES and agent.synth.common.SPLITS (kept literal here: importing those
 # rooms would load torch for `--help`); tests/test_cli_habits.py checks they agree
 EvalMode = Enum("EvalMode", {m: m for m in ("none", "icl", "parametric", "random")}, type=str)
@@ -31,13 +35,26 @@ def command(
     model: ModelOption = DEFAULT_MODEL,
     hypernet: Path = typer.Option(None, help="Hypernetwork checkpoint (default: the shipped one, if any)."),
     max_new_tokens: int = typer.Option(200, min=8, help="Answer length limit."),
-    batch_size: int = typer.Option(8, min=1, help="Answers decoded at once (a finished row takes the next at once)."),
+    batch_size: int = typer.Option(8, min=1, help="Answers decoded at once (a finished row takes the next at once); "
+                                   "with --generate-endpoint, requests in flight."),
     baseline: List[str] = typer.Option(None, "--baseline", help="LABEL=PATH (repeatable): an extra mode LABEL "
                                        "with a PEFT LoRA folder applied to every item, or a folder of PEFT "
                                        "folders named after skills (items of other skills are skipped)."),
     endpoint: EndpointOption = None,
     endpoint_model: EndpointModelOption = None,
     endpoint_key_env: EndpointKeyEnvOption = DEFAULT_KEY_ENV,
+    generate_endpoint: Optional[str] = typer.Option(
+        None, "--generate-endpoint", metavar="URL", help="Generate the answers on this OpenAI-compatible server "
+        "instead of here (vLLM started with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True --enable-lora for the modes "
+        "with an adapter: each is made here, loaded there once for its answers, then unloaded)."),
+    generate_model: Optional[str] = typer.Option(None, "--generate-model", metavar="NAME",
+                                                 help="Model name at --generate-endpoint: the same base as --model."),
+    generate_key_env: str = typer.Option(DEFAULT_KEY_ENV, "--generate-key-env", metavar="VAR",
+                                         help="Environment variable holding --generate-endpoint's key."),
+    generate_adapter_dir: Path = typer.Option(None, "--generate-adapter-dir", metavar="DIR",
+                                              help="Where adapters are written for --generate-endpoint to read by "
+                                                   "path (it must see the same path; default "
+                                                   "$AGENT_HOME/served-adapters)."),
     judge_old: Optional[str] = typer.Option(None, "--judge", hidden=True, help="Old name of --endpoint."),
     judge_model_old: Optional[str] = typer.Option(None, "--judge-model", hidden=True,
                                                   help="Old name of --endpoint-model."),
@@ -51,7 +68,8 @@ def command(
 ) -> None:
     """Evaluate skill following on the seed library's tasks; results go to the store and to --out.
 
-    --endpoint names an LLM judge (an OpenAI-compatible server) that also scores each answer 1-10."""
+    --endpoint names an LLM judge (an OpenAI-compatible server) that also scores each answer 1-10;
+    --generate-endpoint a server (vLLM) that generates the answers, under the adapters made here."""
     from agent.learn.evaluate import (
         MODES,
         EvalReport,
@@ -82,6 +100,10 @@ def command(
     endpoint_model = renamed(endpoint_model, judge_model_old, "--endpoint-model", "--judge-model")
     if bool(endpoint) != bool(endpoint_model):
         fail("--endpoint and --endpoint-model go together (the judge's URL and model name)")
+    if bool(generate_endpoint) != bool(generate_model):
+        fail("--generate-endpoint and --generate-model go together (the server's URL and its name for --model)")
+    if generate_adapter_dir is not None and not generate_endpoint:
+        fail("--generate-adapter-dir is for --generate-endpoint")
     items = make_eval_items(split=split.value, subtask=subtask, n=n, seed=seed)
     if max_skills:
         items = first_skills(items, max_skills)
@@ -92,6 +114,10 @@ def command(
 
         judge_client = Judge(endpoint, endpoint_model, key_env=endpoint_key_env)
         judge_client.check()  # unreachable: one-line error now, before an hour of generation
+    served = None
+    if generate_endpoint:  # probed before the store, the model and the output folder, as the judge
+        served = served_generation(generate_endpoint, generate_model, generate_key_env, generate_adapter_dir,
+                                   adapters=bool(baseline_paths) or any(m in ("parametric", "random") for m in modes))
     store = Store(db)
     with err_console.status(f"loading {model} ..."):
         loaded = load_model(model)
@@ -110,15 +136,17 @@ def command(
     from rich.progress import Progress
 
     if not err_console.is_terminal:
-        err_console.print(f"evaluating {total} answers ({len(items)} tasks x {len(modes)} modes) ...")
+        where = f" on {served.chat.url}" if served else ""
+        err_console.print(f"evaluating {total} answers ({len(items)} tasks x {len(modes)} modes){where} ...")
     with Progress(console=err_console, transient=True, disable=not err_console.is_terminal) as bar:
         job = bar.add_task("evaluating", total=total)
         results = evaluate(items, loaded, handle, modes, store, max_new_tokens, batch_size=batch_size,
-                           baselines=baselines, judge=judge_client,
+                           baselines=baselines, judge=judge_client, served=served,
                            progress=lambda text: bar.update(job, advance=1, description=text[:50]))
     report = EvalReport(run_id, loaded.name, handle.source, handle.trained, split.value, len(items),
                         aggregate(results), results, skipped,
-                        {label: str(b.path) for label, b in baselines.items()}, endpoint_model)
+                        {label: str(b.path) for label, b in baselines.items()}, endpoint_model,
+                        served.record() if served else None)
     record(store, report, handle.checkpoint_id)
     json_path, png_path = write_results(report, out or run_folder(run_id))
     if json:
@@ -131,8 +159,31 @@ def command(
     columns = ["mode", "subtask", "n", "adherence", "check_score", "token_f1", "bertscore"]
     table(rows, columns + (["judge", "judge_missing"] if judge_client else []),
           title=f"eval {report.run_id}: {len(items)} tasks, {split.value} skills")
+    if served:
+        console.print(f"answers from {served.chat.url} ({served.chat.model}); {len(served.adapters)} adapters "
+                      "loaded there one at a time and unloaded", markup=False, highlight=False)
     console.print(f"wrote {json_path}" + (f" and {png_path}" if png_path else
                                           " (no chart: pip install matplotlib for eval_<split>.png)"))
+
+
+def served_generation(url: str, model: str, key_env: str, folder: Path | None, adapters: bool):
+    """The server that generates the answers (agent.learn.evaluate.ServedGeneration), probed: reachable,
+    serving `model`, and, when a mode needs an adapter, able to load adapters at run time."""
+    import os
+
+    from rich.markup import escape
+
+    from agent.learn.evaluate import ServedGeneration
+    from agent.runtime import served_adapter
+    from agent.runtime.endpoint import EndpointChat
+
+    if key_env != DEFAULT_KEY_ENV and not os.environ.get(key_env):  # EndpointChat would name --endpoint-key-env
+        fail(f"--generate-key-env {key_env}: that environment variable is not set")
+    chat = EndpointChat(url, model, key_env=key_env, timeout=GENERATE_TIMEOUT)
+    chat.probe()
+    if adapters:
+        served_adapter.probe(chat)
+    return ServedGeneration(chat, folder, warn=lambda line: err_console.print(f"[yellow]{escape(line)}[/]"))
 
 
 def run_folder(run_id: str) -> Path:

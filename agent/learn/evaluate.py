@@ -13,6 +13,9 @@ Generation is batched across items and modes, continuously: up to --batch-size r
 greedy, each under its own adapter (hypernet.inject.LoraSlots), and a row that finishes is refilled at
 once by the next request (its prompt prefilled alone, its KV spliced into the batch's cache), so a long
 answer no longer holds seven finished rows idle until the batch ends.
+
+Or the answers come from an OpenAI-compatible server (`ServedGeneration`, vLLM with runtime LoRA loading):
+the adapters are still made here, and each is loaded there once, for all of its rows (`generate_served`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import random
 import time
 import uuid
 from collections import defaultdict, deque
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -33,7 +37,9 @@ from agent.checks import check
 from agent.learn.metrics import bertscore_f1, token_f1
 from agent.runtime.backends import prompt_ids
 from agent.runtime.base_model import LoadedModel
+from agent.runtime.endpoint import EndpointChat
 from agent.runtime.hypernet_loader import HypernetHandle
+from agent.runtime.served_adapter import ServedAdapter, serve_adapter
 from agent.runtime.skill_adapters import convert_skill
 from hypernet.config import HypernetError
 from hypernet.inject import LoraSlots, apply_lora_rows
@@ -67,7 +73,9 @@ class ItemResult:
     bertscore: float
     failures: list[str]
     response: str
-    seconds: float  # this row's share of the generation's wall time (its prefill + 1/n of each step it was in)
+    # local: this row's share of the generation's wall time (its prefill + 1/n of each step it was in);
+    # served: its request's wall time (requests in flight together overlap)
+    seconds: float
     judge: float | None = None  # 1-10; None when not judged or the judge's reply had no score
     judge_missing: bool = False  # judged, but the reply could not be parsed
 
@@ -85,6 +93,7 @@ class EvalReport:
     skipped: dict[str, int] = field(default_factory=dict)  # baseline mode -> items whose skill has no adapter
     baselines: dict[str, str] = field(default_factory=dict)  # baseline mode -> PEFT path
     judge_model: str | None = None
+    generator: dict | None = None  # answers from a server: ServedGeneration.record(); None: this machine
 
     def to_dict(self, with_items: bool = False) -> dict:
         d = asdict(self)
@@ -365,6 +374,75 @@ def generate_continuous(model, tokenizer, requests: list[Request], max_new_token
     return answers
 
 
+# --- answers from a server ---------------------------------------------------------------------------
+
+@dataclass
+class ServedGeneration:
+    """Answers from an OpenAI-compatible server whose `chat.model` is the local model's base (`agent eval
+    --generate-endpoint`); adapters are written under `folder` for it to read by path. `adapters` collects
+    what each loaded adapter was (ServedAdapter.record() + its mode and skills) as the evaluation runs."""
+
+    chat: EndpointChat
+    folder: Path | None = None
+    warn: Callable[[str], None] | None = None
+    adapters: list[dict] = field(default_factory=list)
+
+    def record(self) -> dict:
+        return {"endpoint": self.chat.url, "model": self.chat.model, "adapters": self.adapters}
+
+
+def adapter_groups(requests: list[Request]) -> list[tuple[LoraWeights | None, list[int]]]:
+    """Request indices by adapter, in request order: the base model's rows first, then one group per
+    distinct adapter object (`plan` makes one per skill and mode, a shared baseline is one), in order of
+    first use."""
+    groups: dict[int, tuple[LoraWeights | None, list[int]]] = {id(None): (None, [])}
+    for i, r in enumerate(requests):
+        groups.setdefault(id(r.lora), (r.lora, []))[1].append(i)
+    return [g for g in groups.values() if g[1]]
+
+
+def _answer(chat: EndpointChat, requests: list[Request], rows: list[int], max_new_tokens: int, workers: int,
+            answers: list[str], on_done: Callable[[list[int], float], None] | None) -> None:
+    """Rows answered by `chat`, up to `workers` requests in flight (the server batches them)."""
+    def one(i: int) -> tuple[int, str, float]:
+        start = time.perf_counter()
+        text, _ = chat.chat(requests[i].messages, max_tokens=max_new_tokens)  # greedy: temperature 0
+        return i, text, time.perf_counter() - start
+
+    pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(rows))))
+    try:
+        for done in as_completed([pool.submit(one, i) for i in rows]):
+            i, text, seconds = done.result()  # the first EndpointError ends the group
+            answers[i] = text
+            if on_done:
+                on_done([i], seconds)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)  # on an error: drop the queued rows, do not wait
+
+
+def generate_served(served: ServedGeneration, requests: list[Request], max_new_tokens: int, workers: int,
+                    on_done: Callable[[list[int], float], None] | None = None,
+                    on_load: Callable[[ServedAdapter, list[int]], None] | None = None) -> list[str]:
+    """Answers in request order from the server, greedy, max_new_tokens each, the same messages as here.
+    Rows without an adapter ask for the served base model; each distinct adapter is loaded once, answers
+    all of its rows and is unloaded before the next is loaded (a --max-loras 1 server never swaps, and an
+    error or Ctrl-C leaves nothing loaded: serve_adapter). on_load(adapter, rows) follows each load.
+
+    The server applies the chat template itself and does not cut a prompt longer than its context as
+    `_prompt` does here: eval prompts are far shorter than either model's context."""
+    answers: list[str] = [""] * len(requests)
+    for lora, rows in adapter_groups(requests):
+        if lora is None:
+            _answer(served.chat, requests, rows, max_new_tokens, workers, answers, on_done)
+            continue
+        with serve_adapter(served.chat, lora, served.chat.model, folder=served.folder,
+                           warn=served.warn) as (as_adapter, adapter):
+            if on_load:
+                on_load(adapter, rows)
+            _answer(as_adapter, requests, rows, max_new_tokens, workers, answers, on_done)
+    return answers
+
+
 # --- the evaluation ----------------------------------------------------------------------------------
 
 def _messages(task_prompt: str, system: str | None) -> list[dict[str, str]]:
@@ -406,10 +484,13 @@ def plan(items, loaded: LoadedModel, handle: HypernetHandle | None, modes=MODES,
 def evaluate(items, loaded: LoadedModel, handle: HypernetHandle | None, modes=MODES, store: Store | None = None,
              max_new_tokens: int = 200, bertscore: bool = True,
              progress: Callable[[str], None] | None = None, batch_size: int = 8,
-             baselines: dict[str, Baseline] | None = None, judge=None) -> list[ItemResult]:
+             baselines: dict[str, Baseline] | None = None, judge=None,
+             served: ServedGeneration | None = None) -> list[ItemResult]:
     """Every item under every mode; a baseline mode skips items whose skill it has no adapter for.
 
-    `judge` (agent.learn.judge.Judge) scores each response after generation; its EndpointError propagates.
+    `served`: the answers come from that server (generate_served), each adapter recorded in
+    served.adapters; else from `loaded` here. `judge` (agent.learn.judge.Judge) scores each response after
+    generation; its EndpointError propagates (as the server's does).
     """
     jobs, requests = plan(items, loaded, handle, modes, store, baselines)
     seconds = [0.0] * len(jobs)
@@ -420,7 +501,15 @@ def evaluate(items, loaded: LoadedModel, handle: HypernetHandle | None, modes=MO
             if progress:
                 progress(f"{jobs[i][0].skill.name} [{jobs[i][1]}]")
 
-    answers = generate_all(loaded.model, loaded.tokenizer, requests, max_new_tokens, batch_size, batch_done)
+    if served is None:
+        answers = generate_all(loaded.model, loaded.tokenizer, requests, max_new_tokens, batch_size, batch_done)
+    else:
+        def loaded_on_server(adapter: ServedAdapter, rows: list[int]) -> None:
+            served.adapters.append(adapter.record() | {
+                "mode": jobs[rows[0]][1], "skills": sorted({jobs[i][0].skill.name for i in rows}),
+                "answers": len(rows)})
+
+        answers = generate_served(served, requests, max_new_tokens, batch_size, batch_done, loaded_on_server)
     results = []
     for (item, mode), response, secs in zip(jobs, answers, seconds):
         verdict = check(response, item.skill.metadata.get("checks", ""), item.task)
@@ -461,6 +550,9 @@ def aggregate(results: list[ItemResult]) -> dict[str, dict[str, dict[str, float]
 
 
 def record(store: Store, report: EvalReport, hypernet_id: int | None) -> None:
+    # answers from a server: which one, on each row (its adapters' names and hashes are in the JSON file)
+    generator = ({"generator": {k: report.generator[k] for k in ("endpoint", "model")}} if report.generator
+                 else {})
     with store.session() as s:
         for mode, rows in report.table.items():
             for subtask, metrics in rows.items():
@@ -468,13 +560,13 @@ def record(store: Store, report: EvalReport, hypernet_id: int | None) -> None:
                     s.add(EvalResult(run_id=report.run_id, mode=mode, split=report.split, subtask=subtask,
                                      metric=metric, value=metrics[metric], n=int(metrics["n"]),
                                      base_model=report.base_model, hypernet_id=hypernet_id,
-                                     details={"hypernet": report.hypernet}))
+                                     details={"hypernet": report.hypernet} | generator))
                 if metrics.get("judge") is not None:
                     s.add(EvalResult(run_id=report.run_id, mode=mode, split=report.split, subtask=subtask,
                                      metric="judge", value=metrics["judge"], n=int(metrics["judge_n"]),
                                      base_model=report.base_model, hypernet_id=hypernet_id,
                                      details={"hypernet": report.hypernet, "judge_model": report.judge_model,
-                                              "missing": metrics["judge_missing"]}))
+                                              "missing": metrics["judge_missing"]} | generator))
 
 
 def mode_order(table: dict) -> list[str]:
