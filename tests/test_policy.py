@@ -111,3 +111,22 @@ def test_wrong_line_first_edits_another_line_sees_it_fail_puts_it_back_then_fixe
     assert out.reason is None, out.reason
     observations = [m["content"] for m in out.messages if m["role"] == "user"]
     assert observations[3].startswith("exit code 1") and observations[-1].startswith("exit code 0")
+
+
+def test_focus_returned_weights_the_trajectories_that_copy_the_returned_line(tmp_path):
+    def row(read_thought: str, window: str, fix: str) -> dict:
+        return {"messages": [{"role": "user", "content": "task"},
+                             {"role": "assistant", "content": f"{read_thought}\n```read\nm.py:{window}\n```"},
+                             {"role": "user", "content": "lines"},
+                             {"role": "assistant", "content": f"{fix}\n```edit\nm.py:1-1\nx\n```"}]}
+    same = row("`f` returned at line 7. Read `f`.", "1-12", "Line 7 is `return a`. Fix line 7.")
+    other = row("`f` returned at line 7. Read `f`.", "1-12", "Line 5 is `a = b`. Fix line 5.")
+    unseen = row("`f` returned at line 30. Read `f`.", "1-12", "Line 30 is `return a`. Fix line 30.")
+    plain = row("Read `f`.", "1-12", "Line 5 is `a = b`. Fix line 5.")
+    assert [P.returned_class(r) for r in (same, other, unseen, plain)] == ["same", "other", "none", "none"]
+    src = tmp_path / "train-policy.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in [same] * 10 + [other] * 10 + [plain] * 10))
+    counts = P.focus_returned(src, tmp_path / "focus.jsonl", 8, seed=1)
+    assert counts == {"same": 5, "other": 2, "none": 1, "from": 30}
+    kept = [json.loads(line) for line in (tmp_path / "focus.jsonl").read_text().splitlines()]
+    assert sorted(P.returned_class(r) for r in kept) == ["none"] + ["other"] * 2 + ["same"] * 5

@@ -108,6 +108,10 @@ def policy(
                                        "and validated on first use, see `agent data packages`) or all."),
     seed: int = typer.Option(0, help="Seed of the task draw and the routes."),
     workers: int = typer.Option(2, min=1, help="Sandboxes run at once."),
+    focus_returned: Optional[int] = typer.Option(
+        None, "--focus-returned", min=1, metavar="N",
+        help="Also write {pool}-policy-focus.jsonl: N trajectories weighted to those whose fix is the line the "
+             "report says the failing function returned from (a CPU fine-tune's data, see README)."),
     json: JsonOption = False,
 ) -> None:
     """Verified multi-turn bug-fixing trajectories through the agent's own interface (the policy's data)."""
@@ -125,6 +129,11 @@ def policy(
         manifest = synth_policy(out, n, seed, pool.value, workers=workers,
                                 progress=lambda done, total: bar.update(task, completed=done, total=total),
                                 source=source.value)
+    if focus_returned:
+        from agent.synth.policy import focus_returned as focus
+
+        manifest["focus"] = focus(out / f"{pool.value}-policy.jsonl", out / f"{pool.value}-policy-focus.jsonl",
+                                  focus_returned, seed)
     if json:
         emit_json(manifest)
         return

@@ -253,3 +253,40 @@ def synth_policy(out: Path, n_tasks: int, seed: int = 0, pool: str = "train", ro
                 "routes": list(routes)}
     (out / "policy-manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
+
+
+def returned_class(row: dict[str, Any]) -> str:
+    """How a trajectory uses the report's returned-from line: "same" (the fixed line is the one the failing
+    function returned from: the model copies the number), "other" (the bug is upstream of the return: the
+    model must read), "none" (no such line, or the read window does not show it)."""
+    said = [m["content"] for m in row["messages"] if m["role"] == "assistant"]
+    read = next((a for a in said if "```read" in a), "")
+    m = re.search(r"returned at line (\d+)\.", read)
+    if m is None or int(read.split("```read\n", 1)[1].split("\n", 1)[0].rsplit("-", 1)[1]) < int(m.group(1)):
+        return "none"
+    fixes = [int(x.group(1)) for a in said if "Maybe it is wrong" not in a
+             for x in [re.search(r"Line (\d+) is `", a)] if x]
+    return "same" if fixes and fixes[-1] == int(m.group(1)) else "other"
+
+
+def focus_returned(path: Path, out: Path, n: int, seed: int = 0) -> dict[str, int]:
+    """A short fine-tune's data: up to n trajectories, as many "same" as there are (at most 5/8 of n), then
+    "other" (1/4 of n or what "same" left) and the rest "none", shuffled. A CPU fine-tune from the shipped
+    policy (`agent policy train --init`) learns the returned-from line from ~150 of them; the whole file would
+    take hours."""
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rng = random.Random(seed)
+    by: dict[str, list[dict[str, Any]]] = {"same": [], "other": [], "none": []}
+    for row in rows:
+        by[returned_class(row)].append(row)
+    for group in by.values():
+        rng.shuffle(group)
+    same = by["same"][:n * 5 // 8]
+    other = by["other"][:max(n // 4, n - len(same) - n // 8)][:n - len(same)]
+    rest = by["none"][:n - len(same) - len(other)]
+    chosen = same + other + rest
+    rng.shuffle(chosen)
+    with open(out, "w", encoding="utf-8") as f:
+        for row in chosen:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return {"same": len(same), "other": len(other), "none": len(rest), "from": len(rows)}
