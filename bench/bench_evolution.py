@@ -279,7 +279,7 @@ def run_jobs(arm: Arm, round_: int, retrain_every: int, train_ids: list[int], ba
         jobs[name] = {"status": rep.status, "seconds": round(time.perf_counter() - start, 1), "run_id": rep.run_id,
                       **({"counts": d.get("counts", {})} if name == "extract" else
                          {"folded": [[f["skill"], f["version"]] for f in d.get("folded", [])],
-                          "errors": d.get("errors", [])}),
+                          "gated": d.get("gated", []), "errors": d.get("errors", [])}),
                       **({"error": d["error"]} if "error" in d else {})}
     if arm.name == "evolving" and round_ % retrain_every == 0:
         start = time.perf_counter()

@@ -1,4 +1,5 @@
-"""EMA versions: folded atomically, listed, diffed, rolled back (history kept), compacted."""
+"""EMA versions: folded atomically, gated on a held-out score, listed, diffed, rolled back (history kept),
+compacted."""
 
 from __future__ import annotations
 
@@ -7,14 +8,15 @@ import json
 import pytest
 import torch
 
+from agent.commands.evolve import _fold_verdict
 from agent.evolve import accumulate
 from agent.evolve.context import EvolveSettings
 from agent.evolve.cycle import run_job
 from memory import evolution as evo_repo
 from memory import skills as skill_repo
-from memory.models import Adapter, Skill
+from memory.models import Adapter, EvalResult, Skill
 from memory.skillfile import SkillDoc
-from tests.test_evolve_fakes import fake_context
+from tests.test_evolve_fakes import FakeAdapterEvaluator, fake_context
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -125,3 +127,128 @@ def test_compact_prunes_caches_and_old_blobs_but_keeps_rows(store, tmp_path):
     assert d.diff_norm is None and d.modules  # stored norms still compare
     assert run_job(ctx, "compact").details == {"recompressed": [], "skill_adapters_deleted": 0,
                                                "ema_blobs_pruned": [], "checkpoint_files_deleted": []}
+
+
+def gate_rows(store) -> list[tuple[str, str, float]]:
+    with store.session() as s:
+        return [(e.run_id, e.details["role"], e.value) for e in s.query(EvalResult).order_by(EvalResult.id)]
+
+
+def test_gate_rolls_back_a_fold_that_lowers_the_held_out_score(store, tmp_path, cli):
+    scorer = FakeAdapterEvaluator(bad=("beta-skill",))
+    ctx = fake_context(store, tmp_path, adapter_evaluator=scorer)
+    add_skills(store, ["alpha", "beta-skill", "gamma"])
+    report = run_job(ctx, "accumulate")
+    assert [f["version"] for f in report.details["folded"]] == [1, 2, 4]
+    assert [(g["version"], g["status"]) for g in report.details["gated"]] == [(1, "kept"), (2, "rolled back"),
+                                                                              (4, "kept")]
+    assert scorer.seen == [None, 1, 2, 4]  # each version scored once: v3 has v1's bytes
+    assert _fold_verdict(report.details["gated"][1]) == (
+        "  EMA v2 (beta-skill): rolled back as v3, held-out fake_score 0.4 with it vs 0.5 before")
+    with store.session() as s:
+        rows = {r.version: r for r in evo_repo.ema_versions(s)}
+        back = rows[3].meta
+        assert back["op"] == "rollback" and back["parent_version"] == 2 and back["from_version"] == 1
+        assert rows[3].sha256 == rows[1].sha256  # the parent's weights, as a new version
+        assert back["skill"] == "beta-skill" and back["dropped_skills"] == ["beta-skill"]
+        bad = skill_repo.current(s, "beta-skill")
+        assert back["gate"] == {"skill": "beta-skill", "skill_id": bad.id, "version": 2, "metric": "fake_score",
+                                "baseline": 0.5, "candidate": pytest.approx(0.4), "tolerance": 0.0}
+        assert bad.ema_version == 2 and bad.provenance["ema_rollback"]["rollback"] == 3
+        assert rows[4].meta["parent_version"] == 3  # the good skills go on from the rolled-back version
+        assert [c["name"] for c in rows[4].meta["contributors"]] == ["alpha", "gamma"]
+    assert gate_rows(store) == [("ema-gate-v1", "baseline", 0.5), ("ema-gate-v1", "candidate", 0.5),
+                                ("ema-gate-v2", "baseline", 0.5), ("ema-gate-v2", "candidate", pytest.approx(0.4)),
+                                ("ema-gate-v4", "baseline", 0.5), ("ema-gate-v4", "candidate", 0.5)]
+
+    again = run_job(ctx, "accumulate").details  # the rolled-back skill is never folded again
+    assert again["folded"] == [] and again["gated"] == [] and scorer.seen == [None, 1, 2, 4]
+
+    d = accumulate.diff(store, 2, 3)
+    assert d.new.op == "rollback" and d.new.gate["skill"] == "beta-skill" and d.removed == ["beta-skill@v1"]
+    r = cli("adapters", "diff", "2", "--db", store.url, "--json")
+    assert r.code == 0, r.err
+    data = json.loads(r.out)
+    assert data["new"]["op"] == "rollback" and data["new"]["skill"] == "beta-skill"
+    assert data["new"]["gate"]["baseline"] == 0.5 and data["new"]["gate"]["candidate"] == pytest.approx(0.4)
+    r = cli("adapters", "diff", "2", "--db", store.url)
+    assert r.code == 0 and "rollback" in r.out
+    assert "v3: the gate rolled back beta-skill (folded in v2): held-out fake_score 0.4 with it vs 0.5 before" in r.out
+
+
+def test_tolerance_keeps_a_small_drop_and_gate_off_evaluates_nothing(store, tmp_path):
+    scorer = FakeAdapterEvaluator(bad=("alpha",), penalty=0.05)
+    settings = EvolveSettings(writer="template", ema_gate_tolerance=0.05)
+    assert [g["status"] for g in run_job(fake_context(store, tmp_path, adapter_evaluator=scorer, settings=settings),
+                                         "accumulate").details["gated"]] == []  # nothing to fold yet
+    add_skills(store, ["alpha"])
+    report = run_job(fake_context(store, tmp_path, adapter_evaluator=scorer, settings=settings), "accumulate")
+    assert [g["status"] for g in report.details["gated"]] == ["kept"]
+
+    off = FakeAdapterEvaluator(bad=("beta-skill",))
+    add_skills(store, ["beta-skill"])
+    ctx = fake_context(store, tmp_path, adapter_evaluator=off, settings=EvolveSettings(writer="template",
+                                                                                        ema_gate=False))
+    report = run_job(ctx, "accumulate")
+    assert [f["version"] for f in report.details["folded"]] == [2] and report.details["gated"] == []
+    assert off.seen == [] and [r[0] for r in gate_rows(store)] == ["ema-gate-v1", "ema-gate-v1"]
+    assert EvolveSettings.from_mapping({"ema-gate": False, "ema-gate-tolerance": 0}) == EvolveSettings(
+        ema_gate=False, ema_gate_tolerance=0.0)
+
+
+def test_a_first_fold_rolled_back_leaves_a_zero_adapter_to_fold_on(store, tmp_path):
+    ctx = fake_context(store, tmp_path, adapter_evaluator=FakeAdapterEvaluator(bad=("alpha",)),
+                       settings=EvolveSettings(writer="template", beta=0.8))
+    add_skills(store, ["alpha"])
+    assert [g["status"] for g in run_job(ctx, "accumulate").details["gated"]] == ["rolled back"]
+    add_skills(store, ["gamma"])
+    assert [g["status"] for g in run_job(ctx, "accumulate").details["gated"]] == ["kept"]
+    with store.session() as s:
+        v1, v2, v3 = evo_repo.ema_versions(s)
+        zero, last = accumulate.load_version(v2), accumulate.load_version(v3)
+        assert v2.meta["from_version"] is None and v2.meta["contributors"] == [] and v2.meta["gate"]["version"] == 1
+        assert all(float(zero.delta(k).abs().max()) == 0.0 for k in zero.keys)
+        assert [(c["name"], c["weight"]) for c in v3.meta["contributors"]] == [("gamma", pytest.approx(0.2))]
+        gamma = skill_repo.current(s, "gamma")
+        doc, gamma_id = skill_repo.to_doc(gamma), gamma.id
+    part = ctx.convert(doc, gamma_id).lora
+    for key in last.keys:  # β·0 + (1−β)·gamma, as the contributors say
+        assert torch.allclose(last.delta(key), 0.2 * part.delta(key), atol=1e-5)
+
+
+@pytest.mark.parametrize("point", ["accumulate:eval", "accumulate:before-verdict"])
+def test_a_crash_before_the_verdict_is_judged_by_the_next_run_first(store, tmp_path, point):
+    def boom(at):
+        if at == point:
+            raise KeyboardInterrupt
+
+    add_skills(store, ["alpha", "beta-skill"])
+    scorer = FakeAdapterEvaluator(bad=("alpha",))
+    with pytest.raises(KeyboardInterrupt):
+        run_job(fake_context(store, tmp_path, fault_hook=boom, adapter_evaluator=scorer), "accumulate")
+    with store.session() as s:
+        assert [v.version for v in evo_repo.ema_versions(s)] == [1]
+        assert skill_repo.current(s, "alpha").ema_version == 1  # folded, not yet judged
+    assert gate_rows(store) == []
+    report = run_job(fake_context(store, tmp_path, adapter_evaluator=scorer), "accumulate").details
+    assert [(g["version"], g["status"]) for g in report["gated"]] == [(1, "rolled back"), (3, "kept")]
+    with store.session() as s:
+        rows = evo_repo.ema_versions(s)
+        assert [(r.version, r.meta["op"], r.meta.get("skill")) for r in rows] == [
+            (1, "update", "alpha"), (2, "rollback", "alpha"), (3, "update", "beta-skill")]
+        assert [c["name"] for c in rows[-1].meta["contributors"]] == ["beta-skill"]
+
+
+def test_compaction_leaves_an_unjudged_fold_the_latest(store, tmp_path):
+    def boom(at):
+        if at == "accumulate:eval":
+            raise KeyboardInterrupt
+
+    add_skills(store, ["alpha"])
+    with pytest.raises(KeyboardInterrupt):
+        run_job(fake_context(store, tmp_path, fault_hook=boom), "accumulate")
+    low = EvolveSettings(writer="template", max_rank=1)  # the cap lowered: compaction would recompress v1
+    assert run_job(fake_context(store, tmp_path, settings=low), "compact").details["recompressed"] == []
+    report = run_job(fake_context(store, tmp_path, settings=low), "accumulate").details
+    assert [g["version"] for g in report["gated"]] == [1]
+    assert run_job(fake_context(store, tmp_path, settings=low), "compact").details["recompressed"] == [2]

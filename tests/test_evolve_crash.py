@@ -3,7 +3,8 @@ EMA version, no orphan rows, checkpoints intact) and the work resumes.
 
 The job functions run in a child process with fake model work and small random pauses at named points, some
 of them inside the transactions that write results. Half the kills are aimed at a named point (the child
-stops there and waits), half land at random times. EVOLVE_CRASH_KILLS sets how many (default 24).
+stops there and waits), half land at random times. EVOLVE_CRASH_KILLS sets how many (default 30: every point is
+aimed at once).
 """
 
 from __future__ import annotations
@@ -25,12 +26,12 @@ from memory import skills as skill_repo
 from memory.db import Store
 from memory.models import EvalResult, EvolutionRun, HypernetCheckpoint, Skill, Trajectory
 from memory.skillfile import SkillDoc
-from tests.test_evolve_fakes import CMP_DIFF, add_trajectory, crash_worker, fake_context
+from tests.test_evolve_fakes import CMP_DIFF, CRASH_BAD, add_trajectory, crash_worker, fake_context
 
 POINTS = ["extract:verify", "extract:in-txn", "extract:before-mark", "accumulate:convert", "accumulate:in-txn",
-          "accumulate:before-mark", "retrain:train", "retrain:register", "retrain:eval", "retrain:before-verdict",
-          "compact:recompress", "compact:prune-skills", "compact:prune-ema"]
-KILLS = int(os.environ.get("EVOLVE_CRASH_KILLS", "24"))
+          "accumulate:before-mark", "accumulate:eval", "accumulate:before-verdict", "retrain:train", "retrain:register",
+          "retrain:eval", "retrain:before-verdict", "compact:recompress", "compact:prune-skills", "compact:prune-ema"]
+KILLS = int(os.environ.get("EVOLVE_CRASH_KILLS", "30"))
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -43,6 +44,11 @@ def add_work(store: Store, k: int) -> None:
     with store.session() as s:
         skill_repo.upsert(s, SkillDoc(f"imported-{k}", f"Use when case {k} happens.", "1. a\n2. b\n3. c\n"),
                           source="extracted")
+
+
+def sha(version) -> str:
+    """A version's weights' sha256, also once compaction pruned them."""
+    return version.meta["pruned"]["sha256"] if version.meta.get("pruned") else version.sha256
 
 
 def check_consistent(store: Store) -> dict:
@@ -72,8 +78,30 @@ def check_consistent(store: Store) -> dict:
                 assert t.extraction_info["skill"] in names
             if t.extraction == "skipped":
                 assert t.extraction_info["reason"]
+        # EMA gate: a verdict is its two eval rows (+ the rollback version right after it, if rolled back);
+        # only the latest fold may still wait for its verdict (the next accumulate judges it first)
+        ema_evals = [e for e in s.query(EvalResult) if e.run_id.startswith("ema-gate-v")]
+        judged = {int(e.run_id.removeprefix("ema-gate-v")) for e in ema_evals}
+        by_version = {v.version: v for v in versions}
+        assert len(ema_evals) == 2 * len(judged) and all(by_version[v].meta["op"] == "update" for v in judged)
+        waiting = [v for v in updates if v not in judged]
+        assert waiting == [] or waiting == [versions[-1].version], waiting
+        for v in versions:
+            g = v.meta.get("gate")
+            if g is not None:
+                assert v.meta["op"] == "rollback" and v.meta["parent_version"] == g["version"] in judged
+                assert g["candidate"] < g["baseline"] and g["skill"] in CRASH_BAD
+                parent = by_version[g["version"]].meta["parent_version"]
+                if parent is not None:  # (the first fold rolls back to an all-zero adapter)
+                    assert sha(v) == sha(by_version[parent])
+        for sk in marked:
+            rb = (sk.provenance or {}).get("ema_rollback")
+            if rb is not None:
+                assert rb["version"] == sk.ema_version and by_version[rb["rollback"]].meta["gate"]["skill_id"] == sk.id
+        latest = versions[-1].meta["contributors"] if versions else []
+        assert not [c["name"] for c in latest if c["name"] in CRASH_BAD and versions[-1].version not in waiting]
         # checkpoints: files intact; gated ones have exactly their two eval rows, candidates none
-        evals = s.query(EvalResult).all()
+        evals = [e for e in s.query(EvalResult) if e.run_id.startswith("gate-")]
         for c in s.query(HypernetCheckpoint):
             assert c.status in ("candidate", "accepted", "rejected")
             assert hashlib.sha256(Path(c.path).read_bytes()).hexdigest() == c.sha256
@@ -83,7 +111,8 @@ def check_consistent(store: Store) -> dict:
                 assert c.metrics["gate"]["verdict"] == c.status
         assert len(evals) == 2 * s.query(HypernetCheckpoint).filter(HypernetCheckpoint.status != "candidate").count()
         assert s.query(EvolutionRun).filter_by(status="running").count() == 0
-        return {"versions": len(versions), "checkpoints": s.query(HypernetCheckpoint).count()}
+        return {"versions": len(versions), "checkpoints": s.query(HypernetCheckpoint).count(),
+                "rollbacks": sum(1 for v in versions if v.meta.get("gate"))}
 
 
 def test_kill_9_at_random_points_then_resume(tmp_path):
@@ -126,3 +155,4 @@ def test_kill_9_at_random_points_then_resume(tmp_path):
         interrupted = s.query(EvolutionRun).filter_by(status="interrupted").count()
     # (a random kill can land between two jobs, when no run is open)
     assert stats["versions"] >= KILLS and stats["checkpoints"] >= 1 and interrupted >= KILLS // 2
+    assert stats["rollbacks"] >= KILLS // 3 - 1  # imported-1, -4, -7, ... lower the fake held-out score

@@ -115,15 +115,32 @@ class FakeEvaluator:
         return GateScore("adherence", value, 4, {"fake": True})
 
 
+class FakeAdapterEvaluator:
+    """EMA versions' held-out scores: `base`, minus `penalty` for each contributor whose name is in `bad`."""
+
+    def __init__(self, bad: tuple[str, ...] = (), base: float = 0.5, penalty: float = 0.1) -> None:
+        self.bad, self.base, self.penalty = bad, base, penalty
+        self.seen: list[int | None] = []  # the versions scored (None: no persistent adapter)
+
+    def __call__(self, ctx: EvolveContext, row) -> GateScore:
+        self.seen.append(row.version if row is not None else None)
+        names = [c["name"] for c in ((row.meta or {}).get("contributors") or [])] if row is not None else []
+        return GateScore("fake_score", self.base - self.penalty * sum(n in self.bad for n in names), 3, {"fake": True})
+
+
 def fake_context(store: Store, tmp: Path, **overrides) -> EvolveContext:
     settings = overrides.pop("settings", None) or EvolveSettings(writer="template", checkpoint_dir=str(tmp / "ckpt"))
     kw = dict(model_name=BASE, verifier=lambda view: Verification(True, "ok (fake)"), embedder=lexical_embed,
-              converter=fake_converter, retrain_fn=FakeTrainer(), evaluator=FakeEvaluator())
+              converter=fake_converter, retrain_fn=FakeTrainer(), evaluator=FakeEvaluator(),
+              adapter_evaluator=FakeAdapterEvaluator())
     kw.update(overrides)
     return EvolveContext(store, settings, **kw)
 
 
 # --- child-process entry points --------------------------------------------------------------------------
+
+CRASH_BAD = tuple(f"imported-{k}" for k in range(1, 100, 3))  # skills the EMA gate of the crash test rolls back
+
 
 def crash_worker(url: str, tmp: str, seed: int, target: str | None = None, hits: int = 1, flag=None) -> None:
     """Run extract / accumulate / retrain / compact over and over with small random pauses at the fault
@@ -144,6 +161,7 @@ def crash_worker(url: str, tmp: str, seed: int, target: str | None = None, hits:
 
     ctx = fake_context(store, Path(tmp), fault_hook=pause, retrain_fn=FakeTrainer(sleep=0.02),
                        evaluator=FakeEvaluator(baseline=0.5, candidate=lambda c: 0.4 + 0.2 * (c.id % 2), sleep=0.01),
+                       adapter_evaluator=FakeAdapterEvaluator(bad=CRASH_BAD),
                        settings=EvolveSettings(writer="template", checkpoint_dir=str(Path(tmp) / "ckpt"), batch=2,
                                                keep_last=3, max_rank=4))
     from agent.evolve.cycle import run_job

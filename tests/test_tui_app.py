@@ -55,6 +55,7 @@ def test_overview_navigation_viewer_jobs_help(store, utc):
                 "in 4m00s", "in 17m00s", "in 15h00m", "paused"]
             assert not app.screen.has_class("-empty")
             assert not app.screen.query_one("#heldout", DataTable).display  # no curriculum run in the demo
+            assert not app.screen.query_one("#rollbacks", DataTable).display  # nor a gate rollback
 
             for key, mode in (("2", "skills"), ("1", "overview")):  # 3 and 4 follow below
                 await pilot.press(key)
@@ -383,5 +384,22 @@ def test_overview_shows_the_held_out_fix_rate_per_round(store, utc):
             assert [str(c.label) for c in table.columns.values()] == ["round", "held-out K=1", "held-out K=8"]
             assert [str(x) for x in table.get_row_at(1)] == ["r1 (24 tasks)", "12%", "25%"]
             assert "held-out fix rate, r1" in str(app.screen.query_one("#overview-tables").border_title)
+
+    run(go())
+
+
+def test_overview_shows_the_gate_rollbacks(store, utc):
+    from test_tui_data import add_gate_rollback
+
+    version = add_gate_rollback(store, "bad-skill")
+
+    async def go():
+        app = make_app(store)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            table = app.screen.query_one("#rollbacks", DataTable)
+            assert table.display and table.row_count == 1
+            assert [str(x) for x in table.get_row_at(0)] == [f"v{version} undid v{version - 1}", "bad-skill",
+                                                             "ref_logprob -1.25 → -1.5"]
 
     run(go())

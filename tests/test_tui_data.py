@@ -75,6 +75,40 @@ def test_overview_reads_the_held_out_fix_rate_per_round_of_the_latest_curriculum
     reader.close()
 
 
+def add_gate_rollback(store, skill: str = "bad-skill") -> int:
+    """What the accumulate gate writes when the latest fold lowered the held-out score: its two scores and a
+    version equal to the fold's parent."""
+    from agent.evolve import accumulate
+    from memory import evolution as evo_repo
+    from memory.models import EvalResult
+
+    with store.session() as s:
+        latest = evo_repo.ema_versions(s)[-1]
+        parent = evo_repo.ema_version(s, latest.meta["parent_version"])
+        gate = {"skill": skill, "skill_id": None, "version": latest.version, "metric": "ref_logprob",
+                "baseline": -1.25, "candidate": -1.5, "tolerance": 0.0}
+        for role, value in (("baseline", -1.25), ("candidate", -1.5)):
+            s.add(EvalResult(run_id=accumulate.gate_run_id(latest.version), mode="parametric", split="heldout",
+                             subtask="overall", metric="ref_logprob", value=value, n=12, base_model=latest.base_model,
+                             details={"role": role, "gate": "ema"}))
+        return accumulate._write_rollback(s, parent, latest, skill=skill, gate=gate).version
+
+
+def test_overview_lists_the_gate_rollbacks_newest_first(demo):
+    reader = Reader(demo)
+    before = load_overview(reader, NormCache(), with_jobs=False)
+    assert before.rollbacks == []  # the demo's gate never rolled back
+    first = add_gate_rollback(demo, "bad-skill")
+    second = add_gate_rollback(demo, "worse-skill")
+    ov = load_overview(reader, NormCache(), with_jobs=False)
+    assert [(r.version, r.folded_in, r.skill, r.metric, r.baseline, r.candidate) for r in ov.rollbacks] == [
+        (second, first, "worse-skill", "ref_logprob", -1.25, -1.5), (first, first - 1, "bad-skill", "ref_logprob",
+                                                                     -1.25, -1.5)]
+    assert [p.version for p in ov.ema][-2:] == [first, second]
+    assert ov.last_eval == before.last_eval  # the gate's log-probabilities are not the latest evaluation
+    reader.close()
+
+
 def test_demo_refuses_existing_file_and_non_empty_store(demo, tmp_path):
     with pytest.raises(StoreError, match="already exists"):
         demo_db.build(tmp_path / "demo.db")

@@ -210,7 +210,8 @@ def diff(
     db: DbOption = None,
     json: JsonOption = False,
 ) -> None:
-    """Compare two EMA versions: norms, ‖ΔW_new − ΔW_old‖, cosine, and which skills came, went or were reweighted."""
+    """Compare two EMA versions: norms, ‖ΔW_new − ΔW_old‖, cosine, which skills came, went or were reweighted,
+    and the held-out scores of a fold the gate rolled back."""
     from agent.evolve.accumulate import diff as diff_versions
 
     data = diff_versions(Store(db), old, old + 1 if new is None else new).to_dict()
@@ -221,6 +222,11 @@ def diff(
                                                       "total_norm", "max_rel_error", "skills", "pruned")}}
            for side in ("old", "new")],
           ["", "version", "op", "skill", "beta", "updates", "rank", "total_norm", "max_rel_error", "skills", "pruned"])
+    for side in ("old", "new"):
+        g = data[side]["gate"]
+        if g:
+            console.print(f"v{data[side]['version']}: the gate rolled back {g['skill']} (folded in v{g['version']}): "
+                          f"held-out {g['metric']} {g['candidate']:.4g} with it vs {g['baseline']:.4g} before")
     if data["diff_norm"] is not None:
         console.print(f"‖ΔW_new − ΔW_old‖ = {data['diff_norm']:.4g}   cosine = {data['cosine']:.4f}")
     else:

@@ -111,6 +111,18 @@ def with_evolve_options(command: Callable) -> Callable:
     return wrapper
 
 
+def _fold_verdict(g: dict) -> str:
+    """The EMA gate's verdict on one fold, one line."""
+    text = f"  EMA v{g['version']}" + (f" ({g['skill']})" if g.get("skill") else "") + f": {g['status']}"
+    if "rollback" in g:
+        text += f" as v{g['rollback']}"
+    if "metric" in g:
+        text += f", held-out {g['metric']} {g['candidate']:.4g} with it vs {g['baseline']:.4g} before"
+    if g.get("reason"):
+        text += f" ({g['reason']})"
+    return text
+
+
 def _print_report(report) -> None:
     d = report.details
     line = f"{report.name}: {report.status} (run {report.run_id})"
@@ -124,7 +136,10 @@ def _print_report(report) -> None:
         if d.get(key):
             line += f"  {key}: {d[key]}"
     for g in d.get("gated", []) or []:
-        console.print(f"  checkpoint {g['candidate']}: {g['status']} ({g.get('reason', '')})")
+        if report.name == "accumulate":
+            console.print(_fold_verdict(g), markup=False, highlight=False)
+        else:
+            console.print(f"  checkpoint {g['candidate']}: {g['status']} ({g.get('reason', '')})")
     console.print(line, markup=False, highlight=False)
 
 

@@ -5,9 +5,19 @@ in ONE transaction, after re-reading the latest version inside it: a crash leave
 and two accumulators cannot both build on version N (the second re-reads, or hits the unique version).
 Versions are never rewritten: a rollback to V writes version N+1 equal to V.
 
-Version meta: op (update | rollback | compact), beta, updates, skill (the one folded in), skills_added,
-contributors (every skill still in the adapter with its effective EMA weight), max_rel_error (truncation),
-norms per module, total_norm, rank, parent_version.
+The gate (setting `ema_gate`, on by default): after each fold, version N and its parent are scored on
+held-out items (`adapter_evaluator`; by default the mean log-probability of held-out references under the
+model with the version applied) and both scores become EvalResult rows (run "ema-gate-vN"). A fold that
+scores lower than its parent by more than `ema_gate_tolerance` is rolled back: version N+1 equals the
+parent, its meta names the skill and the scores (meta.gate), and the skill keeps its mark (ema_version N,
+plus provenance.ema_rollback), so it is never folded again. The evaluation is slow, so it runs between the
+fold's transaction and the verdict's: a crash in between leaves the latest version without a verdict, and
+the next run gates it before folding anything.
+
+Version meta: op (update | rollback | compact), beta, updates, skill (the one folded in, or the one a gate
+rollback took out), skills_added, contributors (every skill still in the adapter with its effective EMA
+weight), max_rel_error (truncation), norms per module, total_norm, rank, parent_version; a gate rollback
+also has gate (skill, skill_id, version, metric, baseline, candidate, tolerance).
 
 Compaction (the `compact` job) frees space without losing history:
 - the latest version is recompressed to `max_rank` if it is above it (a new version, op "compact");
@@ -29,10 +39,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from sqlalchemy import delete, select
 
-from agent.evolve.context import EvolveContext, FoldableAdapter
-from hypernet.ema import ema_update
+from agent.evolve.context import EvolveContext, FoldableAdapter, GateScore, TrainingUnavailable
+from hypernet.ema import BETA_KEY, UPDATES_KEY, ema_update
 from hypernet.lora import LoraWeights
 from hypernet.merge import recompress
 from hypernet.norms import cosine, delta_norms, diff_norm
@@ -40,7 +51,7 @@ from memory import adapters as adapter_repo
 from memory import evolution as evo_repo
 from memory import skills as skill_repo
 from memory.errors import StoreError
-from memory.models import Adapter, HypernetCheckpoint, Skill, utcnow
+from memory.models import Adapter, EvalResult, HypernetCheckpoint, Skill, utcnow
 
 MIN_WEIGHT = 1e-4  # contributors whose EMA weight fell below this are dropped from the list (not the math)
 
@@ -86,8 +97,25 @@ def run(ctx: EvolveContext) -> dict[str, Any]:
     folded: list[dict[str, Any]] = []
     errors: list[str] = []
     done: set[int] = set()
+    gated: list[dict[str, Any]] = []
+    scores: dict[str | None, GateScore] = {}  # by sha256: a fold's parent was scored as the fold before
+    gating = ctx.settings.ema_gate
+
+    def judge(version: int) -> None:
+        # any other evaluator failure fails the job: nothing may fold on an unjudged version
+        nonlocal gating
+        try:
+            gated.append(gate(ctx, version, scores))
+        except TrainingUnavailable as exc:  # no evaluator in this installation: folds go on unjudged
+            gating = False
+            gated.append({"version": version, "status": "not gated", "reason": str(exc)})
+
     with ctx.store.session() as s:
         up_to = evo_repo.last_ids(s)[1]  # skills written during this run are the next run's
+        latest = adapter_repo.latest_ema(s, ctx.base_model)
+        left = latest.version if gating and latest is not None and awaits_gate(s, latest) else None
+    if left is not None:  # a fold whose verdict a crash interrupted: judged before anything builds on it
+        judge(left)
     while not ctx.stopping():
         with ctx.store.session() as s:
             todo = [(r.id, r.name, r.version, skill_repo.to_doc(r))
@@ -110,7 +138,9 @@ def run(ctx: EvolveContext) -> dict[str, Any]:
                 continue
             if out is not None:
                 folded.append(out)
-    return {"folded": folded, "errors": errors, "beta": beta, "stopped": ctx.stopping()}
+                if gating and not ctx.stopping():  # (stopped: the next run judges it first)
+                    judge(out["version"])
+    return {"folded": folded, "errors": errors, "beta": beta, "gated": gated, "stopped": ctx.stopping()}
 
 
 def fold(session, ctx: EvolveContext, skill_id: int, conv: FoldableAdapter, beta: float, max_rank: int) -> dict | None:
@@ -133,6 +163,96 @@ def fold(session, ctx: EvolveContext, skill_id: int, conv: FoldableAdapter, beta
             "max_rel_error": round(info.max_rel_error, 6), "total_norm": ver.meta["total_norm"]}
 
 
+# --- the gate ---------------------------------------------------------------------------------------------
+
+def gate_run_id(version: int) -> str:
+    return f"ema-gate-v{version}"
+
+
+def awaits_gate(session, row: Adapter) -> bool:
+    """A fold with no verdict yet (rollbacks and compactions change no skill's share: never judged)."""
+    return (row.meta or {}).get("op") == "update" and session.scalar(
+        select(EvalResult.id).where(EvalResult.run_id == gate_run_id(row.version)).limit(1)) is None
+
+
+def gate(ctx: EvolveContext, version: int, scores: dict[str | None, GateScore]) -> dict[str, Any]:
+    """Score EMA version `version` and its parent; roll the fold back if it lowered the held-out score."""
+    with ctx.store.session() as s:
+        row = evo_repo.ema_version(s, version)
+        pv = (row.meta or {}).get("parent_version")
+        parent = evo_repo.ema_version(s, pv) if pv is not None else None
+        for r in (row, parent):
+            if r is not None:
+                s.expunge(r)
+    m = row.meta or {}
+    if parent is not None and (parent.meta or {}).get("pruned"):
+        return {"version": version, "status": "not gated", "reason": f"version {pv}'s weights were pruned"}
+    evaluator = ctx.adapter_evaluator or default_adapter_evaluate
+    ctx.fault("accumulate:eval")
+    for r in (parent, row):  # a rollback version has its source's bytes: scored once
+        key = r.sha256 if r is not None else None
+        if key not in scores:
+            scores[key] = evaluator(ctx, r)
+    b, c = scores[parent.sha256 if parent is not None else None], scores[row.sha256]
+    tolerance = ctx.settings.ema_gate_tolerance
+    kept = c.value >= b.value - tolerance
+    added = (m.get("skills_added") or [{}])[0]
+    verdict = {"skill": m.get("skill"), "skill_id": added.get("skill_id"), "version": version, "metric": c.metric,
+               "baseline": b.value, "candidate": c.value, "tolerance": tolerance}
+    ctx.fault("accumulate:before-verdict")
+    with ctx.store.session() as s:
+        latest = adapter_repo.latest_ema(s, row.base_model)
+        if not awaits_gate(s, row):
+            return {"version": version, "status": "already gated"}
+        if latest.id != row.id:  # another accumulator built on it meanwhile: its own gate judges the sum
+            return {"version": version, "status": "not gated", "reason": f"version {latest.version} came after it"}
+        for role, score, v in (("baseline", b, pv), ("candidate", c, version)):
+            s.add(EvalResult(run_id=gate_run_id(version), mode="parametric", split="heldout", subtask="overall",
+                             metric=score.metric, value=float(score.value), n=int(score.n), base_model=row.base_model,
+                             hypernet_id=None, details={"role": role, "gate": "ema", "ema_version": v,
+                                                        "skill": m.get("skill"), **score.details}))
+        if kept:
+            return {**verdict, "status": "kept"}
+        src = s.get(Adapter, parent.id) if parent is not None else None
+        back = _write_rollback(s, src, latest, skill=m.get("skill"), gate=verdict)
+        skill = s.get(Skill, added["skill_id"]) if added.get("skill_id") is not None else None
+        if skill is not None:  # its ema_version stays set: pending_skills never offers it again
+            skill.provenance = {**(skill.provenance or {}), "ema_rollback": {**verdict, "rollback": back.version}}
+        return {**verdict, "status": "rolled back", "rollback": back.version}
+
+
+def default_adapter_evaluate(ctx: EvolveContext, row: Adapter | None) -> GateScore:
+    """Mean log-probability per token of the held-out references (the retrain gate's held-out items, with
+    neither the item's skill nor any other adapter) under the model with this EMA version: teacher-forced,
+    one forward pass per item, no generation."""
+    try:
+        from agent.learn.hypernet_runs import IGNORE, tokenize_chat
+    except ImportError:
+        raise TrainingUnavailable("evaluation not available: agent.learn is not part of this installation") from None
+    from contextlib import nullcontext
+
+    from hypernet.inject import apply_lora
+
+    lora = load_version(row) if row is not None else None
+    total, tokens = 0.0, 0
+    with ctx.model_lock:
+        loaded = ctx.loaded()
+        items = ctx.heldout_items()
+        model, device = loaded.model, next(loaded.model.parameters()).device
+        applied = apply_lora(model, lora, base_model=loaded.name) if lora is not None else nullcontext()
+        with applied, torch.no_grad():
+            for item in items:
+                ids, labels = tokenize_chat(loaded.tokenizer, [{"role": "user", "content": item.task.prompt},
+                                                               {"role": "assistant", "content": item.reference}],
+                                            max_tokens=1024)
+                logits = model(input_ids=torch.tensor([ids], device=device)).logits[0, :-1].float()
+                target = torch.tensor(labels[1:], device=device)
+                keep = target != IGNORE
+                logp = torch.log_softmax(logits[keep], dim=-1).gather(1, target[keep, None])
+                total, tokens = total + float(logp.sum()), tokens + int(keep.sum())
+    return GateScore("ref_logprob", total / max(tokens, 1), len(items), {"tokens": tokens})
+
+
 # --- listing, diff, rollback ------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -151,6 +271,7 @@ class VersionInfo:
     norms: dict[str, float]
     pruned: bool
     created_at: str | None
+    gate: dict[str, Any] | None = None  # a gate rollback: the skill taken out and the two held-out scores
 
     @classmethod
     def of(cls, row: Adapter) -> VersionInfo:
@@ -158,13 +279,13 @@ class VersionInfo:
         return cls(row.version, row.id, row.base_model, m.get("op", "update"), m.get("beta"), m.get("updates"),
                    m.get("skill"), row.rank, m.get("total_norm"), m.get("max_rel_error"),
                    list(m.get("contributors") or []), dict(m.get("norms") or {}), bool(m.get("pruned")),
-                   row.created_at.isoformat() if row.created_at else None)
+                   row.created_at.isoformat() if row.created_at else None, m.get("gate"))
 
     def row(self) -> dict[str, Any]:
         return {"version": self.version, "op": self.op, "skill": self.skill, "beta": self.beta,
                 "updates": self.updates, "rank": self.rank, "total_norm": self.total_norm,
                 "max_rel_error": self.max_rel_error, "skills": len(self.contributors), "pruned": self.pruned,
-                "created_at": self.created_at}
+                "created_at": self.created_at, "gate": self.gate}
 
 
 def versions(ctx_store, base_model: str | None = None) -> list[VersionInfo]:
@@ -216,18 +337,29 @@ def rollback(store, version: int) -> VersionInfo:
     """A new version equal to `version` (same weights and contributors); history is never rewritten."""
     with store.session() as s:
         src = evo_repo.ema_version(s, version)
-        lora = load_version(src)
         parent = adapter_repo.latest_ema(s, src.base_model)
         if parent is not None and parent.id == src.id:
             raise StoreError(f"version {version} is already the latest EMA version: nothing to roll back")
-        m = src.meta or {}
-        kept = {c["name"] for c in m.get("contributors") or []}
-        dropped = [c["name"] for c in (parent.meta or {}).get("contributors") or [] if c["name"] not in kept]
-        row = write_version(s, lora, op="rollback", parent=parent, hypernet_id=src.hypernet_id, meta={
-            "from_version": version, "beta": m.get("beta"), "updates": m.get("updates"), "skill": None,
-            "skills_added": [], "contributors": list(m.get("contributors") or []),
-            "max_rel_error": 0.0, "dropped_skills": dropped})
-        return VersionInfo.of(row)
+        return VersionInfo.of(_write_rollback(s, src, parent))
+
+
+def _write_rollback(session, src: Adapter | None, latest: Adapter, **meta: Any) -> Adapter:
+    """The next version equal to `src`; None: to no persistent adapter (all-zero weights, no contributors)."""
+    if src is not None:
+        lora, m = load_version(src), src.meta or {}
+    else:
+        like = load_version(latest)
+        zeros = {k: (torch.zeros_like(a[:1]), torch.zeros_like(b[:, :1])) for k, (a, b) in like.factors.items()}
+        lora = like.replace(zeros, {UPDATES_KEY: "0", BETA_KEY: like.metadata.get(BETA_KEY, "0")})
+        m = {"updates": 0}
+    kept = {c["name"] for c in m.get("contributors") or []}
+    dropped = [c["name"] for c in (latest.meta or {}).get("contributors") or [] if c["name"] not in kept]
+    return write_version(session, lora, op="rollback", parent=latest,
+                         hypernet_id=src.hypernet_id if src is not None else None, meta={
+                             "from_version": src.version if src is not None else None, "beta": m.get("beta"),
+                             "updates": m.get("updates"), "skill": None, "skills_added": [],
+                             "contributors": list(m.get("contributors") or []), "max_rel_error": 0.0,
+                             "dropped_skills": dropped, **meta})
 
 
 # --- compaction -------------------------------------------------------------------------------------------
@@ -252,6 +384,8 @@ def _recompress_latest(ctx: EvolveContext) -> list[int]:
             latest = adapter_repo.latest_ema(s, base)
             if latest is None or latest.rank <= ctx.settings.max_rank:
                 continue
+            if ctx.settings.ema_gate and awaits_gate(s, latest):
+                continue  # an unjudged fold stays the latest until the next accumulate's gate judges it
             lora, errors = recompress(load_version(latest), ctx.settings.max_rank)
             m = latest.meta or {}
             row = write_version(s, lora, op="compact", parent=latest, hypernet_id=latest.hypernet_id, meta={

@@ -1,5 +1,5 @@
 """What every evolution job gets: the settings (from a file or flags) and `EvolveContext`, which carries the
-store and each dependency a job calls (verifier, writer, embedder, converter, trainer, evaluator), all
+store and each dependency a job calls (verifier, writer, embedder, converter, trainer, evaluators), all
 injectable: tests pass fakes; the defaults load the local model and the hypernetwork lazily, once per process."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from hypernet.lora import LoraWeights
 from memory import evolution as evo_repo
 from memory import skills as skill_repo
 from memory.db import Store
-from memory.models import HypernetCheckpoint
+from memory.models import Adapter, HypernetCheckpoint
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,9 @@ class EvolveSettings:
     retrain_max_tokens: int = 2048  # a trajectory sample is longer than a single-turn one
     retrain_steps: int = 0  # optimiser steps of one retrain; 0: one epoch over its samples
     gate_tolerance: float = 0.0
-    gate_skills: int = 2  # held-out skills per subtask in the default gate evaluation
+    gate_skills: int = 2  # held-out skills per subtask in the default gate evaluations (retrain and EMA)
+    ema_gate: bool = True  # score each EMA fold on held-out items; roll back a fold that lowers the score
+    ema_gate_tolerance: float = 0.0  # how far below its parent's score a fold may land and be kept
     keep_last: int = 20  # EMA versions that keep their weights through compaction (0: never prune)
     checkpoint_dir: str | None = None
 
@@ -155,6 +157,8 @@ Writer = Callable[["EvolveContext"], "tuple[Any, str] | None"]
 Converter = Callable[["EvolveContext", Any, int], Any]
 Trainer = Callable[["EvolveContext", RetrainRequest], TrainedCandidate]
 Evaluator = Callable[["EvolveContext", HypernetCheckpoint | None], GateScore]
+# an EMA version (a detached Adapter row, weights loaded; None: no persistent adapter) -> its held-out score
+AdapterEvaluator = Callable[["EvolveContext", Adapter | None], GateScore]
 
 
 @dataclass
@@ -169,12 +173,14 @@ class EvolveContext:
     converter: Converter | None = None
     retrain_fn: Trainer | None = None
     evaluator: Evaluator | None = None
+    adapter_evaluator: AdapterEvaluator | None = None
     fault_hook: Callable[[str], None] | None = None  # test seam: called at named points inside the jobs
     stop_event: threading.Event = field(default_factory=threading.Event)
     model_lock: Any = field(default_factory=threading.RLock)  # the base model is shared with queued solves
     _loaded: Any = None
     _handle: Any = None
     _writer: Any = None
+    _heldout: Any = None
 
     # --- plumbing -------------------------------------------------------------------------------
     def stopping(self) -> bool:
@@ -270,6 +276,22 @@ class EvolveContext:
             handle = self.handle()
             conv = convert_skill(self.store, self.loaded(), handle, doc, skill_id)
         return FoldableAdapter(conv.lora, conv.adapter_id, handle.checkpoint_id)
+
+    def heldout_items(self) -> list[Any]:
+        """What the default gate evaluations score on: one task each of `gate_skills` held-out seed skills per
+        subtask (building them runs the references' checks: once per process)."""
+        if self._heldout is None:
+            from agent.synth.eval_items import make_eval_items
+
+            items, per = [], {}
+            for item in make_eval_items(split="heldout", n=1, seed=0):
+                names = per.setdefault(item.skill.subtask, [])
+                if item.skill.name not in names and len(names) < self.settings.gate_skills:
+                    names.append(item.skill.name)
+                if item.skill.name in names:
+                    items.append(item)
+            self._heldout = items
+        return self._heldout
 
     def library(self) -> list[tuple[int, str, str]]:
         with self.store.session() as s:

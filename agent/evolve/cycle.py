@@ -270,18 +270,11 @@ def default_evaluate(ctx: EvolveContext, checkpoint: HypernetCheckpoint | None) 
     """Adherence of the model with parametric skills on held-out seed skills (agent.learn.evaluate)."""
     try:
         from agent.learn.evaluate import aggregate, evaluate
-        from agent.synth.eval_items import make_eval_items
     except ImportError:
         raise TrainingUnavailable("evaluation not available: agent.learn.evaluate is not part of this installation") from None
     from agent.runtime.hypernet_loader import load
 
-    items, per = [], {}
-    for item in make_eval_items(split="heldout", n=1, seed=0):
-        names = per.setdefault(item.skill.subtask, [])
-        if item.skill.name not in names and len(names) < ctx.settings.gate_skills:
-            names.append(item.skill.name)
-        if item.skill.name in names:
-            items.append(item)
+    items = ctx.heldout_items()
     with ctx.model_lock:
         loaded = ctx.loaded()
         handle = load(loaded, ctx.store, checkpoint.path if checkpoint else None)

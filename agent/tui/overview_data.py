@@ -18,6 +18,7 @@ from memory.skills import SOURCES
 SUCCESS_WINDOW = 10  # trajectories per point of the moving success rate
 EMA_POINTS = 200  # the most recent EMA versions charted
 RUNS_SHOWN = 6
+ROLLBACKS_SHOWN = 5
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,18 @@ def ema_norm(s, norms: NormCache, adapter_id: int, sha256: str, meta: dict) -> f
     if known is None:  # only blobs not seen before are read
         known = norms.compute(sha256, s.scalar(select(Adapter.blob).where(Adapter.id == adapter_id)))
     return known.total
+
+
+@dataclass(frozen=True)
+class GateRollback:
+    """An EMA version the accumulate gate wrote to take a fold back out (meta.gate)."""
+    version: int
+    folded_in: int  # the version it undid
+    skill: str | None
+    metric: str
+    baseline: float  # the held-out score before the fold
+    candidate: float  # and with it
+    created: datetime
 
 
 @dataclass(frozen=True)
@@ -68,6 +81,7 @@ class Overview:
     verified: int = 0
     success: list[tuple[datetime, float]] = field(default_factory=list)  # (finished or started, % verified)
     ema: list[EmaPoint] = field(default_factory=list)
+    rollbacks: list[GateRollback] = field(default_factory=list)  # newest first
     runs: list[RunRow] = field(default_factory=list)
     hypernet: str | None = None
     last_eval: dict[str, float] = field(default_factory=dict)  # mode -> mean value of the latest eval run
@@ -153,6 +167,11 @@ def load_overview(reader: Reader, norms: NormCache, with_jobs: bool = True) -> O
                          .where(Adapter.kind == "ema").order_by(Adapter.version.desc()).limit(EMA_POINTS)).all()
         for aid, version, rank, sha, created, meta in reversed(emas):
             ov.ema.append(EmaPoint(version or 0, rank, ema_norm(s, norms, aid, sha, meta or {}), as_utc(created)))
+        for _, version, _, _, created, meta in emas:
+            g = (meta or {}).get("gate")
+            if g and len(ov.rollbacks) < ROLLBACKS_SHOWN:
+                ov.rollbacks.append(GateRollback(version or 0, int(g["version"]), g.get("skill"), str(g["metric"]),
+                                                 float(g["baseline"]), float(g["candidate"]), as_utc(created)))
 
         runs = s.scalars(select(EvolutionRun).order_by(EvolutionRun.started_at.desc(), EvolutionRun.id.desc())
                          .limit(RUNS_SHOWN)).all()
@@ -163,8 +182,9 @@ def load_overview(reader: Reader, norms: NormCache, with_jobs: bool = True) -> O
         ov.hypernet = s.scalar(select(HypernetCheckpoint.name).where(HypernetCheckpoint.status == "accepted")
                                .order_by(HypernetCheckpoint.created_at.desc(), HypernetCheckpoint.id.desc())
                                .limit(1))
-        last_run = s.scalar(select(EvalResult.run_id).order_by(EvalResult.created_at.desc(), EvalResult.id.desc())
-                            .limit(1))
+        # (the accumulate gate's scores are log-probabilities of one EMA version: not an eval to sum up here)
+        last_run = s.scalar(select(EvalResult.run_id).where(EvalResult.run_id.not_like("ema-gate-v%"))
+                            .order_by(EvalResult.created_at.desc(), EvalResult.id.desc()).limit(1))
         if last_run is not None:
             rows = s.execute(select(EvalResult.mode, func.avg(EvalResult.value))
                              .where(EvalResult.run_id == last_run).group_by(EvalResult.mode)).all()

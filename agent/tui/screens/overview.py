@@ -38,6 +38,7 @@ class OverviewScreen(DataScreen):
                     yield DataTable(id="runs", cursor_type="none", show_cursor=False)
                     yield DataTable(id="jobs-mini", cursor_type="none", show_cursor=False)
                     yield DataTable(id="heldout", cursor_type="none", show_cursor=False)
+                    yield DataTable(id="rollbacks", cursor_type="none", show_cursor=False)
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -47,6 +48,7 @@ class OverviewScreen(DataScreen):
         runs.add_columns("run", "status", "started")
         jobs = self.query_one("#jobs-mini", DataTable)
         jobs.add_columns("job", "next run")
+        self.query_one("#rollbacks", DataTable).add_columns("EMA rollback", "skill", "held-out before → with it")
 
     def load(self) -> Overview:
         return load_overview(self.tui.reader, self.tui.norms)
@@ -86,6 +88,16 @@ class OverviewScreen(DataScreen):
         if not ov.jobs.jobs:
             jobs.add_row(plain(ov.jobs.error or "no scheduled jobs"), "")
         self.show_heldout(ov)
+        self.show_rollbacks(ov)
+
+    def show_rollbacks(self, ov: Overview) -> None:
+        """Folds the accumulate gate took back out, newest first; hidden in a store without one."""
+        table = self.query_one("#rollbacks", DataTable)
+        table.display = bool(ov.rollbacks)
+        table.clear()
+        for r in ov.rollbacks:
+            table.add_row(tinted(self.app, f"v{r.version} undid v{r.folded_in}", "error"), plain(r.skill or "?"),
+                          plain(f"{r.metric} {r.baseline:.4g} → {r.candidate:.4g}"))
 
     def show_heldout(self, ov: Overview) -> None:
         """The held-out fix rate per round of the latest curriculum run; hidden in a store without one."""
