@@ -25,7 +25,7 @@ setup: $(STAMP)
 
 # The main job: the embedded model (llama.cpp, action grammar, policy adapter) tries to fix the bundled
 # example's failing test in the sandbox, with retrieved seed skills as LoRA (parametric mode), in up to
-# 4 generate-and-validate attempts (K from bench/results/solve_heldout.json). The outcome is printed as it is.
+# 4 generate-and-validate attempts (attempt 1 is greedy and fixes it; the rest sample). The outcome is printed as it is.
 demo: setup
 	$(AGENT) model info
 	$(AGENT) solve examples/buggy-stats "fix the failing test" --max-steps 8 --attempts 4
