@@ -87,14 +87,19 @@ def test_diff_and_rollback_keep_history(store, tmp_path, cli):
     assert r.code == 2 and "no EMA version 99" in r.err
 
 
-def test_crash_in_the_version_transaction_writes_nothing(store, tmp_path):
-    def boom(point):
-        if point == "accumulate:before-mark":
+def crash_accumulate_at(store, tmp_path, point: str, **deps) -> None:
+    """Run accumulate and kill it (KeyboardInterrupt, as kill -9 would stop it) at the fault point."""
+    def boom(at):
+        if at == point:
             raise KeyboardInterrupt
 
-    add_skills(store, ["alpha"])
     with pytest.raises(KeyboardInterrupt):
-        run_job(fake_context(store, tmp_path, fault_hook=boom), "accumulate")
+        run_job(fake_context(store, tmp_path, fault_hook=boom, **deps), "accumulate")
+
+
+def test_crash_in_the_version_transaction_writes_nothing(store, tmp_path):
+    add_skills(store, ["alpha"])
+    crash_accumulate_at(store, tmp_path, "accumulate:before-mark")
     with store.session() as s:
         assert evo_repo.ema_versions(s) == [] and s.query(Skill).one().ema_version is None
         assert s.query(Adapter).filter_by(kind="skill").count() == 1  # the conversion cache may stay
@@ -218,14 +223,9 @@ def test_a_first_fold_rolled_back_leaves_a_zero_adapter_to_fold_on(store, tmp_pa
 
 @pytest.mark.parametrize("point", ["accumulate:eval", "accumulate:before-verdict"])
 def test_a_crash_before_the_verdict_is_judged_by_the_next_run_first(store, tmp_path, point):
-    def boom(at):
-        if at == point:
-            raise KeyboardInterrupt
-
     add_skills(store, ["alpha", "beta-skill"])
     scorer = FakeAdapterEvaluator(bad=("alpha",))
-    with pytest.raises(KeyboardInterrupt):
-        run_job(fake_context(store, tmp_path, fault_hook=boom, adapter_evaluator=scorer), "accumulate")
+    crash_accumulate_at(store, tmp_path, point, adapter_evaluator=scorer)
     with store.session() as s:
         assert [v.version for v in evo_repo.ema_versions(s)] == [1]
         assert skill_repo.current(s, "alpha").ema_version == 1  # folded, not yet judged
@@ -240,13 +240,8 @@ def test_a_crash_before_the_verdict_is_judged_by_the_next_run_first(store, tmp_p
 
 
 def test_compaction_leaves_an_unjudged_fold_the_latest(store, tmp_path):
-    def boom(at):
-        if at == "accumulate:eval":
-            raise KeyboardInterrupt
-
     add_skills(store, ["alpha"])
-    with pytest.raises(KeyboardInterrupt):
-        run_job(fake_context(store, tmp_path, fault_hook=boom), "accumulate")
+    crash_accumulate_at(store, tmp_path, "accumulate:eval")
     low = EvolveSettings(writer="template", max_rank=1)  # the cap lowered: compaction would recompress v1
     assert run_job(fake_context(store, tmp_path, settings=low), "compact").details["recompressed"] == []
     report = run_job(fake_context(store, tmp_path, settings=low), "accumulate").details
