@@ -159,6 +159,31 @@ def curves(result: dict, arms: list[str], n_heldout: int, attempts: int) -> dict
     return out
 
 
+def retrain_effects(result: dict, n_heldout: int) -> list[dict]:
+    """What each retrain of the evolving arm bought (item 4): its verdict and time, and the held-out K = 1
+    fix rate beside the accumulate arm's in the same round (they differ only in retraining) and beside the
+    evolving arm's previous round. A comparison whose round is not fully measured is None."""
+    def rate(round_: int, arm: str) -> float | None:
+        rec = find(result, round_, SHARED if round_ == 0 else arm)
+        if rec is None or len(rec["heldout"]) != n_heldout:
+            return None
+        return held_out_summary(rec["heldout"], 1)["fix_rate_k1"]
+
+    def delta(a: float | None, b: float | None) -> float | None:
+        return None if a is None or b is None else round(a - b, 1)
+
+    out = []
+    for rec in sorted(result["rounds"], key=lambda r: r["round"]):
+        retrain = (rec.get("jobs") or {}).get("retrain") or {}
+        if rec["arm"] != "evolving" or retrain.get("outcome") in (None, "not scheduled"):
+            continue
+        r, now = rec["round"], rate(rec["round"], "evolving")
+        out.append({"round": r, "outcome": retrain["outcome"], "seconds": retrain.get("seconds"),
+                    "reason": retrain.get("reason", ""), "fix_rate_k1": now,
+                    "vs_accumulate": delta(now, rate(r, "accumulate")), "vs_previous_round": delta(now, rate(r - 1, "evolving"))})
+    return out
+
+
 def settings_mismatch(old: dict, new: dict) -> list[str]:
     return [f"{k}: {old.get(k)!r} then, {new.get(k)!r} now" for k in EXPERIMENT if old.get(k) != new.get(k)]
 
@@ -444,8 +469,10 @@ def main() -> None:
                             a.ctx.handle().checkpoint_id)
             print(json.dumps({"round": step.round, "arm": step.arm, "summary": rec["summary"]}), flush=True)
         result["curves"] = curves(result, arms, len(heldout), args.attempts)
+        result["retrains"] = retrain_effects(result, len(heldout))
         write_json(out, result)
     result["curves"] = curves(result, arms, len(heldout), args.attempts)
+    result["retrains"] = retrain_effects(result, len(heldout))
     result["machine_after"] = machine_info()
     result["finished"] = time.time()
     write_json(out, result)

@@ -18,6 +18,7 @@ from bench.bench_evolution import (
     plan,
     record,
     recorded_trajectories,
+    retrain_effects,
     retrain_outcome,
     round_summary,
     settings_mismatch,
@@ -91,6 +92,27 @@ def test_retrain_outcome():
     assert retrain_outcome({"status": "skipped", "details": {"skipped": "no new training data"}}) == {
         "outcome": "skipped", "reason": "no new training data"}
     assert retrain_outcome({"status": "failed", "details": {"error": "boom"}})["outcome"] == "failed"
+
+
+def test_retrain_effects_compare_with_the_arm_that_never_retrains():
+    result = {"rounds": []}
+    record(result, 0, SHARED)["heldout"] = [run("h0", False), run("h1", False)]
+    for arm, fixed in (("evolving", [True, False]), ("accumulate", [False, False])):
+        rec = record(result, 1, arm)
+        rec["jobs"] = {"retrain": {"outcome": "never" if arm == "accumulate" else "not scheduled"}}
+        rec["heldout"] = [run("h0", False), run("h1", False)]
+        rec = record(result, 2, arm)
+        rec["jobs"] = {"retrain": {"outcome": "never"} if arm == "accumulate" else
+                       {"outcome": "accepted", "seconds": 41.5, "reason": "-1.2 vs -1.3"}}
+        rec["heldout"] = [run(f"h{i}", f) for i, f in enumerate(fixed)]
+    rec = record(result, 3, "evolving")
+    rec["jobs"] = {"retrain": {"outcome": "rejected", "seconds": 40.0}}
+    rec["heldout"] = [run("h0", True)]  # measured in part (the run was cut)
+    assert retrain_effects(result, n_heldout=2) == [
+        {"round": 2, "outcome": "accepted", "seconds": 41.5, "reason": "-1.2 vs -1.3", "fix_rate_k1": 50.0,
+         "vs_accumulate": 50.0, "vs_previous_round": 50.0},
+        {"round": 3, "outcome": "rejected", "seconds": 40.0, "reason": "", "fix_rate_k1": None,
+         "vs_accumulate": None, "vs_previous_round": None}]
 
 
 def test_settings_mismatch_names_what_changed():
