@@ -180,7 +180,8 @@ def retrain_effects(result: dict, n_heldout: int) -> list[dict]:
         r, now = rec["round"], rate(rec["round"], "evolving")
         out.append({"round": r, "outcome": retrain["outcome"], "seconds": retrain.get("seconds"),
                     "reason": retrain.get("reason", ""), "fix_rate_k1": now,
-                    "vs_accumulate": delta(now, rate(r, "accumulate")), "vs_previous_round": delta(now, rate(r - 1, "evolving"))})
+                    "vs_accumulate": delta(now, rate(r, "accumulate")),
+                    "vs_previous_round": delta(now, rate(r - 1, "evolving"))})
     return out
 
 
