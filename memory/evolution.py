@@ -174,6 +174,13 @@ def training_watermark(session: Session, base_model: str) -> dict[str, int]:
     return marks
 
 
+def skill_trajectories_before(session: Session, trajectory_id: int) -> list[int]:
+    """Verified trajectories older than `trajectory_id` that extraction drew a skill from (retrain's replay pool)."""
+    rows = session.execute(select(Trajectory.id, Trajectory.extraction_info).where(
+        Trajectory.verified.is_(True), Trajectory.id < trajectory_id).order_by(Trajectory.id))
+    return [tid for tid, info in rows if (info or {}).get("skill")]
+
+
 def new_training_data(session: Session, since: dict[str, int]) -> dict[str, list[int]]:
     """Verified trajectories and active extracted skills newer than the watermark."""
     trajs = session.scalars(select(Trajectory.id).where(Trajectory.verified.is_(True),

@@ -113,6 +113,28 @@ def test_full_cycle(tmp_path, tmp_path_factory, cli):
     assert steps["compact"]["status"] == "ok" and steps["accumulate"]["details"]["folded"] == []
 
 
+def test_a_retrain_replays_earlier_trajectories_that_taught_a_skill(store, tmp_path):
+    from dataclasses import replace
+
+    from agent.evolve.cycle import replay_ids, training_samples
+    from tests.test_evolve_fakes import fake_context
+
+    ids = [add_trajectory(store) for _ in range(5)]
+    unverified = add_trajectory(store, verified=False)
+    ctx = fake_context(store, tmp_path, settings=EvolveSettings(writer="template", retrain_replay=3))
+    assert run_job(ctx, "extract").status == "ok"
+    new = [add_trajectory(store)]  # the new data: only what came after the last retrain
+    picked = replay_ids(ctx, new)
+    assert len(picked) == 3 and set(picked) <= set(ids) and unverified not in picked
+    assert replay_ids(ctx, new) == picked  # the same draw when a crashed retrain is redone
+    assert replay_ids(ctx, ids[:1]) == []  # nothing is older than the first
+    ctx.settings = replace(ctx.settings, retrain_replay=10)
+    assert replay_ids(ctx, new) == ids  # all of them, when fewer than asked
+    assert [x["trajectory"] for x in training_samples(ctx, picked)] == picked
+    ctx.settings = replace(ctx.settings, retrain_replay=0)
+    assert replay_ids(ctx, new) == []
+
+
 @pytest.mark.skipif(not os.environ.get("EVOLVE_REAL_RETRAIN"),
                     reason="about a minute on 2 cores: set EVOLVE_REAL_RETRAIN=1")
 def test_default_trainer_and_evaluator_on_a_tiny_model(tmp_path, tmp_path_factory):
@@ -134,4 +156,5 @@ def test_default_trainer_and_evaluator_on_a_tiny_model(tmp_path, tmp_path_factor
     with store.session() as s:
         row = s.get(HypernetCheckpoint, gated["candidate"])
         assert row.status == gated["status"] and row.config["trained_on"]["trajectories"] == 1
+        assert row.config["replayed"] == 0  # the first retrain has nothing earlier to replay
         assert s.query(EvalResult).filter_by(run_id=f"gate-{row.id}").count() == 2

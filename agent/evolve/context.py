@@ -53,6 +53,7 @@ class EvolveSettings:
     retrain_min_new: int = 1  # new verified trajectories + new skills needed before a retrain
     retrain_max_tokens: int = 2048  # a trajectory sample is longer than a single-turn one
     retrain_steps: int = 0  # optimiser steps of one retrain; 0: one epoch over its samples
+    retrain_replay: int = 16  # earlier verified trajectories replayed beside the new ones (against forgetting)
     gate_tolerance: float = 0.0
     gate_skills: int = 2  # held-out skills per subtask in the default gate evaluations (retrain and EMA)
     ema_gate: bool = True  # score each EMA fold on held-out items; roll back a fold that lowers the score
@@ -72,9 +73,9 @@ class EvolveSettings:
         if not (0.0 < self.edit_threshold <= self.agree_threshold <= 1.0):
             raise SettingsError("need 0 < edit_threshold <= agree_threshold <= 1")
         if self.batch < 1 or self.keep_last < 0 or self.retrain_min_new < 0 or self.gate_skills < 1 or \
-                self.retrain_max_tokens < 64 or self.retrain_steps < 0:
-            raise SettingsError("batch and gate_skills must be >= 1; keep_last, retrain_min_new and retrain_steps "
-                                ">= 0; retrain_max_tokens >= 64")
+                self.retrain_max_tokens < 64 or self.retrain_steps < 0 or self.retrain_replay < 0:
+            raise SettingsError("batch and gate_skills must be >= 1; keep_last, retrain_min_new, retrain_steps and "
+                                "retrain_replay >= 0; retrain_max_tokens >= 64")
         unknown = set(self.sources) - set(skill_repo.SOURCES)
         if unknown or not self.sources:
             raise SettingsError(f"sources must be some of {', '.join(skill_repo.SOURCES)}")

@@ -231,6 +231,19 @@ def training_samples(ctx: EvolveContext, trajectory_ids: list[int]) -> list[dict
     return samples
 
 
+def replay_ids(ctx: EvolveContext, new_ids: list[int]) -> list[int]:
+    """Up to `retrain_replay` earlier verified trajectories that taught a skill, drawn with a seed fixed by the new
+    data (a retrain redone after a crash replays the same ones)."""
+    import random
+
+    n = ctx.settings.retrain_replay
+    if n == 0 or not new_ids:
+        return []
+    with ctx.store.session() as s:
+        earlier = evo_repo.skill_trajectories_before(s, min(new_ids))
+    return sorted(random.Random(max(new_ids)).sample(earlier, min(n, len(earlier))))
+
+
 def default_retrain(ctx: EvolveContext, request: RetrainRequest) -> TrainedCandidate:
     """Stage-3 fine-tuning with the project's trainer (agent.learn.hypernet_runs), from the current hypernetwork."""
     import json
@@ -244,6 +257,8 @@ def default_retrain(ctx: EvolveContext, request: RetrainRequest) -> TrainedCandi
     samples = training_samples(ctx, request.trajectory_ids)
     if not samples:
         raise TrainingUnavailable("nothing to train on: no new verified trajectory has an extracted skill yet")
+    replayed = [x | {"replay": True} for x in training_samples(ctx, replay_ids(ctx, request.trajectory_ids))]
+    samples += replayed
     stamp = time.strftime("%Y%m%d-%H%M%S")
     data = request.out_dir / f"evolve-data-{stamp}"
     data.mkdir(parents=True, exist_ok=True)
@@ -262,8 +277,8 @@ def default_retrain(ctx: EvolveContext, request: RetrainRequest) -> TrainedCandi
     last = outcomes[-1] if outcomes else None
     if last is None or not last.path:
         raise RuntimeError(f"training produced no checkpoint ({getattr(last, 'skipped', None) or 'unfinished'})")
-    return TrainedCandidate(last.path, Path(last.path).stem, stage="3",
-                            config={"samples": len(samples), "data": str(data)}, metrics=dict(last.metrics))
+    return TrainedCandidate(last.path, Path(last.path).stem, stage="3", metrics=dict(last.metrics),
+                            config={"samples": len(samples), "replayed": len(replayed), "data": str(data)})
 
 
 def default_evaluate(ctx: EvolveContext, checkpoint: HypernetCheckpoint | None) -> GateScore:
