@@ -226,30 +226,15 @@ def default_adapter_evaluate(ctx: EvolveContext, row: Adapter | None) -> GateSco
     neither the item's skill nor any other adapter) under the model with this EMA version: teacher-forced,
     one forward pass per item, no generation."""
     try:
-        from agent.learn.hypernet_runs import IGNORE, tokenize_chat
+        from agent.learn.evaluate import reference_logprobs
     except ImportError:
         raise TrainingUnavailable("evaluation not available: agent.learn is not part of this installation") from None
-    from contextlib import nullcontext
-
-    from hypernet.inject import apply_lora
 
     lora = load_version(row) if row is not None else None
-    total, tokens = 0.0, 0
     with ctx.model_lock:
-        loaded = ctx.loaded()
         items = ctx.heldout_items()
-        model, device = loaded.model, next(loaded.model.parameters()).device
-        applied = apply_lora(model, lora, base_model=loaded.name) if lora is not None else nullcontext()
-        with applied, torch.no_grad():
-            for item in items:
-                ids, labels = tokenize_chat(loaded.tokenizer, [{"role": "user", "content": item.task.prompt},
-                                                               {"role": "assistant", "content": item.reference}],
-                                            max_tokens=1024)
-                logits = model(input_ids=torch.tensor([ids], device=device)).logits[0, :-1].float()
-                target = torch.tensor(labels[1:], device=device)
-                keep = target != IGNORE
-                logp = torch.log_softmax(logits[keep], dim=-1).gather(1, target[keep, None])
-                total, tokens = total + float(logp.sum()), tokens + int(keep.sum())
+        scores = reference_logprobs(ctx.loaded(), items, lora)
+    total, tokens = sum(s for s, _ in scores), sum(n for _, n in scores)
     return GateScore("ref_logprob", total / max(tokens, 1), len(items), {"tokens": tokens})
 
 

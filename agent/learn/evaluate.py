@@ -42,7 +42,7 @@ from agent.runtime.hypernet_loader import HypernetHandle
 from agent.runtime.served_adapter import ServedAdapter, serve_adapter
 from agent.runtime.skill_adapters import convert_skill
 from hypernet.config import HypernetError
-from hypernet.inject import LoraSlots, apply_lora_rows
+from hypernet.inject import LoraSlots, apply_lora, apply_lora_rows
 from hypernet.lora import LoraWeights
 from hypernet.peft_io import CONFIG_NAME, import_peft
 from memory.db import Store
@@ -610,6 +610,30 @@ def write_results(report: EvalReport, out_dir: Path) -> tuple[Path, Path | None]
     fig.savefig(png_path, dpi=110)
     plt.close(fig)
     return json_path, png_path
+
+
+def reference_logprobs(loaded: LoadedModel, items, lora: LoraWeights | None) -> list[tuple[float, int]]:
+    """(sum of log-probabilities, token count) of each item's reference answer, teacher-forced under the model
+    with `lora` applied (None: the base model) and no skill in context: one forward pass per item, no
+    generation. The cheap behavioural score of an adapter (the accumulate gate, the forgetting benchmark)."""
+    from contextlib import nullcontext
+
+    from agent.learn.hypernet_runs import IGNORE, tokenize_chat
+
+    model, device = loaded.model, next(loaded.model.parameters()).device
+    out = []
+    applied = apply_lora(model, lora, base_model=loaded.name) if lora is not None else nullcontext()
+    with applied, torch.no_grad():
+        for item in items:
+            ids, labels = tokenize_chat(loaded.tokenizer, [{"role": "user", "content": item.task.prompt},
+                                                           {"role": "assistant", "content": item.reference}],
+                                        max_tokens=1024)
+            logits = model(input_ids=torch.tensor([ids], device=device)).logits[0, :-1].float()
+            target = torch.tensor(labels[1:], device=device)
+            keep = target != IGNORE
+            logp = torch.log_softmax(logits[keep], dim=-1).gather(1, target[keep, None])
+            out.append((float(logp.sum()), int(keep.sum())))
+    return out
 
 
 def new_run_id() -> str:
