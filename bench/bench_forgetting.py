@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agent.learn.forgetting import (balance, choose_beta, default_strategies, measure, report,  # noqa: E402
                               synthetic_skills, synthetic_targets)
-from bench.machine import machine_info  # noqa: E402
+from bench.machine import machine_info, title_and_save  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BETAS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
@@ -117,10 +117,8 @@ def plot(curves, args, path: Path, chosen: float) -> None:
     axes[1].set(title="earlier skills kept (stability)", xlabel="skills added", ylabel="mean cosine, earlier skills")
     axes[2].set(title=f"after all {args.skills}: each skill by age", xlabel="skill (1 = oldest)", ylabel="cosine")
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"Persistent adapter, adapter-space proxy (not adherence): {args.skills} skills, rank {args.rank}, "
-                 f"cap {args.max_rank}; EMA β={chosen} chosen (thick)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    title_and_save(fig, path, f"Persistent adapter, adapter-space proxy (not adherence): {args.skills} skills, "
+                   f"rank {args.rank}, cap {args.max_rank}; EMA β={chosen} chosen (thick)")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.machine import machine_info  # noqa: E402
+from bench.machine import machine_info, title_and_save  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CHECKPOINTS = (10, 25, 50)
@@ -251,10 +251,8 @@ def plot(data: dict, path: Path) -> None:
                 ylabel="forgetting (points)")
     axes[1].set(title="newest skill's gain", xlabel="EMA additions", ylabel="Δ mean log-prob / token")
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"Behavioural forgetting: {data['config']['track']} tracked held-out skills, "
-                 f"{data['config']['additions']} additions; β={data['chosen_beta']} chosen (thick)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    title_and_save(fig, path, f"Behavioural forgetting: {data['config']['track']} tracked held-out skills, "
+                   f"{data['config']['additions']} additions; β={data['chosen_beta']} chosen (thick)")
 
 
 if __name__ == "__main__":

@@ -30,3 +30,10 @@ def label_and_save(fig, ax, path, ylabel: str, title: str, legend_size: int | No
     ax.legend(fontsize=legend_size) if legend_size else ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
+
+
+def title_and_save(fig, path, title: str, dpi: int = 110) -> None:
+    """The last lines of a multi-panel benchmark plot: the figure's title, layout, file."""
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
