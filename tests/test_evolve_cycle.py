@@ -135,6 +135,32 @@ def test_a_retrain_replays_earlier_trajectories_that_taught_a_skill(store, tmp_p
     assert replay_ids(ctx, new) == []
 
 
+def test_the_default_retrain_gate_compares_check_scores_so_ties_at_zero_adherence_do_not_pass(store, tmp_path,
+                                                                                                monkeypatch):
+    """Strict adherence (every check passes) is 0 for both on the embedded model, and a tie accepts; the
+    default evaluator gates on the check score (partial credit), which a worse candidate loses. The numbers
+    are the first curriculum run's, whose retrain was accepted on adherence 0 vs 0."""
+    from types import SimpleNamespace
+
+    import agent.learn.evaluate as ev
+    import agent.runtime.hypernet_loader as hl
+    from tests.test_evolve_fakes import fake_context
+
+    monkeypatch.setattr(hl, "load", lambda loaded, store, path: SimpleNamespace(source=path))
+    monkeypatch.setattr(ev, "evaluate", lambda items, loaded, handle, **kw: handle.source)
+    monkeypatch.setattr(ev, "aggregate", lambda source: {"parametric": {"overall": {
+        "adherence": 0.0, "n": 12, "check_score": 41.67 if source is None else 27.22}}})
+    add_trajectory(store)
+    ctx = fake_context(store, tmp_path, evaluator=None)  # the default evaluator, over the patched evaluation
+    ctx._loaded, ctx._heldout = SimpleNamespace(name="m"), []
+    assert run_job(ctx, "extract").status == "ok"
+    (gated,) = run_job(ctx, "retrain").details["gated"]
+    assert gated["status"] == "rejected" and "check_score 27.22 vs 41.67" in gated["reason"]
+    with store.session() as s:
+        rows = s.query(EvalResult).filter_by(run_id=f"gate-{gated['candidate']}").all()
+        assert {r.metric for r in rows} == {"check_score"} and all(r.details["adherence"] == 0.0 for r in rows)
+
+
 @pytest.mark.skipif(not os.environ.get("EVOLVE_REAL_RETRAIN"),
                     reason="about a minute on 2 cores: set EVOLVE_REAL_RETRAIN=1")
 def test_default_trainer_and_evaluator_on_a_tiny_model(tmp_path, tmp_path_factory):

@@ -282,7 +282,10 @@ def default_retrain(ctx: EvolveContext, request: RetrainRequest) -> TrainedCandi
 
 
 def default_evaluate(ctx: EvolveContext, checkpoint: HypernetCheckpoint | None) -> GateScore:
-    """Adherence of the model with parametric skills on held-out seed skills (agent.learn.evaluate)."""
+    """Check score (the % of each held-out seed skill's checks the answer passes, agent.learn.evaluate) of the
+    model with parametric skills. Not strict adherence (all checks pass): the embedded model rarely passes all,
+    so adherence ties at 0 and a tie accepts; in the first curriculum run a retrain that lowered the check
+    score from 41.7 to 27.2 was accepted on 0 vs 0 and the next round's held-out fixes fell from 2 to 0."""
     try:
         from agent.learn.evaluate import aggregate, evaluate
     except ImportError:
@@ -295,5 +298,5 @@ def default_evaluate(ctx: EvolveContext, checkpoint: HypernetCheckpoint | None) 
         handle = load(loaded, ctx.store, checkpoint.path if checkpoint else None)
         results = evaluate(items, loaded, handle, modes=("parametric",), store=None, bertscore=False)
     overall = aggregate(results)["parametric"]["overall"]
-    return GateScore("adherence", float(overall["adherence"]), int(overall["n"]),
-                     {"hypernet": handle.source, "check_score": overall["check_score"]})
+    return GateScore("check_score", float(overall["check_score"]), int(overall["n"]),
+                     {"hypernet": handle.source, "adherence": overall["adherence"]})
