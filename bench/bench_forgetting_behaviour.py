@@ -19,8 +19,14 @@ The adapter-space proxy of bench_forgetting.py (cosine between a skill's ΔW and
 computed at the same points; the JSON reports how well its retention (cosine_t / cosine_right-after)
 predicts the behavioural retention (Pearson and Spearman over every skill, checkpoint and β).
 
-β is chosen from behaviour: the mean over checkpoints of min(newest skill's gain, mean gain of the tracked
-skills), the same plasticity/stability balance the proxy bench uses, in log-probability instead of cosine.
+Retention at a checkpoint is gain-weighted (sum of the tracked skills' gains now / sum right after), with a
+95 % bootstrap interval over the tracked skills, and also given against each skill's own adapter alone. Each
+scored skill is also scored under another held-out skill's adapter: the gap to its own adapter is the
+skill-specific part of the gain (the rest is the answer format any skill adapter teaches).
+
+β is chosen from behaviour: the largest min(mean gain of the tracked skills right after each was added, their
+mean gain after the last addition): the plasticity/stability balance the proxy bench uses, in log-probability
+on the same skills.
 
     python bench/bench_forgetting_behaviour.py [--additions 50] [--track 6] [--items 2] [--betas 0.5,0.8,0.9,0.95]
 """
@@ -87,8 +93,32 @@ def correlation(xs: list[float], ys: list[float]) -> float | None:
     return round(float(torch.corrcoef(torch.tensor([xs, ys], dtype=torch.float64))[0, 1]), 3)
 
 
+def retention(skills: dict[str, dict], seed: int = 0, draws: int = 2000) -> dict:
+    """Gain-weighted retention of the tracked skills at one checkpoint: 100 * sum(gain now) / sum(gain right
+    after), over the skills whose adapter helped right after (a ratio per skill explodes where that gain is
+    near 0), with a 95 % bootstrap interval over skills; and the same against each skill's own adapter alone."""
+    import random
+
+    helped = [v for v in skills.values() if v["right_after"] > 1e-4]
+    if not helped:
+        return {"retained_pct": None, "ci95": None, "of_own_pct": None, "forgetting_points": None, "skills": 0}
+
+    def pct(vs, key):
+        den = sum(v[key] for v in vs)
+        return 100 * sum(v["gain"] for v in vs) / den if den > 0 else float("nan")
+
+    rng = random.Random(seed)
+    boots = sorted(pct([rng.choice(helped) for _ in helped], "right_after") for _ in range(draws))
+    boots = [b for b in boots if b == b]  # a draw of skills whose gains sum to <= 0 has no ratio
+    lo, hi = boots[int(0.025 * len(boots))], boots[int(0.975 * len(boots)) - 1]
+    kept = pct(helped, "right_after")
+    return {"retained_pct": round(kept, 1), "ci95": [round(lo, 1), round(hi, 1)],
+            "of_own_pct": round(pct(helped, "own"), 1), "forgetting_points": round(100 - kept, 1),
+            "skills": len(helped)}
+
+
 def run_beta(beta: float, adapters: list, order: list, tracked: list[str], items, loaded, base: dict,
-             max_rank: int, bar) -> dict:
+             own: dict[str, float], max_rank: int, bar) -> dict:
     from hypernet.ema import ema_update
     from hypernet.norms import cosine
 
@@ -105,22 +135,18 @@ def run_beta(beta: float, adapters: list, order: list, tracked: list[str], items
             for n in names:
                 ra, gain = right_after[n], scores[n] - base[n]
                 cos = cosine(adapters[ra["t"] - 1], persistent)
-                # a skill whose adapter did not help right after it was added has no gain to retain
                 helped = ra["gain"] > 1e-4
-                skills[n] = {"gain": round(gain, 4), "score_drop": round(ra["gain"] - gain, 4),
+                skills[n] = {"gain": round(gain, 4), "right_after": round(ra["gain"], 4), "own": own[n],
                              "retained_pct": round(100 * gain / ra["gain"], 1) if helped else None,
                              "proxy_retained_pct": (round(100 * cos / ra["cosine"], 1) if helped and ra["cosine"]
                                                     else None)}
-            retained = [v["retained_pct"] for v in skills.values() if v["retained_pct"] is not None]
             checkpoints.append({"t": t, "newest": doc.name, "newest_gain": round(scores[doc.name] - base[doc.name], 4),
                                 "tracked_mean_gain": round(statistics.fmean(v["gain"] for v in skills.values()), 4),
-                                "mean_score_drop": round(statistics.fmean(v["score_drop"] for v in skills.values()), 4),
-                                "mean_retained_pct": round(statistics.fmean(retained), 1) if retained else None,
-                                "forgetting_points": round(100 - statistics.fmean(retained), 1) if retained else None,
-                                "skills": skills})
+                                **retention(skills), "skills": skills})
         bar.update(1)
-    balance = statistics.fmean(min(c["newest_gain"], c["tracked_mean_gain"]) for c in checkpoints)
-    return {"beta": beta, "balance": round(balance, 4),
+    plasticity = statistics.fmean(v["gain"] for v in right_after.values())
+    stability = checkpoints[-1]["tracked_mean_gain"]
+    return {"beta": beta, "right_after_mean_gain": round(plasticity, 4), "balance": round(min(plasticity, stability), 4),
             "right_after": {n: {"t": v["t"], "gain": round(v["gain"], 4), "cosine": round(v["cosine"], 4)}
                             for n, v in right_after.items()},
             "checkpoints": checkpoints}
@@ -185,7 +211,7 @@ def main() -> None:
     other = {n: round(score(loaded, items, [n], adapters[at[names[(i + 1) % len(names)]]])[n] - base[n], 4)
              for i, n in enumerate(names)}
     phases["base_own_other"] = round(time.perf_counter() - start - sum(phases.values()), 1)
-    runs = {f"ema-{b}": run_beta(b, adapters, docs, tracked, items, loaded, base, args.max_rank, bar) for b in betas}
+    runs = {f"ema-{b}": run_beta(b, adapters, docs, tracked, items, loaded, base, own, args.max_rank, bar) for b in betas}
     bar.close()
     phases["ema_runs"] = round(time.perf_counter() - start - sum(phases.values()), 1)
 
@@ -200,7 +226,7 @@ def main() -> None:
     data = {
         "bench": "forgetting_behaviour",
         "score": "mean reference log-probability per token (teacher-forced, no skill in context); gain = minus the "
-                 "base model's; retention = gain at t / gain right after the skill was added",
+                 "base model's; retention = sum of the tracked skills' gains at t / sum right after each was added",
         "machine": info,
         "config": {"additions": args.additions, "track": args.track, "items": args.items, "betas": betas,
                    "max_rank": args.max_rank, "checkpoints": [t for t in CHECKPOINTS if t <= args.additions],
@@ -212,11 +238,13 @@ def main() -> None:
         "other_adapter_gain": other,
         "specificity": {"mean_own": round(statistics.fmean(own.values()), 4),
                         "mean_other": round(statistics.fmean(other.values()), 4)},
-        "criterion": "balance = mean over checkpoints of min(newest skill's gain, mean gain of the tracked skills)",
+        "criterion": "balance = min(mean gain of the tracked skills right after each was added, their mean gain "
+                     "after the last addition): plasticity and stability on the same skills",
         "chosen_beta": chosen["beta"],
-        "headline": {k: {"balance": r["balance"],
-                         **{f"forgetting_points_t{c['t']}": c["forgetting_points"] for c in r["checkpoints"]},
-                         **{f"newest_gain_t{c['t']}": c["newest_gain"] for c in r["checkpoints"]}}
+        "headline": {k: {"balance": r["balance"], "right_after_mean_gain": r["right_after_mean_gain"],
+                         **{f"t{c['t']}": {key: c[key] for key in ("forgetting_points", "ci95", "of_own_pct",
+                                                                   "tracked_mean_gain", "newest_gain")}
+                            for c in r["checkpoints"]}}
                      for k, r in runs.items()},
         "proxy_vs_behaviour": {"points": len(proxy), "pearson": correlation(proxy, behaviour),
                                "spearman": correlation(ranks(proxy), ranks(behaviour))},
@@ -243,8 +271,13 @@ def plot(data: dict, path: Path) -> None:
     for name, r in data["runs"].items():
         width = 2.6 if r["beta"] == data["chosen_beta"] else 1.2
         t = [c["t"] for c in r["checkpoints"]]
-        axes[0].plot(t, [c["forgetting_points"] if c["forgetting_points"] is not None else float("nan")
-                         for c in r["checkpoints"]], "o-", lw=width, label=name)
+        points = [c["forgetting_points"] if c["forgetting_points"] is not None else float("nan")
+                  for c in r["checkpoints"]]
+        # forgetting = 100 - retained, so its interval is [100 - retained's high, 100 - retained's low]
+        bands = [(100 - c["ci95"][1], 100 - c["ci95"][0]) if c["ci95"] else (p, p)
+                 for p, c in zip(points, r["checkpoints"])]
+        errors = [[p - lo for p, (lo, _) in zip(points, bands)], [hi - p for p, (_, hi) in zip(points, bands)]]
+        axes[0].errorbar(t, points, yerr=errors, fmt="o-", lw=width, capsize=3, label=name)
         axes[1].plot(t, [c["newest_gain"] for c in r["checkpoints"]], "o-", lw=width, label=name)
     axes[0].axhline(5, color="grey", ls=":", lw=1)
     axes[0].set(title="tracked skills: points of right-after gain lost", xlabel="EMA additions",

@@ -65,3 +65,18 @@ def test_correlation_of_ranks_is_spearman():
     assert correlation(xs, ys) < 1.0
     assert correlation(xs, [-y for y in ys]) < -0.9
     assert correlation([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]) is None  # constant: undefined, not 0
+
+
+def test_retention_is_gain_weighted_over_skills_that_helped_with_a_bootstrap_interval():
+    from bench.bench_forgetting_behaviour import retention
+
+    skills = {"a": {"gain": 0.5, "right_after": 1.0, "own": 2.0},
+              "b": {"gain": 0.02, "right_after": 0.01, "own": 0.5},  # a ratio of 200 % that must not dominate
+              "c": {"gain": 0.3, "right_after": -0.2, "own": 0.4}}  # did not help right after: left out
+    r = retention(skills)
+    assert r["skills"] == 2 and r["retained_pct"] == pytest.approx(100 * 0.52 / 1.01, abs=0.1)
+    assert r["forgetting_points"] == pytest.approx(100 - r["retained_pct"], abs=0.11)
+    assert r["of_own_pct"] == pytest.approx(100 * 0.52 / 2.5, abs=0.1)
+    lo, hi = r["ci95"]
+    assert lo <= r["retained_pct"] <= hi and lo >= 50 - 0.1 and hi <= 200 + 0.1  # within the per-skill extremes
+    assert retention({"c": skills["c"]})["retained_pct"] is None
