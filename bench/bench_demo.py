@@ -1,8 +1,8 @@
 """`make demo` after set-up, timed: the whole target as a user runs it, --repeats times, each on a fresh store.
 
-Runs `make demo` in the repository root (set-up must already be done: its stamp makes `setup` a no-op; the
-run refuses otherwise, since the first install is timed separately), with AGENT_DB_URL pointing at a new
-SQLite file per repeat so no run sees an earlier one's skills or trajectories (the model cache in
+Runs `make demo` in the repository root (set-up must already be done and newer than pyproject.toml: its
+stamp makes `setup` a no-op; the run refuses otherwise, since the first install is timed separately), with
+AGENT_DB_URL pointing at a new SQLite file per repeat so no run sees an earlier one's skills or trajectories (the model cache in
 $AGENT_HOME is shared, as for a user's second run). Records each run's wall seconds, whether it printed
 `verified: True`, and the machine load before and after.
 
@@ -35,8 +35,12 @@ def main() -> None:
     args = ap.parse_args()
     if args.repeats < 1:
         raise SystemExit("--repeats must be at least 1")
-    if not (ROOT / ".venv" / ".installed").is_file():
-        raise SystemExit("set-up is not done (no .venv/.installed): run `make demo` once first")
+    stamp = ROOT / ".venv" / ".installed"
+    if not stamp.is_file():
+        raise SystemExit("set-up is not done (no .venv/.installed): run `make setup` once first")
+    if stamp.stat().st_mtime < (ROOT / "pyproject.toml").stat().st_mtime:
+        # make would re-install inside the first timed run
+        raise SystemExit("set-up is older than pyproject.toml: run `make setup` first")
     before = machine_info()
     runs = []
     with tempfile.TemporaryDirectory(prefix="bench-demo-") as tmp:
