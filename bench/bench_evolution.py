@@ -8,11 +8,14 @@ Three arms solve the same stream of training tasks, round after round, each with
                  adapter, and retrains the hypernetwork every --retrain-every rounds (kept only if the gate's
                  held-out skill-following evaluation does not drop: agent/evolve/cycle.py)
     accumulate   extract + accumulate, never retrains
-    frozen       solves the same stream, learns nothing (the control)
+    frozen       learns nothing (the control): its agent never changes, so its held-out result in every
+                 round is round 0's, recorded again rather than re-measured (the first curriculum run did
+                 re-measure it each round, 3 x 13 solves: all matched round 0 task by task)
 
 A round, per arm: solve --batch training tasks (parametric mode, K = 1, greedy, the arm's current skills,
 EMA adapter and hypernetwork), run the arm's jobs, then measure the fixed held-out set the same way (K = 1;
-with --attempts K > 1 also generate-and-validate up to K), fix rates with Wilson 95 % intervals. Round 0
+with --attempts K > 1 also generate-and-validate up to K), fix rates with Wilson 95 % intervals, and the
+skill-following score of the hypernetwork each arm converts with (from the retrain gates). Round 0
 is the held-out measurement before any learning: the arms' stores start identical, so it is made once and
 recorded for all. The arms take turns within a round, so a cut run still compares them at the same round.
 
@@ -65,7 +68,7 @@ EXPERIMENT = ("rounds", "batch", "heldout", "seed", "source", "train_source", "a
 class Step:
     round: int
     arm: str  # SHARED in round 0
-    phase: str  # train | jobs | heldout
+    phase: str  # train | jobs | heldout | reuse (the frozen arm: round 0's held-out runs)
     index: int = 0  # the task's place in its phase
 
 
@@ -73,6 +76,11 @@ def plan(arms: list[str], rounds: int, batch: int, n_heldout: int) -> list[Step]
     steps = [Step(0, SHARED, "heldout", i) for i in range(n_heldout)]
     for r in range(1, rounds + 1):
         for arm in arms:
+            if arm == "frozen":
+                # It learns nothing, so nothing it solves changes what it does: its held-out result in every round
+                # is round 0's. (The first curriculum run measured it again each round: all 3 matched task by task.)
+                steps.append(Step(r, arm, "reuse"))
+                continue
             steps += [Step(r, arm, "train", i) for i in range(batch)]
             steps.append(Step(r, arm, "jobs"))
             steps += [Step(r, arm, "heldout", i) for i in range(n_heldout)]
@@ -98,6 +106,8 @@ def is_done(result: dict, step: Step) -> bool:
         return False
     if step.phase == "jobs":
         return rec["jobs"] is not None
+    if step.phase == "reuse":
+        return bool(rec["heldout"])  # written all at once
     return len(rec[step.phase]) > step.index  # tasks are recorded in plan order
 
 
@@ -146,6 +156,29 @@ def round_summary(rec: dict, attempts: int) -> dict:
             "ema_version": jobs.get("ema_version"), "retrain": retrain.get("outcome"),
             "retrain_seconds": retrain.get("seconds"), "heldout": held_out_summary(rec["heldout"], attempts),
             "wall_seconds": round(sum(rec["seconds"].values()), 1), "load_avg_1m": rec.get("load_avg_1m")}
+
+
+def skill_following(result: dict, arms: list[str]) -> dict[str, list[dict]]:
+    """Per arm and round, the retrain gate's skill-following score (check score on held-out skills) of the
+    hypernetwork the arm converts with after that round's jobs. Only a gate measures it, so an arm's score is
+    the first gate's baseline (the shipped hypernetwork) until one of its own retrains is gated; empty while no
+    gate has run. An arm that never retrains keeps the shipped hypernetwork, so its line is flat by construction."""
+    gates = [(rec["round"], rec["arm"], g) for rec in sorted(result["rounds"], key=lambda r: r["round"])
+             for g in ((rec["jobs"] or {}).get("retrain") or {}).get("gate", [])]
+    if not gates:
+        return {}
+    shipped = gates[0][2]["baseline"]
+    rounds = sorted({rec["round"] for rec in result["rounds"] if rec["round"] > 0})
+    out: dict[str, list[dict]] = {}
+    for arm in arms:
+        current, points = shipped, [{"round": 0, "check_score": shipped}]
+        for r in rounds:
+            for _, _, g in [x for x in gates if x[0] == r and x[1] == arm]:
+                current = g["candidate_score"] if g["accepted"] else g["baseline"]
+            if find(result, r, arm) is not None:
+                points.append({"round": r, "check_score": current})
+        out[arm] = points
+    return out
 
 
 def curves(result: dict, arms: list[str], n_heldout: int, attempts: int) -> dict[str, list[dict]]:
@@ -293,7 +326,7 @@ def run_jobs(arm: Arm, round_: int, retrain_every: int, train_ids: list[int], ba
     from agent.evolve.cycle import run_job
     from memory import adapters as adapter_repo
     from memory import evolution as evo_repo
-    from memory.models import Trajectory
+    from memory.models import HypernetCheckpoint, Trajectory
 
     if arm.name == "frozen":
         return {"learned": "nothing (control)", "retrain": {"outcome": "never"}}
@@ -312,6 +345,12 @@ def run_jobs(arm: Arm, round_: int, retrain_every: int, train_ids: list[int], ba
         rep = run_job(arm.ctx, "retrain")
         jobs["retrain"] = retrain_outcome(rep.to_dict()) | {"seconds": round(time.perf_counter() - start, 1),
                                                             "run_id": rep.run_id}
+        with arm.store.session() as s:  # the gate's skill-following scores, kept on each candidate's row
+            gates = [(c, (s.get(HypernetCheckpoint, c).metrics or {}).get("gate"))
+                     for c in jobs["retrain"].get("candidates") or []]
+        jobs["retrain"]["gate"] = [{"candidate": c, "metric": g["metric"], "baseline": g["baseline"],
+                                    "candidate_score": g["candidate"], "accepted": g["verdict"] == "accepted"}
+                                   for c, g in gates if g and g.get("baseline") is not None]
     else:
         jobs["retrain"] = {"outcome": "never" if arm.name == "accumulate" else "not scheduled"}
     with arm.store.session() as s:
@@ -440,6 +479,10 @@ def main() -> None:
             fields, report = solve(arm.store, arm, repo, 1)
             run = {"task": task.id, "trajectory": report.trajectory_id, **fields}
             rec["train"].append(run)
+        elif step.phase == "reuse":
+            rec["heldout"] = [dict(r, reused_from_round=0) for r in find(result, 0, SHARED)["heldout"]]
+            rec["jobs"] = run = {"learned": "nothing (control)", "retrain": {"outcome": "never"},
+                                 "heldout": "round 0's, reused"}
         elif step.phase == "jobs":
             ids = [r["trajectory"] for r in rec["train"]]
             rec["jobs"] = run = run_jobs(arm, step.round, args.retrain_every, ids, loaded.name)
@@ -461,8 +504,9 @@ def main() -> None:
         rec["load_avg_1m"] = round(os.getloadavg()[0], 2)
         rec["summary"] = round_summary(rec, args.attempts)
         print(json.dumps({"round": step.round, "arm": step.arm, "phase": step.phase, **run}), flush=True)
-        if step.phase == "heldout" and step.index == len(heldout) - 1:
-            heldout_store.pop((step.round, step.arm)).close()
+        if step.phase == "reuse" or (step.phase == "heldout" and step.index == len(heldout) - 1):
+            if step.phase == "heldout":
+                heldout_store.pop((step.round, step.arm)).close()
             summary = rec["summary"]["heldout"]
             targets = by_name.values() if step.arm == SHARED else [arm]
             for a in targets:  # hypernet_id: the one that converted this arm's skills
@@ -471,9 +515,11 @@ def main() -> None:
             print(json.dumps({"round": step.round, "arm": step.arm, "summary": rec["summary"]}), flush=True)
         result["curves"] = curves(result, arms, len(heldout), args.attempts)
         result["retrains"] = retrain_effects(result, len(heldout))
+        result["skill_following"] = skill_following(result, arms)
         write_json(out, result)
     result["curves"] = curves(result, arms, len(heldout), args.attempts)
     result["retrains"] = retrain_effects(result, len(heldout))
+    result["skill_following"] = skill_following(result, arms)
     result["machine_after"] = machine_info()
     result["finished"] = time.time()
     write_json(out, result)

@@ -14,6 +14,7 @@ from bench.bench_evolution import (
     check_disjoint,
     close_orphans,
     curves,
+    find,
     is_done,
     plan,
     record,
@@ -22,6 +23,7 @@ from bench.bench_evolution import (
     retrain_outcome,
     round_summary,
     settings_mismatch,
+    skill_following,
 )
 
 
@@ -31,14 +33,24 @@ def run(task: str, fixed: bool, first: bool | None = None, **kw) -> dict:
 
 
 def test_plan_shares_round_zero_and_interleaves_arms():
-    steps = plan(["evolving", "frozen"], rounds=2, batch=2, n_heldout=3)
+    steps = plan(["evolving", "accumulate"], rounds=2, batch=2, n_heldout=3)
     assert steps[:3] == [Step(0, SHARED, "heldout", i) for i in range(3)]
     per_arm_round = 2 + 1 + 3
     assert len(steps) == 3 + 2 * 2 * per_arm_round
     # within a round every arm has its turn before the next round starts
-    assert [(s.round, s.arm) for s in steps[3::per_arm_round]] == [(1, "evolving"), (1, "frozen"), (2, "evolving"),
-                                                                   (2, "frozen")]
+    assert [(s.round, s.arm) for s in steps[3::per_arm_round]] == [(1, "evolving"), (1, "accumulate"),
+                                                                   (2, "evolving"), (2, "accumulate")]
     assert [s.phase for s in steps[3:3 + per_arm_round]] == ["train", "train", "jobs", "heldout", "heldout", "heldout"]
+
+
+def test_the_frozen_arm_reuses_round_zero_instead_of_solving():
+    steps = plan(["evolving", "frozen"], rounds=2, batch=1, n_heldout=2)
+    frozen = [s for s in steps if s.arm == "frozen"]
+    assert frozen == [Step(1, "frozen", "reuse"), Step(2, "frozen", "reuse")]
+    result = {"rounds": []}
+    assert not is_done(result, frozen[0])
+    record(result, 1, "frozen")["heldout"] = [run("h0", True), run("h1", False)]
+    assert is_done(result, frozen[0]) and not is_done(result, frozen[1])
 
 
 def test_resume_skips_exactly_what_was_recorded():
@@ -113,6 +125,22 @@ def test_retrain_effects_compare_with_the_arm_that_never_retrains():
          "vs_accumulate": 50.0, "vs_previous_round": 50.0},
         {"round": 3, "outcome": "rejected", "seconds": 40.0, "reason": "", "fix_rate_k1": None,
          "vs_accumulate": None, "vs_previous_round": None}]
+
+
+def test_skill_following_follows_each_arms_gated_hypernetwork():
+    result = {"rounds": []}
+    record(result, 0, SHARED)
+    for r in (1, 2, 3, 4):
+        for arm in ("evolving", "accumulate"):
+            record(result, r, arm)["jobs"] = {"retrain": {"outcome": "never"}}
+    assert skill_following(result, ["evolving", "accumulate"]) == {}  # no gate has measured anything yet
+    gate = {"metric": "check_score", "baseline": 40.0}
+    find(result, 2, "evolving")["jobs"]["retrain"]["gate"] = [gate | {"candidate_score": 45.0, "accepted": True}]
+    find(result, 4, "evolving")["jobs"]["retrain"]["gate"] = [
+        {"metric": "check_score", "baseline": 45.0, "candidate_score": 30.0, "accepted": False}]
+    sf = skill_following(result, ["evolving", "accumulate"])
+    assert [p["check_score"] for p in sf["evolving"]] == [40.0, 40.0, 45.0, 45.0, 45.0]  # a rejected one changes nothing
+    assert [p["check_score"] for p in sf["accumulate"]] == [40.0] * 5  # never retrains: the shipped hypernetwork's
 
 
 def test_settings_mismatch_names_what_changed():

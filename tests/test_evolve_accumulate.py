@@ -60,7 +60,8 @@ def test_diff_and_rollback_keep_history(store, tmp_path, cli):
     run_job(ctx, "accumulate")
     d = accumulate.diff(store, 1, 3)
     assert d.added == ["beta-skill@v1", "gamma@v1"] and d.removed == []
-    assert d.reweighted[0]["skill"] == "alpha@v1" and d.reweighted[0]["new"] == pytest.approx(0.64)
+    beta = ctx.settings.beta  # alpha's weight after two more folds: beta^2
+    assert d.reweighted[0]["skill"] == "alpha@v1" and d.reweighted[0]["new"] == pytest.approx(beta ** 2)
     with store.session() as s:
         v1, v3 = (accumulate.load_version(evo_repo.ema_version(s, v)) for v in (1, 3))
     exact = sum(float(torch.linalg.matrix_norm(v3.delta(k) - v1.delta(k)) ** 2) for k in v1.keys) ** 0.5

@@ -9,7 +9,7 @@ Config (TOML, or YAML by suffix; `./agent.toml` when present, or `--config`):
     compact = "7d"
 
     [evolve]                                       # EvolveSettings fields
-    beta = 0.8
+    beta = 0.9
     writer = "auto"
 
     [daemon]
