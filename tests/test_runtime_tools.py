@@ -95,6 +95,19 @@ def test_compact_report_keeps_the_failure_and_drops_the_noise(tmp_path):
     assert compact("make: *** [test] Error 2") == "make: *** [test] Error 2"
 
 
+def test_frames_in_a_package_keep_the_path_the_tools_take(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "parse").mkdir(parents=True)
+    (repo / "parse" / "__init__.py").write_text("def parse(s):\n    y = int(s)\n    return y / 0\n")
+    (repo / "tests").mkdir()
+    (repo / "tests" / "test_parse.py").write_text("from parse import parse\n\ndef test_parse():\n    assert parse('1') == 1\n")
+    out = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider"], cwd=repo, capture_output=True,
+                         text=True, env={**os.environ, "PYTHONPATH": str(repo)})
+    short = compact(out.stdout + out.stderr, "python -m pytest", repo)
+    assert "at parse/__init__.py:3" in short  # the path `read parse/__init__.py:3` opens, not `__init__.py`
+    assert "at __init__.py" not in short
+
+
 def test_compact_report_says_where_the_called_functions_are_defined_outside_the_tests(tmp_path):
     outputs = _outputs(tmp_path)
     repo = tmp_path / "repo"

@@ -55,7 +55,12 @@ print("@@returned " + json.dumps(seen))
 
 
 def _short_path(path: str) -> str:
-    return path.split("/workspace/", 1)[-1] if "/workspace/" in path else path.rsplit("/", 1)[-1]
+    """A repo file as `read` and `edit` name it (pytest prints those relative to the repo, unittest absolute
+    under the sandbox's /workspace); any other file (site-packages, the interpreter) by its name alone. A repo
+    file cut to its name sent the model to `parse.py` for `parse/__init__.py`, a file that does not exist."""
+    if "/workspace/" in path:
+        return path.split("/workspace/", 1)[-1]
+    return path.rsplit("/", 1)[-1] if path.startswith(("/", "..")) else path
 
 
 def _pytest_sections(lines: list[str]) -> dict[str, list[str]]:
