@@ -15,7 +15,9 @@ with the real runtime (sandbox, loop, llama.cpp backend, grammar) in each config
     parametric   the top-3 skills as hypernetwork LoRA, with the policy adapter
 
 With --candidate-policy DIR every config but base also runs under that policy (CONFIG+cand), task by task
-beside the first, and `candidate_vs_shipped` gives the paired counts.
+beside the first, and `candidate_vs_shipped` gives the paired counts. A config named CONFIG+resample (e.g.
+parametric+resample) is CONFIG with a wasted action sampled again up to --resamples times before it acts
+(loop.Limits.resamples), paired with CONFIG in `resample_vs_as_sent`.
 
 at K = 1 (greedy) for all, and generate-and-validate up to K = --attempts for parametric (attempt 1 is
 the greedy one, the others sample at T = 0.7 with seeds 1..K-1). Fix rates carry Wilson 95 % intervals.
@@ -40,6 +42,7 @@ from bench.machine import label_and_save, machine_info  # noqa: E402
 OUT = ROOT / "bench" / "results" / "solve_heldout.json"
 CONFIGS = ("base", "none", "icl", "parametric")
 CANDIDATE = "+cand"  # suffix of the configs run under --candidate-policy
+RESAMPLE = "+resample"  # a config with this suffix samples a wasted action again (--resamples times)
 PYTEST_INI = "[pytest]\naddopts = -p no:cacheprovider\n"
 TASK = "fix the failing test"  # what every solve is asked (skill retrieval reads it)
 
@@ -90,10 +93,10 @@ def format_errors(store, trajectory_id: int) -> tuple[int, int]:
 
 
 def solve_task(store, loaded, handle, adapters_base: list, repo: Path, mode: str, attempts: int, seed: int,
-               max_steps: int, skill_scale: float):
+               max_steps: int, skill_scale: float, resamples: int = 0):
     """One task in one configuration, as every solve benchmark runs it: (the run's result fields, the
     SolveReport). `handle` is the hypernetwork for parametric mode (else None); attempt 1 is greedy, the
-    others sample at T = 0.7 with seeds seed+1.. ."""
+    others sample at T = 0.7 with seeds seed+1.. ; `resamples`: loop.Limits.resamples."""
     from agent.runtime import loop, skill_context
     from agent.runtime.local_chat import open_local_chat
     from agent.runtime.solve import SolveRequest, solve_attempts
@@ -105,14 +108,16 @@ def solve_task(store, loaded, handle, adapters_base: list, repo: Path, mode: str
         return open_local_chat(loaded, adapters, backend="llama", seed=seed + k - 1,
                                temperature=0.0 if k == 1 else 0.7)
 
-    request = SolveRequest(repo=repo, task=TASK, mode=mode, limits=loop.Limits(steps=max_steps, seconds=600))
+    request = SolveRequest(repo=repo, task=TASK, mode=mode,
+                           limits=loop.Limits(steps=max_steps, seconds=600, resamples=resamples))
     start = time.perf_counter()
     report = solve_attempts(request, store, open_chat, ctx, attempts)
     turns = [format_errors(store, tid) for tid in report.attempts]
     fields = {"verified": report.verified, "first_verified": bool(report.verified and report.attempt == 1),
               "attempt": report.attempt, "attempts_run": len(report.attempts), "status": report.status,
               "steps": report.steps, "tokens": report.tokens, "seconds": round(time.perf_counter() - start, 2),
-              "turns": sum(t for t, _ in turns), "format_errors": sum(b for _, b in turns)}
+              "turns": sum(t for t, _ in turns), "format_errors": sum(b for _, b in turns),
+              "resampled": report.resampled}
     return fields, report
 
 
@@ -130,6 +135,8 @@ def main() -> None:
     ap.add_argument("--candidate-policy", default=None,
                     help="a second policy folder: every config except base also runs under it, named CONFIG+cand, "
                          "task by task beside the first (paired comparison in one run)")
+    ap.add_argument("--resamples", type=int, default=3,
+                    help=f"loop.Limits.resamples of the CONFIG{RESAMPLE} configs (e.g. parametric{RESAMPLE})")
     ap.add_argument("--skill-scale", type=float, default=None,
                     help="scale of the merged skill adapter beneath the policy (default: agent solve's, "
                          "skill_context.SKILL_SCALE_UNDER_POLICY)")
@@ -169,13 +176,15 @@ def main() -> None:
             for name in names:
                 config = name.removesuffix(CANDIDATE)
                 chosen = policies[name[len(config):]]
+                resamples = args.resamples if config.endswith(RESAMPLE) else 0
+                config = config.removesuffix(RESAMPLE)
                 mode = {"base": "none", "none": "none"}.get(config, config)
                 adapters_base = [] if config == "base" or chosen is None else [chosen]
                 attempts = args.attempts if config == "parametric" else 1
                 if (task_id, name) in done:
                     continue
                 fields, _ = solve_task(store, loaded, handle if mode == "parametric" else None, adapters_base,
-                                       repo, mode, attempts, args.seed, args.max_steps, skill_scale)
+                                       repo, mode, attempts, args.seed, args.max_steps, skill_scale, resamples)
                 run = {"task": task_id, "config": name, **fields}
                 result["runs"].append(run)
                 print(json.dumps(run), flush=True)
@@ -200,21 +209,24 @@ def summarise(result: dict, configs: list[str], attempts: int) -> None:
                "mean_tokens": round(sum(r["tokens"] for r in runs) / n),
                "mean_seconds": round(sum(r["seconds"] for r in runs) / n, 1),
                "format_error_turns": sum(r["format_errors"] for r in runs), "turns": sum(r["turns"] for r in runs)}
-        if config.removesuffix(CANDIDATE) == "parametric":
+        row["resampled"] = sum(r.get("resampled", 0) for r in runs)
+        if config.removesuffix(CANDIDATE).removesuffix(RESAMPLE) == "parametric":
             kk = sum(r["verified"] for r in runs)
             row.update({f"fix_rate_k{attempts}": round(100 * kk / n, 1), f"ci95_k{attempts}": wilson(kk, n)})
         row["example_fixed"] = any(r["verified"] for r in runs if r["task"] == "examples/buggy-stats")
         summary[config] = row
     result["summary"] = summary
     result["candidate_vs_shipped"] = paired(result["runs"], [c for c in configs if c.endswith(CANDIDATE)])
+    result["resample_vs_as_sent"] = paired(result["runs"], [c for c in configs if c.endswith(RESAMPLE)], RESAMPLE)
 
 
-def paired(runs: list[dict], candidates: list[str]) -> dict:
-    """Per config, the candidate policy against the first on the tasks both finished: fix counts, the
-    ratio of fix rates, and the discordant pairs (tasks only one of them fixed) that a sign test reads."""
+def paired(runs: list[dict], candidates: list[str], suffix: str = CANDIDATE) -> dict:
+    """Per config, the candidate (CONFIG + suffix: another policy, resampling) against CONFIG on the tasks both
+    finished: fix counts, the ratio of fix rates, and the discordant pairs (tasks only one of them fixed) that a
+    sign test reads."""
     out = {}
     for cand in candidates:
-        first = {r["task"]: r for r in runs if r["config"] == cand.removesuffix(CANDIDATE)}
+        first = {r["task"]: r for r in runs if r["config"] == cand.removesuffix(suffix)}
         both = [(first[r["task"]], r) for r in runs if r["config"] == cand and r["task"] in first]
         if not both:
             continue

@@ -103,6 +103,35 @@ def test_loop_detection_nudges_then_stops(tmp_path):
     assert [n["content"].count("3 times") + 2 * n["content"].count("4 times") for n in nudges] == [1, 2]
 
 
+def test_a_wasted_action_is_sampled_again_before_it_acts(tmp_path):
+    (tmp_path / "a.py").write_text("x = 1\n")
+    noop = "```edit\na.py:1-1\nx = 1\n```"  # the line as it is: changes nothing
+    queue = [noop, "not an action", "```edit\na.py:1-1\nx = 2\n```", "```test\n```"]
+    asked: list[int] = []
+
+    def sample(messages, k):
+        asked.append(k)
+        return queue.pop(0), 7
+
+    read = "```read\na.py\n```"
+    replies = [read, noop, read, read, "```submit\n```"]
+    result = loop.run(ScriptedChat(replies), Tools(tmp_path, FakeRunner(), "t"), "task",
+                      limits=loop.Limits(resamples=3), sample=sample)
+    assert result.status == "submitted" and (tmp_path / "a.py").read_text() == "x = 2\n"
+    # the no-op edit: a sample that changes nothing either, one that does not parse, then the fix (k = 1, 2, 3);
+    # the same read twice in a row: the first sample, a test run
+    assert asked == [1, 2, 3, 1] and result.resampled == 2
+    assert [a["kind"] for a in result.actions] == ["read", "edit", "read", "test", "submit"]
+    assert result.actions[1]["replace"] == "x = 2"
+    assert noop not in [m["content"] for m in result.messages]  # the replaced replies are not the trajectory
+    assert result.tokens == 5 * 10 + 4 * 7
+    # resamples 0 (or no sampler): every reply acts as sent, the loop as it always was
+    (tmp_path / "a.py").write_text("x = 1\n")
+    plain = loop.run(ScriptedChat(replies), Tools(tmp_path, FakeRunner(), "t"), "task", sample=sample)
+    assert plain.resampled == 0 and len(asked) == 4 and [a["kind"] for a in plain.actions][1:4] == ["edit", "read",
+                                                                                                   "read"]
+
+
 def test_step_and_token_limits(tmp_path):
     tools = Tools(tmp_path, FakeRunner(), "t")
     replies = [f"```bash\necho {i}\n```" for i in range(10)]

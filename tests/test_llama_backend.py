@@ -39,6 +39,16 @@ def test_grammar_constrained_replies_always_parse(loaded):
         assert tokens == chat.stats.prompt_tokens + chat.stats.completion_tokens
 
 
+def test_a_resample_samples_and_leaves_the_chat_greedy(loaded):
+    chat = llama_backend.LlamaChat(embedded_gguf(loaded.name), grammar=GRAMMAR_PATH.read_text(), n_ctx=2048,
+                                   max_new_tokens=64)
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": first_message("fix the failing test")}]
+    greedy = chat.chat(messages)[0]
+    samples = {chat.sample(messages, k)[0] for k in range(1, 5)}
+    assert all(parse(t) for t in samples) and samples != {greedy}  # sampled, each a valid action
+    assert (chat.temperature, chat.seed) == (0.0, 0) and chat.chat(messages)[0] == greedy  # greedy again after
+
+
 def _kl(p: np.ndarray, q: np.ndarray) -> float:
     lp, lq = torch.log_softmax(torch.as_tensor(p, dtype=torch.float64), -1), torch.log_softmax(
         torch.as_tensor(q, dtype=torch.float64), -1)

@@ -52,6 +52,9 @@ def command(
     max_seconds: float = typer.Option(900.0, help="Wall-time limit."),
     max_tokens: int = typer.Option(200_000, help="Token limit."),
     max_new_tokens: int = typer.Option(256, min=8, help="Tokens per model reply (local model)."),
+    resamples: int = typer.Option(loop.Limits.resamples, "--resamples", help="A reply that would change nothing "
+                                  "(an edit leaving its file as it is, the previous action again) is sampled again "
+                                  "up to N times before it acts (llama.cpp backend; 0: as sent)."),
     no_sandbox: bool = typer.Option(False, "--no-sandbox", help="Allow running without bubblewrap when it cannot start (DANGEROUS: host visible)."),
     unconfined_ok: bool = typer.Option(False, "--i-understand-commands-run-unconfined",
                                        help="Confirms --no-sandbox: the model's commands may then read and change "
@@ -73,7 +76,8 @@ def command(
     mode = mode.value
     request = SolveRequest(repo=repo.resolve(), task=task, mode=mode, model_name=endpoint_model or model,
                            test_cmd=test_cmd, python=python or sys.executable, sandbox=not no_sandbox, apply=apply,
-                           limits=loop.Limits(steps=max_steps, seconds=max_seconds, tokens=max_tokens))
+                           limits=loop.Limits(steps=max_steps, seconds=max_seconds, tokens=max_tokens,
+                                              resamples=resamples))
     request.validate()  # mode and task, before anything slow
     if attempts < 1:
         raise SolveError(f"--attempts must be at least 1 (got {attempts})")

@@ -25,6 +25,8 @@ import llama_cpp
 from llama_cpp import Llama, LlamaGrammar, StoppingCriteriaList
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+RESAMPLE_TEMPERATURE = 0.7  # as the sampling attempts of generate-and-validate
+
 
 @dataclass
 class TurnStats:
@@ -88,6 +90,16 @@ class LlamaChat:
         n_out = out["usage"]["completion_tokens"]
         self.stats = TurnStats(len(ids), reused, n_out, time.perf_counter() - start)
         return text, len(ids) + n_out
+
+    def sample(self, messages: list[dict[str, str]], k: int) -> tuple[str, int]:
+        """The k-th sampled alternative to the reply to `messages` (loop.Sampler): T = RESAMPLE_TEMPERATURE, a seed
+        of its own per k; the prompt's KV cache is reused, so it costs only the new reply's tokens."""
+        saved = self.temperature, self.seed
+        self.temperature, self.seed = RESAMPLE_TEMPERATURE, saved[1] * 1000 + 500 + k  # never an attempt's seed
+        try:
+            return self.chat(messages)
+        finally:
+            self.temperature, self.seed = saved
 
     def _stop_after_block(self, prompt_len: int):
         """Free decoding: stop once the reply holds a complete fenced block (as LocalChat does)."""

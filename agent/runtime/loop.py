@@ -58,6 +58,9 @@ class Limits:
     format_errors: int = 3
     nudge_repeats: int = 3
     stop_repeats: int = 5
+    # A wasted action (an edit that changes nothing, or the previous action sent again) is asked for again, up
+    # to this many times, from the sampler `run` is given: greedy decoding repeats a refuted fix word for word.
+    resamples: int = 0
 
 
 @dataclass
@@ -69,9 +72,12 @@ class RunResult:
     seconds: float
     actions: list[dict] = field(default_factory=list)
     message: str = ""  # why a resource_limit run ended (one line)
+    resampled: int = 0  # wasted actions replaced by a sampled one
 
 
 Recorder = Callable[[dict[str, str], dict | None], None]
+# (messages, k) -> (reply, tokens): the k-th sampled alternative to a reply, e.g. the same chat at T > 0, seed k
+Sampler = Callable[[list[dict[str, str]], int], tuple[str, int]]
 
 
 def truncate(text: str, limit: int = OBS_LIMIT) -> str:
@@ -87,7 +93,8 @@ def first_message(task: str) -> str:
 
 def run(model: ChatModel, tools: Tools, task: str, *, limits: Limits | None = None,
         system: str = SYSTEM, record: Recorder | None = None,
-        on_step: Callable[[int, Action | None, Observation | str], None] | None = None) -> RunResult:
+        on_step: Callable[[int, Action | None, Observation | str], None] | None = None,
+        sample: Sampler | None = None) -> RunResult:
     limits = limits or Limits()
     record = record or (lambda message, action: None)
     messages: list[dict[str, str]] = []
@@ -102,9 +109,13 @@ def run(model: ChatModel, tools: Tools, task: str, *, limits: Limits | None = No
     start, tokens, format_errors, steps = time.monotonic(), 0, 0, 0
     repeats: dict[tuple, int] = {}
     actions: list[dict] = []
+    resampled, last_key = 0, None
 
     def done(status: str, message: str = "") -> RunResult:
-        return RunResult(status, messages, steps, tokens, time.monotonic() - start, actions, message)
+        return RunResult(status, messages, steps, tokens, time.monotonic() - start, actions, message, resampled)
+
+    def wasted(action: Action) -> bool:
+        return action.key() == last_key or tools.changes_nothing(action)
 
     while True:
         if steps >= limits.steps:
@@ -127,8 +138,21 @@ def run(model: ChatModel, tools: Tools, task: str, *, limits: Limits | None = No
                 return done("format_errors")
             add("user", f"Format error: {exc}")
             continue
+        for k in range(1, (limits.resamples if sample is not None else 0) + 1):
+            if not wasted(action):
+                break
+            # not part of the trajectory: a reply that would have changed nothing, replaced before it acted
+            alt, spent = sample(messages, k)
+            tokens += spent
+            try:
+                alt_action = parse(alt)
+            except FormatError:
+                continue
+            if not wasted(alt_action):
+                reply, action, resampled = alt, alt_action, resampled + 1
         add("assistant", reply, action.to_dict())
         actions.append(action.to_dict())
+        last_key = action.key()
         repeats[action.key()] = repeats.get(action.key(), 0) + 1
         if repeats[action.key()] >= limits.stop_repeats:
             return done("loop")

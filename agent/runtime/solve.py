@@ -60,6 +60,8 @@ class SolveRequest:
                             ("--max-tokens", self.limits.tokens)):
             if value < 1:
                 raise SolveError(f"{name} must be at least 1, got {value:g}")
+        if self.limits.resamples < 0:
+            raise SolveError(f"--resamples must be 0 or more, got {self.limits.resamples}")
 
 
 @dataclass
@@ -88,6 +90,7 @@ class SolveReport:
     attempts: list[int] = field(default_factory=list)  # every attempt's trajectory id, in order
     message: str = ""  # why a resource_limit run ended
     endpoint_adapter: dict | None = None  # parametric over an endpoint: the adapter the server ran
+    resampled: int = 0  # wasted actions replaced by a sampled one (loop.Limits.resamples)
 
     def to_dict(self) -> dict:
         return self.__dict__.copy()
@@ -170,14 +173,17 @@ def solve(request: SolveRequest, store: Store, chat: loop.ChatModel, skills: Ski
             if before.limit:  # the repo's own tests overran the disk budget: no run can follow
                 status, message = "resource_limit", before.limit
             else:
+                # resampling needs a chat that can sample (the llama.cpp backend); others act greedily as sent
                 result = loop.run(chat, tools, task, limits=request.limits, system=system, record=record,
-                                  on_step=on_step)
+                                  on_step=on_step, sample=getattr(chat, "sample", None))
                 status, message = result.status, result.message
         except BaseException as exc:
             # the model or the process gave out (endpoint gone, daemon stopping, Ctrl-C): close, then re-raise
             _close_as_error(store, tid, outcome, f"the run stopped: {_one_line(exc)}", result.tokens if result else 0)
             raise
         tokens = result.tokens if result else 0
+        if result is not None and result.resampled:
+            outcome["resampled"] = result.resampled
         try:
             if status == "resource_limit":
                 # more commands or a diff of an over-budget workspace would only cost the host more
@@ -207,7 +213,7 @@ def solve(request: SolveRequest, store: Store, chat: loop.ChatModel, skills: Ski
     return SolveReport(tid, status, verified, _tests(before), _tests(after), outcome["diff"],
                        result.steps if result else 0, tokens, round(result.seconds, 2) if result else 0.0,
                        skills.active, applied, attempt=attempt[0], attempts=[tid], message=message,
-                       endpoint_adapter=skills.adapter)
+                       endpoint_adapter=skills.adapter, resampled=result.resampled if result else 0)
 
 
 def solve_attempts(request: SolveRequest, store: Store, open_chat: Callable[[int], Any], skills: SkillContext,

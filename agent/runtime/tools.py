@@ -108,15 +108,24 @@ class Tools:
         more = f"\n... ({len(lines) - end} more lines; read {spec}:{end + 1})" if end < len(lines) else ""
         return Observation(f"{spec} (lines {start}-{end} of {len(lines)})\n{body}{more}", True)
 
-    def _edit(self, action: Action) -> Observation:
+    def _edited(self, action: Action) -> tuple[Path, str, str | Observation]:
+        """(file, its text, the text the edit would leave or why it cannot be made); writes nothing."""
         try:
             path, text = self._load(action.arg)
         except (OSError, FileRefused) as exc:
-            return Observation(f"cannot edit {action.arg}: {exc.strerror if getattr(exc, 'strerror', None) else exc}", False)
-        if action.lines:
-            new = self._replace_lines(text, action)
-        else:
-            new = self._replace_text(text, action)
+            why = exc.strerror if getattr(exc, "strerror", None) else exc
+            return Path(action.arg), "", Observation(f"cannot edit {action.arg}: {why}", False)
+        return path, text, self._replace_lines(text, action) if action.lines else self._replace_text(text, action)
+
+    def changes_nothing(self, action: Action) -> bool:
+        """An edit that would leave its file as it is (a refuted edit sent again, a line copied unchanged)."""
+        if action.kind != "edit":
+            return False
+        _, text, new = self._edited(action)
+        return new == text
+
+    def _edit(self, action: Action) -> Observation:
+        path, text, new = self._edited(action)
         if isinstance(new, Observation):
             return new
         if new == text:  # e.g. a refuted edit sent again: say so, or a small model takes it for progress
