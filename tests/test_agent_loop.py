@@ -382,6 +382,7 @@ def test_a_refused_endpoint_leaves_the_store_unchanged(cli, tmp_path, endpoint):
 @pytest.mark.parametrize("args,match", [
     (["--max-steps", "0"], "--max-steps must be at least 1"),
     (["--max-seconds", "0"], "--max-seconds must be at least 1"),
+    (["--resamples", "-1"], "--resamples must be 0 or more"),
     (["--no-sandbox"], "add --i-understand-commands-run-unconfined"),
 ])
 def test_bad_limits_and_unconfirmed_no_sandbox_are_one_line(cli, tmp_path, args, match):
