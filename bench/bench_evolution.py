@@ -7,7 +7,10 @@ Three arms solve the same stream of training tasks, round after round, each with
     evolving     extracts skills from its verified trajectories, folds them into the persistent (EMA)
                  adapter, and retrains the hypernetwork every --retrain-every rounds (kept only if the gate's
                  held-out skill-following evaluation does not drop: agent/evolve/cycle.py)
-    accumulate   extract + accumulate, never retrains
+    accumulate   extract + accumulate, never retrains. Until a retrain of the evolving arm is accepted the two
+                 arms are the same agent (a rejected retrain leaves nothing their solves, extraction or EMA
+                 read), so its round is the evolving arm's, recorded with `mirrored_from` rather than solved
+                 again; rounds measured for both before this rule existed matched task by task
     frozen       learns nothing (the control): its agent never changes, so its held-out result in every
                  round is round 0's, recorded again rather than re-measured (the first curriculum run did
                  re-measure it each round, 3 x 13 solves: all matched round 0 task by task)
@@ -109,6 +112,22 @@ def is_done(result: dict, step: Step) -> bool:
     if step.phase == "reuse":
         return bool(rec["heldout"])  # written all at once
     return len(rec[step.phase]) > step.index  # tasks are recorded in plan order
+
+
+def mirror_state(result: dict, round_: int) -> str:
+    """Whether the accumulate arm's round can be the evolving arm's: "mirror" while no retrain of the evolving
+    arm has been accepted up to this round (the arms then differ only in retrain jobs that changed nothing their
+    solves, extraction or EMA read, so their records are the same by construction; rounds both measured check
+    it), "stale" once they have diverged after a mirrored round (the accumulate store lacks the mirrored rounds'
+    data, so solving on it would measure something else), else "solve"."""
+    evolving = [rec for rec in result["rounds"] if rec["arm"] == "evolving" and 0 < rec["round"] <= round_]
+    done = find(result, round_, "evolving")
+    if done is None or done["jobs"] is None or len(done["heldout"]) == 0:
+        return "solve"  # nothing to mirror (an --arms without evolving, or its round not yet measured)
+    if not any(((rec["jobs"] or {}).get("retrain") or {}).get("outcome") == "accepted" for rec in evolving):
+        return "mirror"
+    mirrored = any(rec.get("mirrored_from") for rec in result["rounds"] if rec["arm"] == "accumulate")
+    return "stale" if mirrored else "solve"
 
 
 def recorded_trajectories(result: dict, arm: str) -> set[int]:
@@ -474,7 +493,19 @@ def main() -> None:
         rec = record(result, step.round, step.arm)
         arm = by_name[arms[0] if step.arm == SHARED else step.arm]
         start = time.perf_counter()
-        if step.phase == "train":
+        state = mirror_state(result, step.round) if step.arm == "accumulate" else "solve"
+        if state != "solve" and (rec["train"] or rec["jobs"] is not None or rec["heldout"]):
+            state = "solve"  # a round begun for real is finished for real
+        if state == "stale":  # left unmeasured (the JSON says so), the other arms go on
+            rec["stopped"] = "diverged from the evolving arm after mirrored rounds: not measured"
+            continue
+        if state == "mirror":
+            src = find(result, step.round, "evolving")
+            rec.update({"train": list(src["train"]), "heldout": list(src["heldout"]), "mirrored_from": "evolving",
+                        "jobs": {**src["jobs"], "retrain": {"outcome": "never"}}})
+            run = {"mirrored_from": "evolving"}
+            step = Step(step.round, step.arm, "heldout", len(heldout) - 1)  # the round's record is complete
+        elif step.phase == "train":
             task, repo = stream[(step.round - 1) * args.batch + step.index]
             fields, report = solve(arm.store, arm, repo, 1)
             run = {"task": task.id, "trajectory": report.trajectory_id, **fields}
@@ -505,7 +536,7 @@ def main() -> None:
         rec["summary"] = round_summary(rec, args.attempts)
         print(json.dumps({"round": step.round, "arm": step.arm, "phase": step.phase, **run}), flush=True)
         if step.phase == "reuse" or (step.phase == "heldout" and step.index == len(heldout) - 1):
-            if step.phase == "heldout":
+            if step.phase == "heldout" and (step.round, step.arm) in heldout_store:
                 heldout_store.pop((step.round, step.arm)).close()
             summary = rec["summary"]["heldout"]
             targets = by_name.values() if step.arm == SHARED else [arm]

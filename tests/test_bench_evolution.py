@@ -16,6 +16,7 @@ from bench.bench_evolution import (
     curves,
     find,
     is_done,
+    mirror_state,
     plan,
     record,
     recorded_trajectories,
@@ -125,6 +126,18 @@ def test_retrain_effects_compare_with_the_arm_that_never_retrains():
          "vs_accumulate": 50.0, "vs_previous_round": 50.0},
         {"round": 3, "outcome": "rejected", "seconds": 40.0, "reason": "", "fix_rate_k1": None,
          "vs_accumulate": None, "vs_previous_round": None}]
+
+
+def test_the_accumulate_arm_mirrors_the_evolving_one_until_a_retrain_is_accepted():
+    result = {"rounds": []}
+    for r, outcome in ((1, "not scheduled"), (2, "rejected"), (3, "not scheduled"), (4, "accepted")):
+        rec = record(result, r, "evolving")
+        rec["jobs"], rec["heldout"] = {"retrain": {"outcome": outcome}}, [run("h0", r % 2 == 0)]
+    assert mirror_state(result, 5) == "solve"  # the evolving arm has not measured round 5 yet
+    assert [mirror_state(result, r) for r in (1, 2, 3)] == ["mirror"] * 3  # a rejected retrain changes nothing
+    assert mirror_state(result, 4) == "solve"  # diverged, and nothing was mirrored: solve for real
+    record(result, 3, "accumulate")["mirrored_from"] = "evolving"
+    assert mirror_state(result, 4) == "stale"  # its store lacks round 3's data: solving would measure another agent
 
 
 def test_skill_following_follows_each_arms_gated_hypernetwork():
