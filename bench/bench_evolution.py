@@ -255,6 +255,13 @@ def check_disjoint(train: list[Any], heldout_ids: list[str]) -> None:
 
 # --- the run ---------------------------------------------------------------------------------------------------
 
+def summarise(result: dict, arms: list[str], n_heldout: int, attempts: int) -> None:
+    """What the JSON derives from the rounds recorded so far (rewritten after every task)."""
+    result["curves"] = curves(result, arms, n_heldout, attempts)
+    result["retrains"] = retrain_effects(result, n_heldout)
+    result["skill_following"] = skill_following(result, arms)
+
+
 @dataclass
 class Arm:
     name: str
@@ -544,13 +551,9 @@ def main() -> None:
                 record_eval(a.store, args.run_name, step.round, a.name, summary, args.attempts, loaded.name,
                             a.ctx.handle().checkpoint_id)
             print(json.dumps({"round": step.round, "arm": step.arm, "summary": rec["summary"]}), flush=True)
-        result["curves"] = curves(result, arms, len(heldout), args.attempts)
-        result["retrains"] = retrain_effects(result, len(heldout))
-        result["skill_following"] = skill_following(result, arms)
+        summarise(result, arms, len(heldout), args.attempts)
         write_json(out, result)
-    result["curves"] = curves(result, arms, len(heldout), args.attempts)
-    result["retrains"] = retrain_effects(result, len(heldout))
-    result["skill_following"] = skill_following(result, arms)
+    summarise(result, arms, len(heldout), args.attempts)
     result["machine_after"] = machine_info()
     result["finished"] = time.time()
     write_json(out, result)
