@@ -87,6 +87,15 @@ def test_mutations_are_deterministic():
     assert [m.id for m in mu.mutants(mod)] == [m.id for m in mu.mutants("roman")]
 
 
+def test_candidates_of_a_line_range_are_the_full_lists_lines_in_that_range():
+    mod = mu.corpus_module("roman")
+    full = mu.candidates(mod.source, mod.name)
+    lo, hi = full[len(full) // 3].line, full[2 * len(full) // 3].line
+    part = mu.candidates(mod.source, mod.name, within=(lo, hi))
+    assert part and len(part) < len(full)
+    assert [(m.line, m.mutated_line) for m in part] == [(m.line, m.mutated_line) for m in full if lo <= m.line <= hi]
+
+
 def test_operators_cover_the_catalogue():
     source = (
         "def f(items, limit):\n"

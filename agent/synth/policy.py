@@ -90,7 +90,8 @@ def _edit(truth: dict[str, Any], new_line: str, rng: random.Random) -> str:
 def wrong_line(truth: dict[str, Any], rng: random.Random) -> str | None:
     """Another single-token change of the faulty line: a plausible fix that is not the fix."""
     source = buggy_source(truth)
-    options = sorted({m.mutated_line for m in mu.candidates(source, truth["module"]) if m.line == truth["line"]}
+    line = truth["line"]
+    options = sorted({m.mutated_line for m in mu.candidates(source, truth["module"], within=(line, line))}
                      - {truth["fixed_line"], truth["buggy_line"]})
     return rng.choice(options) if options else None
 
@@ -103,8 +104,9 @@ def other_line(truth: dict[str, Any], rng: random.Random) -> tuple[int, str, str
     fn = mu.find_function(source, truth["function"])
     lines = source.splitlines()
     names = set(re.findall(r"[A-Za-z_]\w*", truth["buggy_line"])) - {"return", "if", "not", "and", "or", "in"}
-    options = sorted({(m.line, lines[m.line - 1], m.mutated_line) for m in mu.candidates(source, truth["module"])
-                      if m.line != truth["line"] and fn.start < m.line <= fn.end
+    options = sorted({(m.line, lines[m.line - 1], m.mutated_line)
+                      for m in mu.candidates(source, truth["module"], within=(fn.start + 1, fn.end))
+                      if m.line != truth["line"]
                       and names & set(re.findall(r"[A-Za-z_]\w*", lines[m.line - 1]))})
     return rng.choice(options) if options else None
 
