@@ -122,6 +122,34 @@ def test_compact_report_says_where_the_called_functions_are_defined_outside_the_
     assert "defined:" not in compact(outputs["pytest"], "python -m pytest", repo)
 
 
+def test_calls_through_a_module_or_an_object_are_located_and_traced(tmp_path):
+    """Package tests call `inflect.plural(...)` or `obj.method(...)`: the report names where those are
+    defined and where the first failing one returned from; a builtin type's method (`.get`) is not looked up
+    even when the repo defines a function of that name."""
+    from sandbox import Sandbox, Workspace
+
+    repo = tmp_path / "repo"
+    (repo / "inflect").mkdir(parents=True)
+    (repo / "inflect" / "__init__.py").write_text(
+        "def get(d, k):\n    return d[k]\n\n\ndef plural(word):\n    if word.endswith('s'):\n        return word\n"
+        "    return word + 'es'\n\n\nclass Word:\n    def __init__(self, w):\n        self.w = w\n\n"
+        "    def is_plural(self):\n        return not self.w.endswith('s')\n")
+    (repo / "tests").mkdir()
+    (repo / "tests" / "test_inflect.py").write_text(
+        "import inflect\n\n\ndef test_plural():\n    assert inflect.plural('cat') == 'cats'\n\n\n"
+        "def test_word():\n    assert inflect.Word('cats').is_plural() or {}.get(1)\n")
+    (repo / "pytest.ini").write_text("[pytest]\naddopts = -p no:cacheprovider\n")
+    with Workspace.create(repo) as ws:
+        tools = Tools(ws.path, Sandbox(ws.path), f"{sys.executable} -m pytest")
+        lines = tools.execute(Action("test", "")).text.splitlines()
+    at = lines.index("  line: assert inflect.plural('cat') == 'cats'")
+    assert lines[at + 1:at + 3] == ["  defined: plural at inflect/__init__.py:5",
+                                    "  plural returned 'cates' at inflect/__init__.py:8"]
+    at = lines.index("  line: assert inflect.Word('cats').is_plural() or {}.get(1)")
+    assert lines[at + 1:at + 4] == ["  defined: Word at inflect/__init__.py:11",  # not the repo's `get`
+                                    "  defined: is_plural at inflect/__init__.py:15", "  at tests/test_inflect.py:9"]
+
+
 def test_the_report_says_which_line_the_failing_call_returned_from(tmp_path):
     """A wrong return value leaves no frame of the function in the traceback: the report re-runs the first
     failing test under the return tracer, in the sandbox, and names the line the value came from."""

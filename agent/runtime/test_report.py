@@ -25,8 +25,12 @@ _SUMMARY = re.compile(r"^=*\s*(\d+ (?:failed|passed|error|errors)\b.*?)\s*=*$")
 _UNITTEST_SUMMARY = re.compile(r"^(Ran \d+ tests?|FAILED \(.*\)|OK\b.*)")
 _DURATION = re.compile(r" in \d+(?:\.\d+)?s\b(?: \(\d+:\d\d:\d\d\))?")
 _EXPECTED = re.compile(r"(AssertionError|assert|Error)\b")
-_CALL = re.compile(r"(?<![\w.])([A-Za-z_]\w*)\s*\(")
+# Calls by bare name, or after a dot (`inflection.pluralize(...)`, `old.is_compatible(new)`): tests of a package
+# mostly call it through the module or an object. A dotted name that is a method of a builtin type
+# (`d.get(k)`, `s.split()`) is left out: a repo's own `def get` would be the wrong place to look.
+_CALL = re.compile(r"(\.?)\b([A-Za-z_]\w*)\s*\(")
 _SKIP_NAMES = set(dir(builtins)) | {"self", "cls"}
+_BUILTIN_METHODS = {n for t in (str, bytes, list, dict, set, tuple, int, float, object) for n in dir(t)}
 MAX_DEFINITIONS = 3
 MAX_SCANNED = 200  # source files looked at for definitions: a big repo is not walked whole
 _PYTEST_CMD = re.compile(r"^(\S*python[\d.]*) -m pytest\b")
@@ -150,7 +154,8 @@ def definitions(lines: list[str], root: Path) -> list[str]:
     """Where the functions and classes the failing lines call are defined, outside the tests: the test's line
     numbers are the test file's, and a small model otherwise copies them into the source it reads next."""
     names = [n for line in lines if line.lstrip().startswith("line: ")
-             for n in _CALL.findall(line) if n not in _SKIP_NAMES and not n.startswith("assert")]
+             for dot, n in _CALL.findall(line)
+             if n not in _SKIP_NAMES and not n.startswith("assert") and not (dot and n in _BUILTIN_METHODS)]
     names = list(dict.fromkeys(names))
     if not names:
         return []
