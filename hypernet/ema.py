@@ -3,9 +3,9 @@
 The step is an incremental SVD (Brand 2006) where it can be. A persistent adapter written by an exact
 recompression is in split form, A = √s·Vh and B = U·√s: B's columns and A's rows are already orthogonal.
 Stacking the new adapter's rank r beside it then needs a QR of only the r new columns after projecting out
-U, not a QR of all R = rank + r stacked columns; what is left is the R×R core's SVD. The column norms, U's
-projections of the new columns and a probed orthogonality check (never the full p×p Gram) are all it
-reads of the persistent factors. [B_p, B_n] = [U, Q]·R_B holds by construction whatever U's rounding, so the folded ΔW is merge's to
+U, not a QR of all R = rank + r stacked columns; what is left is the R×R core's SVD. The Gram matrix of
+the stacked factors (one batched GEMM) gives the orthogonality check, the norms and the projections at
+once. [B_p, B_n] = [U, Q]·R_B holds by construction whatever U's rounding, so the folded ΔW is merge's to
 float rounding; orthogonality makes the truncation optimal and the error exact, which is why it is
 checked per target (a plain adapter, or drift past the tolerance, takes merge's QR and comes out
 re-orthogonalised). Targets of one shape are already one batched call in merge; torch's CPU QR/SVD loop
@@ -91,10 +91,8 @@ def _one_thread(lora: LoraWeights) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-# Largest ‖(C − I)x‖ over the unit probes x (C: the normalised columns' Gram) for which persistent factors
-# count as orthogonal. Split-form float32 factors give ≤ 1e-6 over 40 folds of the EMA bench's shapes (the
-# largest |Cᵢⱼ| ≤ 1e-6 too); a plain adapter ~0.4. Past it the fold would still be exact, the truncation
-# not optimal.
+# Largest |uᵢ·uⱼ| between distinct normalised columns for which persistent factors count as orthogonal
+# (float32 SVD output is ~1e-6 off; past this the fold would still be exact, the truncation not optimal).
 ORTHO_TOL = {torch.float32: 1e-5, torch.float64: 1e-12}
 
 
@@ -114,15 +112,14 @@ def fold(persistent: LoraWeights, new: LoraWeights, beta: float, max_rank: int, 
         if used == "exact" and rank < min(inn, out):
             work = _work_dtype(a.dtype)
             a, b = a.to(work), b.to(work)
-            pb, pa = _projections(b[..., :lead], b[..., lead:]), _projections(a[:, :lead].mT, a[:, lead:].mT)
-            ok = pb.orthogonal & pa.orthogonal
+            gb, ga = b[..., :lead].mT @ b, a[:, :lead] @ a.mT  # persistent's columns of B (rows of A) · all
+            ok = _orthogonal(gb[:, :lead, :lead], ORTHO_TOL[work]) & _orthogonal(ga[:, :lead, :lead], ORTHO_TOL[work])
             if bool(ok.all()):
-                done = _fold_split_form(a, b, pa, pb, lead, max_rank)
+                done = _fold_split_form(a, b, ga, gb, lead, max_rank)
                 results, todo = done, []
             elif bool(ok.any()):
                 idx = ok.nonzero().flatten()
-                for i, r in zip(idx.tolist(), _fold_split_form(a[idx], b[idx], pa.take(idx), pb.take(idx), lead,
-                                                               max_rank)):
+                for i, r in zip(idx.tolist(), _fold_split_form(a[idx], b[idx], ga[idx], gb[idx], lead, max_rank)):
                     results[i] = r
                 todo = (~ok).nonzero().flatten().tolist()
         if todo:
@@ -134,57 +131,36 @@ def fold(persistent: LoraWeights, new: LoraWeights, beta: float, max_rank: int, 
     return out, {k: errors[k] for k in persistent.keys}
 
 
-@dataclass(frozen=True)
-class _Projections:
-    """What the fold needs of persistent columns L (n, d, p) and new columns N (n, d, r): ‖L‖² per column,
-    LᵀN, and whether L's columns are orthogonal (and none zero)."""
-    n2: Tensor  # (n, p)
-    lt_n: Tensor  # (n, p, r)
-    orthogonal: Tensor  # (n,) bool
-
-    def take(self, idx: Tensor) -> _Projections:
-        return _Projections(self.n2[idx], self.lt_n[idx], self.orthogonal[idx])
-
-
-PROBES = 4  # random probe vectors of the orthogonality check
-
-
-def _projections(lead: Tensor, new: Tensor) -> _Projections:
-    """The check tests the normalised Gram matrix C = DLᵀLD (D = diag 1/‖L‖) on PROBES fixed random unit
-    vectors x: ‖(C − I)x‖ ≤ tol for each. Forming C is a p×p×d product per target, a third of the step's
-    work; the probes cost p×d each. A C − I past the tolerance passes only if every probe is nearly
-    orthogonal to all its large directions: for Gaussian probes, probability zero, and merge's path is
-    exact either way (orthogonality only makes the truncation optimal)."""
-    n2 = lead.square().sum(-2)
-    inv = n2.clamp_min(torch.finfo(lead.dtype).tiny).rsqrt()
-    x = torch.randn(lead.shape[-1], PROBES, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    x = (x / x.norm(dim=0)).to(lead.dtype).to(lead.device)
-    cx = (lead.mT @ (lead @ (x * inv[..., None]))) * inv[..., None] - x  # (C − I)x, (n, p, PROBES)
-    ok = (cx.norm(dim=-2).amax(-1) <= ORTHO_TOL[lead.dtype]) & (n2 > 0).all(-1)
-    return _Projections(n2, lead.mT @ new, ok)
+def _orthogonal(gram: Tensor, tol: float) -> Tensor:
+    """Per batch element: are the vectors of this Gram matrix (n, p, p) orthogonal and none of them zero?"""
+    d = gram.diagonal(dim1=-2, dim2=-1)
+    inv = d.clamp_min(torch.finfo(gram.dtype).tiny).rsqrt()
+    cos = gram * inv[:, :, None] * inv[:, None, :] - torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+    return (cos.abs().amax((-2, -1)) <= tol) & (d > 0).all(-1)
 
 
 @torch.no_grad()
-def _fold_split_form(a: Tensor, b: Tensor, pa: _Projections, pb: _Projections, lead: int,
+def _fold_split_form(a: Tensor, b: Tensor, ga: Tensor, gb: Tensor, lead: int,
                      max_rank: int) -> list[tuple[Tensor, Tensor, float]]:
     """recompress_factors' exact path for a (n, R, in), b (n, out, R) whose first `lead` columns of B and
-    rows of A are orthogonal (their projections given): the bases are extended by the new vectors only, and
-    applied to the kept directions without being formed."""
-    lb, nb, qb, rb = _extend(b[..., :lead], b[..., lead:], pb)
-    la, na, qa, ra = _extend(a[:, :lead].mT, a[:, lead:].mT, pa)
+    rows of A are orthogonal (ga = A_lead·Aᵀ, gb = B_leadᵀ·B given): the bases are extended by the new
+    vectors only, and applied to the kept directions without being formed."""
+    lb, nb, qb, rb = _extend(b[..., :lead], b[..., lead:], gb)
+    la, na, qa, ra = _extend(a[:, :lead].mT, a[:, lead:].mT, ga)
     return truncate_core(rb @ ra.mT,
                          lambda y: torch.baddbmm(qb @ y[:, lead:], lb, y[:, :lead] / nb[..., None]),  # Q_B·y
                          lambda y: torch.baddbmm(y[..., lead:] @ qa.mT, y[..., :lead] / na[:, None, :], la.mT),  # y·Q_Aᵀ
                          max_rank)
 
 
-def _extend(lead: Tensor, new: Tensor, proj: _Projections) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """A QR of [L, N] (n, d, p + r) whose p columns L are orthogonal, given ‖L‖² and LᵀN:
+def _extend(lead: Tensor, new: Tensor, gram: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """A QR of [L, N] (n, d, p + r) whose p columns L are orthogonal, given Lᵀ·[L, N] (n, p, p + r):
     Q = [L/‖L‖, Q_n] and R = [[diag ‖L‖, UᵀN], [0, R_n]] with Q_n·R_n = N − U·UᵀN (U = L/‖L‖).
     Returns (L, ‖L‖, Q_n, R): Q is applied as L·diag(1/‖L‖) and Q_n, never formed."""
     p, r = lead.shape[-1], new.shape[-1]
-    n2, lt_n = proj.n2, proj.lt_n
+    n2 = gram[:, :, :p].diagonal(dim1=-2, dim2=-1)  # ‖L‖²
     norms = n2.sqrt()
+    lt_n = gram[:, :, p:]  # LᵀN
     q_n, r_n = torch.linalg.qr(new - lead @ (lt_n / n2[..., None]))
     top = torch.cat([torch.diag_embed(norms), lt_n / norms[..., None]], dim=-1)
     bottom = torch.cat([r_n.new_zeros(r_n.shape[0], r, p), r_n], dim=-1)
