@@ -48,7 +48,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from agent.commands.evaluation import first_skills
-    from agent.learn.evaluate import Request, generate_batch, generate_continuous, plan
+    from agent.learn.evaluate import plan
+    from agent.learn.generation import Request, generate_batch, generate_continuous
     from agent.runtime.base_model import load_model
     from agent.runtime.hypernet_loader import load as load_hypernet
     from agent.synth.eval_items import make_eval_items

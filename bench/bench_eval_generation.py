@@ -55,7 +55,8 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from agent.learn.evaluate import MODES, generate_all, plan
+    from agent.learn.evaluate import MODES, plan
+    from agent.learn.generation import generate_all
     from agent.runtime.hypernet_loader import load as load_hypernet
     from agent.runtime.base_model import load_model
     from agent.synth.eval_items import make_eval_items

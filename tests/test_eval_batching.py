@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from agent.runtime.backends import LocalChat, prompt_ids
-from agent.learn.evaluate import Request, generate_all, generate_batch
+from agent.learn.generation import Request, generate_all, generate_batch
 from hypernet import HypernetError, apply_lora, find_targets
 from hypernet.inject import APPLIED_ATTR, apply_lora_rows
 from hypernet_fixtures import random_ids, random_lora, tiny_llama
@@ -172,7 +172,7 @@ def test_a_longer_prompt_put_into_a_running_batch_widens_it_and_decodes_as_alone
     on the left; the next step's logits are each row's own, as if decoded alone."""
     from transformers import DynamicCache
 
-    from agent.learn.evaluate import _Batch, _cache_arg
+    from agent.learn.generation import _Batch, _cache_arg
 
     model, tok = chat_model
     name = _cache_arg(model)
@@ -190,3 +190,34 @@ def test_a_longer_prompt_put_into_a_running_batch_widens_it_and_decodes_as_alone
                    use_cache=True, **{name: batch.cache}).logits[:, -1]
     for slot in range(2):
         assert torch.allclose(logits[slot], alone[slot], atol=1e-9), slot
+
+
+def test_the_batch_cache_appends_in_place_and_holds_what_concatenation_would():
+    """_KVRows: a decode step writes into spare room (no copy of the cache), a full buffer is regrown,
+    dropped leading columns and kept rows stay consistent: always equal to plain concatenation."""
+    from agent.learn.generation import _KVRows
+
+    g = torch.Generator().manual_seed(0)
+    k, v = torch.randn(3, 2, 5, 4, generator=g), torch.randn(3, 2, 5, 4, generator=g)
+    layer = _KVRows()
+    layer.lazy_initialization(k, v)
+    layer.hold(k, v)
+    ref_k, ref_v = k.clone(), v.clone()
+    moved = 0
+    for step in range(150):
+        rows = ref_k.shape[0]
+        nk, nv = torch.randn(rows, 2, 1, 4, generator=g), torch.randn(rows, 2, 1, 4, generator=g)
+        before = layer.keys.untyped_storage().data_ptr()
+        got_k, got_v = layer.update(nk, nv)
+        moved += layer.keys.untyped_storage().data_ptr() != before
+        ref_k, ref_v = torch.cat([ref_k, nk], -2), torch.cat([ref_v, nv], -2)
+        if step == 40:  # the batch's leading columns finished: trimmed
+            layer.drop_front(7)
+            ref_k, ref_v = ref_k[:, :, 7:], ref_v[:, :, 7:]
+        if step == 90:  # a row finished for good
+            layer.hold(layer.keys[[0, 2]], layer.values[[0, 2]])
+            ref_k, ref_v = ref_k[[0, 2]], ref_v[[0, 2]]
+        assert torch.equal(layer.keys, ref_k) and torch.equal(layer.values, ref_v), step
+        assert layer.get_seq_length() == ref_k.shape[-2]
+    assert torch.equal(got_k, layer.keys) and torch.equal(got_v, layer.values)
+    assert 1 <= moved <= 4  # 150 appends, a handful of reallocations: the rest were written in place

@@ -146,7 +146,7 @@ def test_parametric_solve_over_vllm_records_the_adapter_and_unloads_it(cli, chat
 def split_margin(loaded, request, here: str, there: str) -> float:
     """Where two greedy answers to `request` part: the local model's log-probability gap (under the request's
     adapter) between the token each took there (end of text for an answer that stopped)."""
-    from agent.learn.evaluate import _eos_ids
+    from agent.learn.generation import _eos_ids
     from agent.runtime.backends import prompt_ids
     from hypernet.inject import apply_lora
 
@@ -170,7 +170,8 @@ def test_eval_over_vllm_answers_as_here_under_each_adapter_and_unloads_them(cli,
     part at a near-tie that float32 noise can flip (the server's log-probabilities are ours to < 2e-3, first
     test), a local gap under 1e-2 between the two tokens there."""
     from agent.commands.evaluation import first_skills
-    from agent.learn.evaluate import generate_all, plan
+    from agent.learn.evaluate import plan
+    from agent.learn.generation import generate_all
     from agent.runtime.hypernet_loader import load as load_hypernet
     from agent.runtime.served_adapter import digest
     from agent.synth.eval_items import make_eval_items
