@@ -17,3 +17,27 @@ def test_bertscore_orders_similarity():
     far = bertscore_f1("The weather in Paris is sunny with a light breeze.", ref)
     assert abs(same - 1.0) < 1e-4
     assert close > far
+
+
+def test_the_eval_interval_resamples_skills_not_answers():
+    """Two skills of three answers each, one skill all right, one all wrong: drawn by skill the mean is
+    0, 0.5 or 1, so the 95 % interval spans nearly all of [0, 1]; drawn by answer it would be far narrower."""
+    from agent.learn.metrics import cluster_bootstrap_ci
+
+    values, skills = [1.0, 1.0, 1.0, 0.0, 0.0, 0.0], ["a", "a", "a", "b", "b", "b"]
+    lo, hi = cluster_bootstrap_ci(values, skills)
+    assert lo == 0.0 and hi == 1.0
+    lo, hi = cluster_bootstrap_ci(values, [str(i) for i in range(6)])  # every answer its own skill
+    assert 0.0 < lo < 0.5 < hi < 1.0
+    assert cluster_bootstrap_ci([0.4] * 5, list("abcde")) == [0.4, 0.4]
+    assert cluster_bootstrap_ci(values, skills, seed=3) == cluster_bootstrap_ci(values, skills, seed=3)
+
+
+def test_the_eval_table_carries_each_rows_interval():
+    from agent.learn.evaluate import ItemResult, aggregate
+
+    rows = [ItemResult(f"s{i % 4}", "code-review", f"t{i}", "none", False, score, 0.0, 0.0, [], "", 0.0)
+            for i, score in enumerate([0.2, 0.4, 0.6, 0.8, 0.3, 0.5, 0.7, 0.9])]
+    overall = aggregate(rows)["none"]["overall"]
+    lo, hi = overall["check_score_ci95"]
+    assert lo < overall["check_score"] < hi and 0 <= lo and hi <= 100

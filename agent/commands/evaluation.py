@@ -155,8 +155,9 @@ def command(
     rows = []
     for m in mode_order(report.table):
         for st, metrics in report.table[m].items():
-            rows.append({"mode": m, "subtask": st, **metrics})
-    columns = ["mode", "subtask", "n", "adherence", "check_score", "token_f1", "bertscore"]
+            lo, hi = metrics["check_score_ci95"]
+            rows.append({"mode": m, "subtask": st, **metrics, "check 95% CI": f"{lo:.1f}-{hi:.1f}"})
+    columns = ["mode", "subtask", "n", "adherence", "check_score", "check 95% CI", "token_f1", "bertscore"]
     table(rows, columns + (["judge", "judge_missing"] if judge_client else []),
           title=f"eval {report.run_id}: {len(items)} tasks, {split.value} skills")
     if served:

@@ -32,7 +32,7 @@ import torch
 
 from agent.checks import check
 from agent.learn.generation import Request, generate_all
-from agent.learn.metrics import bertscore_f1, token_f1
+from agent.learn.metrics import bertscore_f1, cluster_bootstrap_ci, token_f1
 from agent.runtime.base_model import LoadedModel
 from agent.runtime.endpoint import EndpointChat
 from agent.runtime.hypernet_loader import HypernetHandle
@@ -85,7 +85,7 @@ class EvalReport:
     trained_hypernet: bool
     split: str
     n_items: int
-    table: dict[str, dict[str, dict[str, float]]]  # mode -> subtask|overall -> metric -> value
+    table: dict[str, dict[str, dict]]  # mode -> subtask|overall -> metric -> value (check_score_ci95: [lo, hi])
     items: list[ItemResult] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)  # baseline mode -> items whose skill has no adapter
     baselines: dict[str, str] = field(default_factory=dict)  # baseline mode -> PEFT path
@@ -302,13 +302,13 @@ def _judge_metrics(rs: list[ItemResult]) -> dict[str, float | int | None]:
             "judge_n": len(scored), "judge_missing": sum(r.judge_missing for r in rs)}
 
 
-def aggregate(results: list[ItemResult]) -> dict[str, dict[str, dict[str, float]]]:
+def aggregate(results: list[ItemResult]) -> dict[str, dict[str, dict]]:
     judged = any(r.judge is not None or r.judge_missing for r in results)
     groups: dict[tuple[str, str], list[ItemResult]] = defaultdict(list)
     for r in results:
         groups[(r.mode, r.subtask)].append(r)
         groups[(r.mode, "overall")].append(r)
-    table: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
+    table: dict[str, dict[str, dict]] = defaultdict(dict)
     for (mode, subtask), rs in sorted(groups.items()):
         n = len(rs)
         table[mode][subtask] = {
@@ -316,6 +316,8 @@ def aggregate(results: list[ItemResult]) -> dict[str, dict[str, dict[str, float]
             "check_score": round(100 * sum(r.check_score for r in rs) / n, 2),
             "token_f1": round(100 * sum(r.token_f1 for r in rs) / n, 2),
             "bertscore": round(100 * sum(r.bertscore for r in rs) / n, 2),
+            "check_score_ci95": [round(100 * x, 2) for x in cluster_bootstrap_ci([r.check_score for r in rs],
+                                                                                 [r.skill for r in rs])],
             "n": n,
         } | (_judge_metrics(rs) if judged else {})
     return dict(table)

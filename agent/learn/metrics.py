@@ -47,3 +47,18 @@ def bertscore_f1(prediction: str, reference: str) -> float:
     sim = c @ r.T
     precision, recall = sim.max(dim=1).values.mean().item(), sim.max(dim=0).values.mean().item()
     return 0.0 if precision + recall <= 0 else 2 * precision * recall / (precision + recall)
+
+
+def cluster_bootstrap_ci(values: list[float], clusters: list[str], resamples: int = 2000,
+                         seed: int = 0) -> list[float]:
+    """95 % percentile-bootstrap interval of the mean of `values`, resampling whole clusters (an eval's
+    tasks of one skill share that skill, so skills, not answers, are the independent draws). Hand-written
+    with numpy because scipy is not a dependency; seeded, so a report is reproducible."""
+    import numpy as np
+
+    names = sorted(set(clusters))
+    sums = np.array([sum(v for v, c in zip(values, clusters) if c == name) for name in names])
+    counts = np.array([sum(c == name for c in clusters) for name in names])
+    draws = np.random.default_rng(seed).integers(0, len(names), size=(resamples, len(names)))
+    means = sums[draws].sum(1) / counts[draws].sum(1)
+    return [float(x) for x in np.percentile(means, [2.5, 97.5])]
