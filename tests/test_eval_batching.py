@@ -221,3 +221,14 @@ def test_the_batch_cache_appends_in_place_and_holds_what_concatenation_would():
         assert layer.get_seq_length() == ref_k.shape[-2]
     assert torch.equal(got_k, layer.keys) and torch.equal(got_v, layer.values)
     assert 1 <= moved <= 4  # 150 appends, a handful of reallocations: the rest were written in place
+
+
+def test_agent_eval_decodes_the_default_number_of_rows():
+    import inspect
+
+    from agent.commands import evaluation
+    from agent.learn.evaluate import evaluate
+    from agent.learn.generation import BATCH_SIZE
+
+    assert inspect.signature(evaluation.command).parameters["batch_size"].default.default == BATCH_SIZE
+    assert inspect.signature(evaluate).parameters["batch_size"].default == BATCH_SIZE

@@ -35,8 +35,10 @@ def command(
     model: ModelOption = DEFAULT_MODEL,
     hypernet: Path = typer.Option(None, help="Hypernetwork checkpoint (default: the shipped one, if any)."),
     max_new_tokens: int = typer.Option(200, min=8, help="Answer length limit."),
-    batch_size: int = typer.Option(8, min=1, help="Answers decoded at once (a finished row takes the next at once); "
-                                   "with --generate-endpoint, requests in flight."),
+    # agent.learn.generation.BATCH_SIZE, as a literal: importing it would load transformers for every command
+    batch_size: int = typer.Option(32, min=1, help="Answers decoded at once (a finished row takes the next "
+                                   "at once; 32 rows ran 1.4x faster than 8 on 2 CPU cores, in 3.4 GB of memory "
+                                   "instead of 1.9); with --generate-endpoint, requests in flight."),
     baseline: List[str] = typer.Option(None, "--baseline", help="LABEL=PATH (repeatable): an extra mode LABEL "
                                        "with a PEFT LoRA folder applied to every item, or a folder of PEFT "
                                        "folders named after skills (items of other skills are skipped)."),

@@ -31,7 +31,7 @@ from typing import Callable
 import torch
 
 from agent.checks import check
-from agent.learn.generation import Request, generate_all
+from agent.learn.generation import BATCH_SIZE, Request, generate_all
 from agent.learn.metrics import bertscore_f1, cluster_bootstrap_ci, token_f1
 from agent.runtime.base_model import LoadedModel
 from agent.runtime.endpoint import EndpointChat
@@ -255,7 +255,7 @@ def plan(items, loaded: LoadedModel, handle: HypernetHandle | None, modes=MODES,
 
 def evaluate(items, loaded: LoadedModel, handle: HypernetHandle | None, modes=MODES, store: Store | None = None,
              max_new_tokens: int = 200, bertscore: bool = True,
-             progress: Callable[[str], None] | None = None, batch_size: int = 8,
+             progress: Callable[[str], None] | None = None, batch_size: int = BATCH_SIZE,
              baselines: dict[str, Baseline] | None = None, judge=None,
              served: ServedGeneration | None = None) -> list[ItemResult]:
     """Every item under every mode; a baseline mode skips items whose skill it has no adapter for.
