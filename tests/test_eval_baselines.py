@@ -109,6 +109,11 @@ def test_cli_reports_baselines_as_modes(cli, loaded, items, tmp_path):
     assert report["table"]["multitask"]["overall"]["n"] == 2 and report["table"]["oracle"]["overall"]["n"] == 1
     assert report["skipped"] == {"multitask": 0, "oracle": 1}
     assert "judge" not in report["table"]["none"]["overall"]
+    # paired differences over the items both modes answered: oracle skipped one of the two skills
+    assert {k: v["n"] for k, v in report["differences"].items()} == {
+        "multitask - none": 2, "oracle - none": 1, "oracle - multitask": 1}
+    lo, hi = report["table"]["none"]["overall"]["check_score_ci95"]
+    assert lo <= report["table"]["none"]["overall"]["check_score"] <= hi
     saved = json.loads((tmp_path / "res" / "eval_heldout.json").read_text())
     assert {it["mode"] for it in saved["items"]} == {"none", "multitask", "oracle"}
     assert saved["baselines"]["oracle"] == str(tmp_path / "oracle")

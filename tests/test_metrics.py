@@ -41,3 +41,23 @@ def test_the_eval_table_carries_each_rows_interval():
     overall = aggregate(rows)["none"]["overall"]
     lo, hi = overall["check_score_ci95"]
     assert lo < overall["check_score"] < hi and 0 <= lo and hi <= 100
+
+
+def test_the_eval_report_pairs_modes_on_the_items_both_answered():
+    """parametric beats icl by 0.2 on every task while tasks differ widely in difficulty: paired, the
+    difference is exactly 0.2 with a zero-width interval; a baseline that skipped a skill is compared on
+    the rest only."""
+    from agent.learn.evaluate import ItemResult, differences
+
+    def row(mode, skill, task, score):
+        return ItemResult(skill, "code-review", task, mode, False, score, 0.0, 0.0, [], "", 0.0)
+
+    hard = {("s1", "t1"): 0.1, ("s1", "t2"): 0.5, ("s2", "t3"): 0.0, ("s3", "t4"): 0.7}
+    rows = [row("icl", s, t, v) for (s, t), v in hard.items()]
+    rows += [row("parametric", s, t, v + 0.2) for (s, t), v in hard.items()]
+    rows += [row("oracle", s, t, 1.0) for (s, t) in hard if s != "s3"]
+    diff = differences(rows)
+    assert diff["parametric - icl"]["check_score"] == 20.0 and diff["parametric - icl"]["n"] == 4
+    assert diff["parametric - icl"]["ci95"] == [20.0, 20.0]
+    assert diff["oracle - icl"]["n"] == 3 and diff["oracle - parametric"]["n"] == 3
+    assert list(diff) == ["parametric - icl", "oracle - icl", "oracle - parametric"]

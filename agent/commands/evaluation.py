@@ -76,6 +76,7 @@ def command(
         MODES,
         EvalReport,
         aggregate,
+        differences,
         evaluate,
         load_baseline,
         mode_order,
@@ -148,7 +149,7 @@ def command(
     report = EvalReport(run_id, loaded.name, handle.source, handle.trained, split.value, len(items),
                         aggregate(results), results, skipped,
                         {label: str(b.path) for label, b in baselines.items()}, endpoint_model,
-                        served.record() if served else None)
+                        served.record() if served else None, differences(results))
     record(store, report, handle.checkpoint_id)
     json_path, png_path = write_results(report, out or run_folder(run_id))
     if json:
@@ -162,6 +163,10 @@ def command(
     columns = ["mode", "subtask", "n", "adherence", "check_score", "check 95% CI", "token_f1", "bertscore"]
     table(rows, columns + (["judge", "judge_missing"] if judge_client else []),
           title=f"eval {report.run_id}: {len(items)} tasks, {split.value} skills")
+    for pair, d in report.differences.items():
+        lo, hi = d["ci95"]
+        console.print(f"{pair}: {d['check_score']:+.1f} check points (95% CI {lo:+.1f} to {hi:+.1f}, "
+                      f"{d['n']} items, bootstrap over skills)", markup=False, highlight=False)
     if served:
         console.print(f"answers from {served.chat.url} ({served.chat.model}); {len(served.adapters)} adapters "
                       "loaded there one at a time and unloaded", markup=False, highlight=False)

@@ -91,6 +91,7 @@ class EvalReport:
     baselines: dict[str, str] = field(default_factory=dict)  # baseline mode -> PEFT path
     judge_model: str | None = None
     generator: dict | None = None  # answers from a server: ServedGeneration.record(); None: this machine
+    differences: dict[str, dict] = field(default_factory=dict)  # "a - b" -> paired check-score difference
 
     def to_dict(self, with_items: bool = False) -> dict:
         d = asdict(self)
@@ -321,6 +322,25 @@ def aggregate(results: list[ItemResult]) -> dict[str, dict[str, dict]]:
             "n": n,
         } | (_judge_metrics(rs) if judged else {})
     return dict(table)
+
+
+def differences(results: list[ItemResult]) -> dict[str, dict]:
+    """Check-score difference of every pair of modes over the items both answered (a baseline skips some),
+    with a 95 % interval from the same bootstrap over skills. Paired, so a task's own difficulty cancels:
+    the interval of a difference is narrower than the two modes' intervals side by side suggest."""
+    score = {(r.mode, r.skill, r.task_id): r.check_score for r in results}
+    modes = mode_order({r.mode: None for r in results})
+    out = {}
+    for i, a in enumerate(modes):  # each mode against the ones before it: parametric - icl, oracle - none, ...
+        for b in modes[:i]:
+            both = [(s, t) for m, s, t in score if m == a and (b, s, t) in score]
+            if not both:
+                continue
+            diff = [score[(a, s, t)] - score[(b, s, t)] for s, t in both]
+            lo, hi = cluster_bootstrap_ci(diff, [s for s, _ in both])
+            out[f"{a} - {b}"] = {"check_score": round(100 * sum(diff) / len(diff), 2),
+                                 "ci95": [round(100 * lo, 2), round(100 * hi, 2)], "n": len(both)}
+    return out
 
 
 def record(store: Store, report: EvalReport, hypernet_id: int | None) -> None:
