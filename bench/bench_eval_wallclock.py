@@ -90,7 +90,7 @@ def main() -> None:
     for spec in args.config:
         ref, _, bs = spec.rpartition(":")
         if not ref or not bs.isdigit() or int(bs) < 1:
-            raise SystemExit(f"--config wants REF:BATCH_SIZE, got {spec!r}")
+            ap.error(f"--config wants REF:BATCH_SIZE, got {spec!r}")
         configs.append((ref, int(bs)))
 
     scratch = Path(tempfile.mkdtemp(prefix="bench-eval-wallclock-"))
