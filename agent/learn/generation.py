@@ -29,6 +29,7 @@ from hypernet.lora import LoraWeights
 # each read: the whole `agent eval` took 261 s at 32 rows against 359 s at 8 (bench_eval_wallclock.json).
 BATCH_SIZE = 32
 
+
 @dataclass
 class Request:
     messages: list[dict[str, str]]
