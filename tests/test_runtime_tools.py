@@ -62,6 +62,70 @@ def test_read_takes_a_window_and_numbers_lines(tmp_path, monkeypatch):
     assert "read long.py:7" in obs.text
 
 
+PYTEST_KEYERROR = """\
+=================================== FAILURES ===================================
+__________________________________ test_parse __________________________________
+
+    def test_parse():
+>       assert parse('1') == 1
+
+tests/test_date.py:4:
+_ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _
+
+>   return groups['century']
+E   KeyError: 'century'
+
+isodate/isodates.py:2: KeyError
+=========================== short test summary info ============================
+FAILED tests/test_date.py::test_parse - KeyError: 'century'
+1 failed in 0.10s
+"""
+
+
+def test_a_name_that_is_not_a_file_opens_the_one_file_it_points_at(tmp_path):
+    """The embedded model shortens package paths (`html5.py` for `webcolors/_html5.py`) or names the module
+    after its test file (`date.py`); refused, it sent the same action until its steps ran out."""
+    for rel in ("webcolors/_html5.py", "isodate/isodates.py", "isodate/isodatetime.py", "isodate/isodate.py",
+                "tests/test_date.py", "tests/test_html5.py", ".venv/lib/html5.py", "inflection/__init__.py",
+                "test_inflection.py"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(SOURCE)
+    tools = Tools(tmp_path, FakeRunner(), "t")
+    obs = tools.execute(parse("```read\nhtml5.py:2\n```"))  # a hidden folder's exact name does not count
+    assert obs.ok and obs.text.splitlines()[:2] == ["(html5.py is not a file: this is webcolors/_html5.py)",
+                                                    "webcolors/_html5.py (lines 2-4 of 4)"]
+    # `date` is in three source files: no guess until the test report names one of them
+    assert not tools.execute(Action("read", "date.py")).ok and tools.locate("date.py") is None
+    tools.report(tools_mod.Observation("exit code 1\n" + PYTEST_KEYERROR, False, 1))
+    assert tools.reported == ["isodate/isodates.py"]
+    obs = tools.execute(Action("edit", "date.py", "", "    if x > 2:", (2, 2)))
+    assert obs.ok and obs.text == "edited isodate/isodates.py (date.py is not a file: this is isodate/isodates.py)"
+    assert (tmp_path / "isodate/isodates.py").read_text() == SOURCE.replace("x > 1", "x > 2")
+    assert (tmp_path / "isodate/isodate.py").read_text() == SOURCE
+    # a test file's name resolves among the tests only; nothing resolves to a file of another suffix
+    assert tools.locate("test_html5.py") == "tests/test_html5.py" and tools.locate("html5.txt") is None
+    assert tools.locate("inflection.py") == "inflection/__init__.py"  # a module that is a package
+    for outside in ("../m.py", "/etc/passwd"):
+        assert not tools.execute(Action("read", outside)).ok
+
+
+def test_the_report_names_the_function_an_exception_was_raised_in(tmp_path):
+    """The test calls `parse`, the KeyError comes from `_century` two calls down: the report's `defined:`
+    line names the function around the innermost frame, so the model has a start line to read from."""
+    (tmp_path / "isodate").mkdir()
+    (tmp_path / "isodate" / "isodates.py").write_text(
+        "import re\n\n\n@staticmethod\ndef _century(groups):\n    x = 1\n    return groups['century']\n")
+    report = compact(PYTEST_KEYERROR.replace("isodates.py:2", "isodates.py:7"), "python -m pytest", tmp_path)
+    assert report.splitlines()[1:5] == ["  KeyError: 'century'", "  line: return groups['century']",
+                                        "  defined: _century at isodate/isodates.py:5", "  at isodate/isodates.py:7"]
+    # a frame outside any function, in a test file, or in a file that does not parse: no such line
+    for source in ("x = {}\ny = 2\ngroups = {}\nz = 4\nq = 5\nr = 6\ngroups['century']\n", "def (:\n"):
+        (tmp_path / "isodate" / "isodates.py").write_text(source)
+        assert "defined:" not in compact(PYTEST_KEYERROR.replace("isodates.py:2", "isodates.py:7"), "t", tmp_path)
+    assert "defined:" not in compact(PYTEST_KEYERROR.replace("isodate/isodates.py:2", "tests/test_date.py:4"),
+                                     "t", tmp_path)
+
+
 def test_read_and_edit_refuse_fifos_and_huge_files_without_hanging(tmp_path, monkeypatch):
     os.mkfifo(tmp_path / "pipe")
     tools = Tools(tmp_path, FakeRunner(), "t")

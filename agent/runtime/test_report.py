@@ -7,7 +7,9 @@ format a library owns. Output that is neither (a `make test`, a crash) comes bac
 
 from __future__ import annotations
 
+import ast
 import builtins
+import itertools
 import json
 import re
 import shlex
@@ -146,7 +148,7 @@ def _unittest(text: str) -> list[str] | None:
     return out
 
 
-def _is_test_file(path: Path) -> bool:
+def is_test_file(path: Path) -> bool:
     return path.name.startswith("test_") or path.stem.endswith("_test") or "tests" in path.parts
 
 
@@ -161,7 +163,7 @@ def definitions(lines: list[str], root: Path) -> list[str]:
         return []
     pattern = re.compile(rf"^[ \t]*(?:async[ \t]+)?(?:def|class)[ \t]+({'|'.join(map(re.escape, names))})\b", re.M)
     found: dict[str, str] = {}
-    files = sorted(p for p in root.rglob("*.py") if not _is_test_file(p.relative_to(root)) and p.is_file()
+    files = sorted(p for p in root.rglob("*.py") if not is_test_file(p.relative_to(root)) and p.is_file()
                    and not p.is_symlink())[:MAX_SCANNED]
     for path in files:
         try:
@@ -171,6 +173,28 @@ def definitions(lines: list[str], root: Path) -> list[str]:
         for m in pattern.finditer(text):
             found.setdefault(m.group(1), f"{path.relative_to(root)}:{text.count(chr(10), 0, m.start()) + 1}")
     return [f"  defined: {n} at {found[n]}" for n in names if n in found][:MAX_DEFINITIONS]
+
+
+def enclosing(frame: str, root: Path) -> str | None:
+    """`  defined: f at path:N` for the function around a traceback's innermost frame (`  at path:L`) in a
+    repo source file: an exception raised inside a function the test reaches only indirectly names no
+    function, and without a start line a small model reads a made-up window (lines 20-39 for line 230)."""
+    m = re.match(r"  at ([\w./-]+\.py):(\d+)", frame)
+    if m is None or is_test_file(Path(m.group(1))):
+        return None
+    path, line = root / m.group(1), int(m.group(2))
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8", errors="replace")) if path.is_file() else None
+    except (OSError, SyntaxError, ValueError):
+        return None
+    best = None
+    for node in ast.walk(tree) if tree is not None else ():
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.lineno <= line <= (node.end_lineno or 0):
+            if best is None or node.lineno > best.lineno:  # the innermost
+                best = node
+    if best is None:
+        return None
+    return f"  defined: {best.name} at {m.group(1)}:{best.lineno}"  # the `def` line, as definitions() gives
 
 
 def trace_command(output: str, test_cmd: str, root: Path) -> str | None:
@@ -207,14 +231,18 @@ def compact(output: str, test_cmd: str = "", root: Path | None = None, returns: 
         return output
     if root is not None:  # each failure's definitions right under its failing line
         out, returns = [], dict(returns or {})
-        for line in lines:
+        for i, line in enumerate(lines):
             out.append(line)
             if line.startswith("  line: "):
-                for d in definitions([line], root):
+                found = definitions([line], root)
+                for d in found:
                     out.append(d)
                     if (r := returns.pop(d.split()[1], None)) is not None:  # the first failure's only
                         out.append(r)
                 returns = {}
+                frames = list(itertools.takewhile(lambda l: l.startswith("  at "), lines[i + 1:]))
+                if frames and (d := enclosing(frames[-1], root)) is not None and d not in found:
+                    out.append(d)
         lines = out
     if len(lines) > MAX_LINES:
         lines = lines[:MAX_LINES - 1] + [f"... ({len(lines) - MAX_LINES + 1} more lines)"]

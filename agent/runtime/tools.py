@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import ast
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from agent.runtime.actions import Action
-from agent.runtime.test_report import compact, parse_returns, trace_command
+from agent.runtime.test_report import compact, is_test_file, parse_returns, trace_command
 from sandbox.files import FileRefused, read_regular
 
 READ_WINDOW = 80  # lines a `read` shows from its start line: enough for a function, small for a 135M model
 FILE_LIMIT = 1_000_000  # bytes: read/edit refuse larger files (the model never needs one whole)
+MAX_LISTED = 5_000  # files scanned when a named file does not exist
+_REPORTED = re.compile(r"\bat ([\w./-]+\.\w+):\d+")  # "at pkg/mod.py:12", "defined: f at pkg/mod.py:3"
 
 
 class CommandRunner(Protocol):
@@ -36,6 +40,7 @@ class Tools:
         self.runner = runner
         self.test_cmd = test_cmd
         self.timeout = timeout
+        self.reported: list[str] = []  # files the latest test report points at, first named first
 
     def execute(self, action: Action) -> Observation:
         handler = getattr(self, f"_{action.kind}")
@@ -67,7 +72,9 @@ class Tools:
         returns = {}
         if not run.ok and (cmd := trace_command(output, self.test_cmd, self.root)) is not None:
             returns = parse_returns(self.runner.run(cmd, timeout=min(self.timeout, 30.0)).output)
-        return f"{head}\n{compact(output, self.test_cmd, self.root, returns)}"
+        text = f"{head}\n{compact(output, self.test_cmd, self.root, returns)}"
+        self.reported = list(dict.fromkeys(_REPORTED.findall(text)))
+        return text
 
     def _test(self, action: Action) -> Observation:
         run = self.run_tests()
@@ -83,14 +90,47 @@ class Tools:
             raise PermissionError(f"{rel}: outside the workspace")
         return path
 
-    def _load(self, rel: str) -> tuple[Path, str]:
-        """A regular file's text, opened without blocking (a FIFO must not hang the agent) and size-capped."""
+    def _load(self, rel: str) -> tuple[Path, str, str]:
+        """(path, text, the name it goes by) of a regular file, opened without blocking (a FIFO must not hang
+        the agent) and size-capped. A name that is not a file but points at one file (`date.py` for
+        `isodate/isodates.py`, the one the traceback names) opens that file under its real name."""
         path = self._resolve(rel)
+        if not path.exists() and (found := self.locate(rel)) is not None:
+            path, rel = self._resolve(found), found
         try:
             data = read_regular(path, FILE_LIMIT)
         except FileRefused as exc:
             raise FileRefused(str(exc).replace(str(path), rel, 1)) from None
-        return path, data.decode("utf-8", errors="replace")
+        return path, data.decode("utf-8", errors="replace"), rel
+
+    def locate(self, rel: str) -> str | None:
+        """The one workspace file a missing name most likely means, or None. A small model shortens paths
+        (`html5.py` for `webcolors/_html5.py`) or names the module after its test file (`date.py` from
+        `test_date.py`); an error alone it answers by sending the same action again. Candidates: files of
+        the same suffix whose name equals the requested one (or the package it names), then whose stem
+        contains it or is contained in it (leading underscores aside); where several match, those the
+        latest test report names."""
+        want = Path(rel)
+        stem = want.stem.lstrip("_").lower()
+        if not stem or not want.suffix:
+            return None
+        files = []
+        for top, dirs, names in os.walk(self.root):  # links not followed; hidden and cache folders skipped
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in ("__pycache__", "node_modules"))
+            here = Path(top).relative_to(self.root)
+            files += [(here / n).as_posix() for n in sorted(names) if n.endswith(want.suffix)]
+            if len(files) >= MAX_LISTED:
+                break
+        tests = is_test_file(want)
+        package = f"{want.stem}/__init__{want.suffix}"  # the module `inflection` may be inflection/__init__.py
+        for matches in ([f for f in files if Path(f).name == want.name or f == package or f.endswith("/" + package)],
+                        [f for f in files if is_test_file(Path(f)) == tests
+                         and ((s := Path(f).stem.lstrip("_").lower()) and (stem in s or s in stem))]):
+            if len(matches) > 1:
+                matches = [f for f in self.reported if f in matches] or matches
+            if len(matches) == 1:
+                return matches[0]
+        return None
 
     def _read(self, action: Action) -> Observation:
         spec, start, end = action.arg, 1, None
@@ -99,46 +139,50 @@ class Tools:
             lo, _, hi = rng.partition("-")
             start, end = max(int(lo or 1), 1), int(hi) if hi else None
         try:
-            _, text = self._load(spec)
+            _, text, name = self._load(spec)
         except (OSError, FileRefused) as exc:
             return Observation(f"cannot read {spec}: {exc.strerror if getattr(exc, 'strerror', None) else exc}", False)
+        note, spec = (f"({spec} is not a file: this is {name})\n" if name != spec else ""), name
         lines = text.splitlines()
         end = min(end or len(lines), start + READ_WINDOW - 1, len(lines))
         body = "\n".join(f"{i:4d} | {line}" for i, line in enumerate(lines[start - 1:end], start))
         more = f"\n... ({len(lines) - end} more lines; read {spec}:{end + 1})" if end < len(lines) else ""
-        return Observation(f"{spec} (lines {start}-{end} of {len(lines)})\n{body}{more}", True)
+        return Observation(f"{note}{spec} (lines {start}-{end} of {len(lines)})\n{body}{more}", True)
 
-    def _edited(self, action: Action) -> tuple[Path, str, str | Observation]:
-        """(file, its text, the text the edit would leave or why it cannot be made); writes nothing."""
+    def _edited(self, action: Action) -> tuple[Path, str, str | Observation, str]:
+        """(file, its text, the text the edit would leave or why it cannot be made, the file's name); writes
+        nothing."""
         try:
-            path, text = self._load(action.arg)
+            path, text, name = self._load(action.arg)
         except (OSError, FileRefused) as exc:
             why = exc.strerror if getattr(exc, "strerror", None) else exc
-            return Path(action.arg), "", Observation(f"cannot edit {action.arg}: {why}", False)
-        return path, text, self._replace_lines(text, action) if action.lines else self._replace_text(text, action)
+            return Path(action.arg), "", Observation(f"cannot edit {action.arg}: {why}", False), action.arg
+        new = self._replace_lines(text, action) if action.lines else self._replace_text(text, action)
+        return path, text, new, name
 
     def changes_nothing(self, action: Action) -> bool:
         """An edit that would leave its file as it is (a refuted edit sent again, a line copied unchanged)."""
         if action.kind != "edit":
             return False
-        _, text, new = self._edited(action)
+        _, text, new, _ = self._edited(action)
         return new == text
 
     def _edit(self, action: Action) -> Observation:
-        path, text, new = self._edited(action)
+        path, text, new, name = self._edited(action)
+        note = f" ({action.arg} is not a file: this is {name})" if name != action.arg else ""
         if isinstance(new, Observation):
-            return new
+            return Observation(new.text + note, False) if note else new
         if new == text:  # e.g. a refuted edit sent again: say so, or a small model takes it for progress
             where = f"lines {action.lines[0]}-{action.lines[1]}" if action.lines else "the REPLACE text"
-            return Observation(f"no change: {where} of {action.arg} already read so; the file is unchanged", False)
+            return Observation(f"no change: {where} of {name} already read so; the file is unchanged{note}", False)
         if path.suffix == ".py":
             try:
-                ast.parse(new, filename=action.arg)
+                ast.parse(new, filename=name)
             except SyntaxError as exc:
-                return Observation(f"edit refused: {action.arg} would not parse (line {exc.lineno}: {exc.msg}); "
-                                   "the file is unchanged", False)
+                return Observation(f"edit refused: {name} would not parse (line {exc.lineno}: {exc.msg}); "
+                                   f"the file is unchanged{note}", False)
         path.write_text(new, encoding="utf-8")
-        return Observation(f"edited {action.arg}", True)
+        return Observation(f"edited {name}{note}", True)
 
     def _replace_text(self, text: str, action: Action) -> str | Observation:
         count = text.count(action.search) if action.search else 0
