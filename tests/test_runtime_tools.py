@@ -54,6 +54,27 @@ def test_edit_that_does_not_parse_is_refused_and_the_file_is_unchanged(tmp_path)
     assert not past_end.ok and "has 4 lines" in past_end.text
 
 
+def test_a_line_edit_that_lost_its_indentation_is_moved_to_the_lines_it_replaces(tmp_path):
+    """`    return 1` sent for a body line at 8 spaces does not parse as sent; moved as a block to line 3's
+    indentation it does, and is made so (and said so). An edit that parses as sent is never moved."""
+    (tmp_path / "m.py").write_text(SOURCE)
+    tools = Tools(tmp_path, FakeRunner(), "t")
+    obs = tools.execute(Action("edit", "m.py", "", "    return 1", (3, 3)))
+    assert obs.ok and obs.text == "edited m.py (re-indented to line 3's indentation)"
+    assert (tmp_path / "m.py").read_text() == SOURCE.replace("return 0", "return 1")
+    # a two-line block keeps its own shape: both lines move by the same amount
+    obs = tools.execute(Action("edit", "m.py", "", "if x > 2:\n    return 2", (2, 3)))
+    assert obs.ok and (tmp_path / "m.py").read_text() == SOURCE.replace("x > 1:\n        return 0",
+                                                                         "x > 2:\n        return 2")
+    before = (tmp_path / "m.py").read_text()
+    for action in (Action("edit", "m.py", "", "    return (2", (3, 3)),  # no indentation makes it parse
+                   Action("edit", "m.py", "", "    if x > 2\n  return 2", (2, 3))):  # at line 2's indentation already
+        obs = tools.execute(action)
+        assert not obs.ok and "would not parse" in obs.text and (tmp_path / "m.py").read_text() == before
+    obs = tools.execute(Action("edit", "m.py", "", "    return 3", (4, 4)))  # parses as sent: left as sent
+    assert obs.ok and obs.text == "edited m.py" and (tmp_path / "m.py").read_text().endswith("\n    return 3\n")
+
+
 def test_read_takes_a_window_and_numbers_lines(tmp_path, monkeypatch):
     monkeypatch.setattr(tools_mod, "READ_WINDOW", 3)
     (tmp_path / "long.py").write_text("".join(f"x{i} = {i}\n" for i in range(1, 11)))

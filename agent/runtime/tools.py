@@ -179,8 +179,16 @@ class Tools:
             try:
                 ast.parse(new, filename=name)
             except SyntaxError as exc:
-                return Observation(f"edit refused: {name} would not parse (line {exc.lineno}: {exc.msg}); "
-                                   f"the file is unchanged{note}", False)
+                # A small model often drops a line's indentation when it retypes it (`    return x` for a
+                # method's `        return x`). Where the edit as sent cannot parse, the same text moved to the
+                # indentation of the first line it replaces is made instead, if that parses, and said so.
+                moved = _reindented(text, action) if action.lines else None
+                if moved is None or not _parses(moved, name):
+                    return Observation(f"edit refused: {name} would not parse (line {exc.lineno}: {exc.msg}); "
+                                       f"the file is unchanged{note}", False)
+                path.write_text(moved, encoding="utf-8")
+                return Observation(f"edited {name} (re-indented to line {action.lines[0]}'s indentation){note}",
+                                   True)
         path.write_text(new, encoding="utf-8")
         return Observation(f"edited {name}{note}", True)
 
@@ -203,3 +211,35 @@ class Tools:
             return Observation(f"edit failed: {action.arg} has {len(lines)} lines, not {end}; `read` it first", False)
         new = [line + "\n" for line in action.replace.split("\n")] if action.replace else []
         return "".join(lines[:start - 1] + new + lines[end:])
+
+
+def _indent(line: str) -> str:
+    return line[:len(line) - len(line.lstrip())]
+
+
+def _reindented(text: str, action: Action) -> str | None:
+    """The file with a line-range edit's text shifted as a block so that its first line has the indentation
+    of the first line it replaces; None where that cannot be said (a blank or tab-indented line, a block
+    that would have to lose indentation it does not have)."""
+    lines = text.splitlines(keepends=True)
+    start, end = action.lines or (0, 0)
+    body = action.replace.split("\n")
+    first = next((l for l in body if l.strip()), None)
+    if first is None or not 1 <= start <= len(lines) or not lines[start - 1].strip():
+        return None
+    want, have = _indent(lines[start - 1]), _indent(first)
+    if want == have or "\t" in want + have:
+        return None
+    shift = len(want) - len(have)
+    if any(l.strip() and len(_indent(l)) + shift < 0 for l in body):
+        return None
+    body = [(" " * shift + l if shift > 0 else l[-shift:]) if l.strip() else l for l in body]
+    return "".join(lines[:start - 1] + [l + "\n" for l in body] + lines[end:])
+
+
+def _parses(text: str, name: str) -> bool:
+    try:
+        ast.parse(text, filename=name)
+    except SyntaxError:
+        return False
+    return True
