@@ -81,6 +81,8 @@ def test_read_takes_a_window_and_numbers_lines(tmp_path, monkeypatch):
     obs = Tools(tmp_path, FakeRunner(), "t").execute(parse("```read\nlong.py:4\n```"))
     assert obs.text.splitlines()[:4] == ["long.py (lines 4-6 of 10)", "   4 | x4 = 4", "   5 | x5 = 5", "   6 | x6 = 6"]
     assert "read long.py:7" in obs.text
+    backwards = Tools(tmp_path, FakeRunner(), "t").execute(parse("```read\nlong.py:4-2\n```"))  # from 4, as `4`
+    assert backwards.text.splitlines()[:2] == ["long.py (lines 4-6 of 10)", "   4 | x4 = 4"]
 
 
 PYTEST_KEYERROR = """\
@@ -191,6 +193,23 @@ def test_frames_in_a_package_keep_the_path_the_tools_take(tmp_path):
     short = compact(out.stdout + out.stderr, "python -m pytest", repo)
     assert "at parse/__init__.py:3" in short  # the path `read parse/__init__.py:3` opens, not `__init__.py`
     assert "at __init__.py" not in short
+
+
+def test_frames_outside_the_repo_are_left_out_of_the_report(tmp_path):
+    """`re.sub` calling the repo's callback: the interpreter's re/__init__.py frame sits between the repo's
+    two, and shortened to `at __init__.py:185` it sent the model to line 185 of a repo file."""
+    repo = tmp_path / "repo"
+    (repo / "fmt").mkdir(parents=True)
+    (repo / "fmt" / "strf.py").write_text("import re\n\n\ndef repl(m):\n    return m.group(2)\n\n\n"
+                                           "def fmt(s):\n    return re.sub('(a)', repl, s)\n")
+    (repo / "tests").mkdir()
+    (repo / "tests" / "test_fmt.py").write_text("from fmt.strf import fmt\n\ndef test_fmt():\n    assert fmt('a') == 'a'\n")
+    out = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider"], cwd=repo, capture_output=True,
+                         text=True, env={**os.environ, "PYTHONPATH": str(repo)})
+    assert "re/__init__.py" in out.stdout  # the frame is there to leave out
+    lines = compact(out.stdout + out.stderr, "python -m pytest", repo).splitlines()
+    assert [l for l in lines if l.startswith("  at ")] == ["  at fmt/strf.py:9", "  at fmt/strf.py:5"]
+    assert "  defined: repl at fmt/strf.py:4" in lines
 
 
 def test_compact_report_says_where_the_called_functions_are_defined_outside_the_tests(tmp_path):

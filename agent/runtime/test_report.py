@@ -69,6 +69,14 @@ def _short_path(path: str) -> str:
     return path.rsplit("/", 1)[-1] if path.startswith(("/", "..")) else path
 
 
+def _repo_frames(frames: list[tuple[str, str]]) -> list[str]:
+    """The shown frames of (printed path, line) pairs: the repo's, where there are any. `re.sub` calling a
+    repo's callback put `at __init__.py:185` (the interpreter's re/__init__.py) last, and the model took
+    its line number for the bug's."""
+    inside = [text for path, text in frames if "/workspace/" in path or not path.startswith(("/", ".."))]
+    return inside or [text for _, text in frames]
+
+
 def _pytest_sections(lines: list[str]) -> dict[str, list[str]]:
     """Traceback sections of pytest's FAILURES block, by test name."""
     sections: dict[str, list[str]] = {}
@@ -89,9 +97,10 @@ def _detail(section: list[str]) -> list[str]:
     errors = [l[1:].strip() for l in section if l.startswith("E ")]
     # pytest's hints and blank lines say nothing about the bug
     errors = [e for e in errors if e and not e.startswith(("Use -v", "Full diff", "At index"))]
-    frames = [f"at {_short_path(m.group(1))}:{m.group(2)}" for m in map(_PYTEST_FRAME.match, section) if m]
-    frames += [f"at {_short_path(m.group(1))}:{m.group(2)} in {m.group(3)}"
-               for m in map(_FRAME.match, section) if m]
+    frames = _repo_frames([(m.group(1), f"at {_short_path(m.group(1))}:{m.group(2)}")
+                           for m in map(_PYTEST_FRAME.match, section) if m]
+                          + [(m.group(1), f"at {_short_path(m.group(1))}:{m.group(2)} in {m.group(3)}")
+                             for m in map(_FRAME.match, section) if m])
     code = [l.strip() for l in section if l.startswith(">")]
     out = [f"  {e}" for e in errors[:3]]
     if code:
@@ -135,7 +144,8 @@ def _unittest(text: str) -> list[str] | None:
             continue
         end = heads[n + 1][0] if n + 1 < len(heads) else len(lines)
         block = [l for l in lines[i + 1:end] if l.strip() and not set(l.strip()) <= set("-=")]
-        frames = [f"  at {_short_path(f.group(1))}:{f.group(2)} in {f.group(3)}" for f in map(_FRAME.match, block) if f]
+        frames = _repo_frames([(f.group(1), f"  at {_short_path(f.group(1))}:{f.group(2)} in {f.group(3)}")
+                               for f in map(_FRAME.match, block) if f])
         code = [block[j + 1].strip() for j, l in enumerate(block[:-1]) if _FRAME.match(l)
                 and not _FRAME.match(block[j + 1])]
         errors = [f"  {l.strip()}" for l in block if _EXPECTED.search(l) and not _FRAME.match(l)

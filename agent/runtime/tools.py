@@ -138,6 +138,7 @@ class Tools:
             spec, rng = spec.rsplit(":", 1)
             lo, _, hi = rng.partition("-")
             start, end = max(int(lo or 1), 1), int(hi) if hi else None
+            end = end if end is None or end >= start else None  # `102-21`: the window from 102, not nothing
         try:
             _, text, name = self._load(spec)
         except (OSError, FileRefused) as exc:
