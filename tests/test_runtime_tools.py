@@ -110,7 +110,7 @@ def test_a_name_that_is_not_a_file_opens_the_one_file_it_points_at(tmp_path):
     after its test file (`date.py`); refused, it sent the same action until its steps ran out."""
     for rel in ("webcolors/_html5.py", "isodate/isodates.py", "isodate/isodatetime.py", "isodate/isodate.py",
                 "tests/test_date.py", "tests/test_html5.py", ".venv/lib/html5.py", "inflection/__init__.py",
-                "test_inflection.py"):
+                "test_inflection.py", "isodate/tzinfo.py", "isodate/tzlocal.py"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(SOURCE)
     tools = Tools(tmp_path, FakeRunner(), "t")
@@ -128,6 +128,8 @@ def test_a_name_that_is_not_a_file_opens_the_one_file_it_points_at(tmp_path):
     # a test file's name resolves among the tests only; nothing resolves to a file of another suffix
     assert tools.locate("test_html5.py") == "tests/test_html5.py" and tools.locate("html5.txt") is None
     assert tools.locate("inflection.py") == "inflection/__init__.py"  # a module that is a package
+    # no name matches: the one source file the report names; two candidates by name and none reported: none
+    assert tools.locate("bugs.py") == "isodate/isodates.py" and tools.locate("tz.py") is None
     for outside in ("../m.py", "/etc/passwd"):
         assert not tools.execute(Action("read", outside)).ok
 
