@@ -214,6 +214,30 @@ def test_frames_outside_the_repo_are_left_out_of_the_report(tmp_path):
     assert "  defined: repl at fmt/strf.py:4" in lines
 
 
+def test_a_class_body_is_not_a_return_of_the_class(tmp_path):
+    """`Duration(...) != Duration(...)` names the class; its body, run when the test imports the module, is not
+    where a call returned from (the report said `Duration returned None at` the class's last line)."""
+    from agent.runtime.test_report import parse_returns, trace_command
+
+    repo = tmp_path / "repo"
+    (repo / "dur").mkdir(parents=True)
+    (repo / "dur" / "__init__.py").write_text("class Duration:\n    def __init__(self, n):\n        self.n = n\n\n"
+                                              "    def __ne__(self, other):\n        return True\n\n\n"
+                                              "def make(n):\n    return Duration(n)\n")
+    (repo / "tests").mkdir()
+    (repo / "tests" / "test_dur.py").write_text("from dur import Duration, make\n\n\ndef test_eq():\n"
+                                                 "    assert (Duration(1) != make(1)) is False\n")
+    cmd = f"{sys.executable} -m pytest -p no:cacheprovider"
+    out = subprocess.run(cmd.split(), cwd=repo, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(repo)})
+    trace = trace_command(out.stdout, cmd, repo)
+    assert trace is not None and "Duration" in trace
+    traced = subprocess.run(trace, shell=True, cwd=repo, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(repo)})
+    returns = parse_returns(traced.stdout)
+    assert "Duration" not in returns  # a function of the line still has its line
+    assert returns["make"].startswith("  make returned <dur.Duration") and returns["make"].endswith(" at dur/__init__.py:10")
+
+
 def test_compact_report_says_where_the_called_functions_are_defined_outside_the_tests(tmp_path):
     outputs = _outputs(tmp_path)
     repo = tmp_path / "repo"

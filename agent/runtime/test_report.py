@@ -40,14 +40,15 @@ TRACE_MARK = "@@returned "
 # Re-runs one failing test under a profiler and prints, per function the failing line calls, the line its last
 # normal return came from and the value (an exception exit is not a return: its frames are in the traceback).
 # A wrong return value leaves no frame of the function in the traceback, so without this a small model sees
-# only where the function starts and guesses the line.
+# only where the function starts and guesses the line. Only functions' code counts (co_flags & 1, CO_OPTIMIZED):
+# a class body of the same name "returns" None at its last line when the module is imported.
 _TRACER = """
 import dis, json, os, sys
 names, root, seen = set(sys.argv[1].split(",")), os.getcwd() + os.sep, {}
 RET = {dis.opmap[o] for o in ("RETURN_VALUE", "RETURN_CONST") if o in dis.opmap}
 def prof(frame, event, arg):
     code = frame.f_code
-    if event == "return" and code.co_name in names and code.co_filename.startswith(root) \\
+    if event == "return" and code.co_flags & 1 and code.co_name in names and code.co_filename.startswith(root) \\
             and code.co_code[frame.f_lasti] in RET:
         seen[code.co_name] = [os.path.relpath(code.co_filename, root), frame.f_lineno, repr(arg)[:60]]
 import pytest
