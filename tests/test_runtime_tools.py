@@ -228,14 +228,15 @@ def test_a_class_body_is_not_a_return_of_the_class(tmp_path):
     (repo / "tests" / "test_dur.py").write_text("from dur import Duration, make\n\n\ndef test_eq():\n"
                                                  "    assert (Duration(1) != make(1)) is False\n")
     cmd = f"{sys.executable} -m pytest -p no:cacheprovider"
-    out = subprocess.run(cmd.split(), cwd=repo, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(repo)})
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    out = subprocess.run(cmd.split(), cwd=repo, capture_output=True, text=True, env=env)
     trace = trace_command(out.stdout, cmd, repo)
     assert trace is not None and "Duration" in trace
-    traced = subprocess.run(trace, shell=True, cwd=repo, capture_output=True, text=True,
-                            env={**os.environ, "PYTHONPATH": str(repo)})
+    traced = subprocess.run(trace, shell=True, cwd=repo, capture_output=True, text=True, env=env)
     returns = parse_returns(traced.stdout)
     assert "Duration" not in returns  # a function of the line still has its line
-    assert returns["make"].startswith("  make returned <dur.Duration") and returns["make"].endswith(" at dur/__init__.py:10")
+    assert returns["make"].startswith("  make returned <dur.Duration")
+    assert returns["make"].endswith(" at dur/__init__.py:10")
 
 
 def test_compact_report_says_where_the_called_functions_are_defined_outside_the_tests(tmp_path):
