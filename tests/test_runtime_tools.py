@@ -239,6 +239,33 @@ def test_a_class_body_is_not_a_return_of_the_class(tmp_path):
     assert returns["make"].endswith(" at dur/__init__.py:10")
 
 
+def test_a_failing_line_that_calls_nothing_points_at_the_function_the_test_is_named_after(tmp_path):
+    """`assert triplet == result` calls nothing: the report names `hex_to_rgb_percent` from the test's name,
+    and the trace run says where it returned from. A test named after nothing in the repo gets no line."""
+    from agent.runtime.test_report import parse_returns, trace_command
+
+    repo = tmp_path / "repo"
+    (repo / "conv").mkdir(parents=True)
+    (repo / "conv" / "__init__.py").write_text("def hex_to_rgb_percent(h):\n    if h:\n        return '50%'\n"
+                                               "    return '100%'\n")
+    (repo / "tests").mkdir()
+    (repo / "tests" / "test_conv.py").write_text(
+        "import pytest\nfrom conv import hex_to_rgb_percent\n\n\n@pytest.mark.parametrize('h', ['#fff'])\n"
+        "def test_hex_to_rgb_percent(h):\n    result = hex_to_rgb_percent(h)\n    triplet = '100%'\n"
+        "    assert triplet == result\n\n\ndef test_unknown():\n    result = 1\n    assert result == 2\n")
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    cmd = f"{sys.executable} -m pytest -p no:cacheprovider"
+    out = subprocess.run(cmd.split(), cwd=repo, capture_output=True, text=True, env=env).stdout
+    traced = subprocess.run(trace_command(out, cmd, repo), shell=True, cwd=repo, capture_output=True, text=True,
+                            env=env)
+    lines = compact(out, cmd, repo, parse_returns(traced.stdout)).splitlines()
+    at = lines.index("  line: assert triplet == result")
+    assert lines[at + 1:at + 3] == ["  defined: hex_to_rgb_percent at conv/__init__.py:1",
+                                    "  hex_to_rgb_percent returned '50%' at conv/__init__.py:3"]
+    at = lines.index("  line: assert result == 2")
+    assert not lines[at + 1].startswith("  defined:")
+
+
 def test_compact_report_says_where_the_called_functions_are_defined_outside_the_tests(tmp_path):
     outputs = _outputs(tmp_path)
     repo = tmp_path / "repo"

@@ -163,15 +163,24 @@ def is_test_file(path: Path) -> bool:
     return path.name.startswith("test_") or path.stem.endswith("_test") or "tests" in path.parts
 
 
-def definitions(lines: list[str], root: Path) -> list[str]:
+def definitions(lines: list[str], root: Path, test: str | None = None) -> list[str]:
     """Where the functions and classes the failing lines call are defined, outside the tests: the test's line
-    numbers are the test file's, and a small model otherwise copies them into the source it reads next."""
+    numbers are the test file's, and a small model otherwise copies them into the source it reads next.
+    A failing line that calls nothing of the repo (`assert triplet == result`) falls back to the function
+    the failing test is named after (`test_hex_to_rgb_percent[navy]` -> `hex_to_rgb_percent`), if defined."""
     names = [n for line in lines if line.lstrip().startswith("line: ")
              for dot, n in _CALL.findall(line)
              if n not in _SKIP_NAMES and not n.startswith("assert") and not (dot and n in _BUILTIN_METHODS)]
     names = list(dict.fromkeys(names))
-    if not names:
-        return []
+    found = _find(names, root) if names else {}
+    if not found and test and (named := re.sub(r"\[.*$", "", re.split(r"::|\.", test)[-1]).removeprefix("test_")):
+        names = [named]
+        found = _find(names, root)
+    return [f"  defined: {n} at {found[n]}" for n in names if n in found][:MAX_DEFINITIONS]
+
+
+def _find(names: list[str], root: Path) -> dict[str, str]:
+    """{name: "path:line"} of the first `def`/`class` of each name in the repo's source files."""
     pattern = re.compile(rf"^[ \t]*(?:async[ \t]+)?(?:def|class)[ \t]+({'|'.join(map(re.escape, names))})\b", re.M)
     found: dict[str, str] = {}
     files = sorted(p for p in root.rglob("*.py") if not is_test_file(p.relative_to(root)) and p.is_file()
@@ -183,7 +192,7 @@ def definitions(lines: list[str], root: Path) -> list[str]:
             continue
         for m in pattern.finditer(text):
             found.setdefault(m.group(1), f"{path.relative_to(root)}:{text.count(chr(10), 0, m.start()) + 1}")
-    return [f"  defined: {n} at {found[n]}" for n in names if n in found][:MAX_DEFINITIONS]
+    return found
 
 
 def enclosing(frame: str, root: Path) -> str | None:
@@ -217,7 +226,7 @@ def trace_command(output: str, test_cmd: str, root: Path) -> str | None:
     code = next((l for l in lines or [] if l.startswith("  line: ")), None)
     if first is None or code is None:
         return None
-    names = [d.split()[1] for d in definitions([code], root)]
+    names = [d.split()[1] for d in definitions([code], root, first)]
     if not names:
         return None
     return " ".join([m.group(1), "-c", shlex.quote(_TRACER), shlex.quote(",".join(names)), shlex.quote(first)])
@@ -241,11 +250,13 @@ def compact(output: str, test_cmd: str = "", root: Path | None = None, returns: 
     if lines is None:
         return output
     if root is not None:  # each failure's definitions right under its failing line
-        out, returns = [], dict(returns or {})
+        out, returns, test = [], dict(returns or {}), None
         for i, line in enumerate(lines):
             out.append(line)
+            if line.startswith(("FAILED ", "ERROR ", "FAIL ")):
+                test = line.split(" ", 1)[1]
             if line.startswith("  line: "):
-                found = definitions([line], root)
+                found = definitions([line], root, test)
                 for d in found:
                     out.append(d)
                     if (r := returns.pop(d.split()[1], None)) is not None:  # the first failure's only
