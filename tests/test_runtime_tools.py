@@ -266,6 +266,29 @@ def test_a_failing_line_that_calls_nothing_points_at_the_function_the_test_is_na
     assert not lines[at + 1].startswith("  defined:")
 
 
+def test_a_huge_run_cut_to_its_head_and_tail_still_shows_a_traceback(tmp_path):
+    """300 failing tests: the sandbox keeps the output's first and last 8 KiB, so the FAILED lines left are
+    of tests whose tracebacks were cut. The report shows the first traceback that was kept."""
+    from sandbox.limits import Limits
+    from sandbox.output import OutputCap
+
+    repo = tmp_path / "repo"
+    (repo / "tests").mkdir(parents=True)
+    (repo / "colors.py").write_text("def parse(v):\n    raise ValueError('must be seven characters long: ' + v)\n")
+    (repo / "tests" / "test_colors.py").write_text(
+        "import pytest\nfrom colors import parse\n\n\n@pytest.mark.parametrize('v', [str(i) for i in range(300)])\n"
+        "def test_parse(v):\n    assert parse(v)\n")
+    out = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider"], cwd=repo, capture_output=True,
+                         env={**os.environ, "PYTHONPATH": str(repo), "COLUMNS": "80"}).stdout
+    cap = OutputCap(Limits().output_head_bytes, Limits().output_tail_bytes)
+    cap.feed(out)
+    kept = cap.result()
+    assert kept.truncated and "test_parse[299]" in kept.text and "__ test_parse[299] __" not in kept.text
+    lines = compact(kept.text, "python -m pytest", repo).splitlines()
+    assert lines[0] == "FAILED test_parse[0]" and lines[1].startswith("  ValueError: must be seven")
+    assert "  defined: parse at colors.py:1" in lines[:6] and "  at colors.py:2" in lines[:6]
+
+
 def test_compact_report_says_where_the_called_functions_are_defined_outside_the_tests(tmp_path):
     outputs = _outputs(tmp_path)
     repo = tmp_path / "repo"

@@ -117,14 +117,23 @@ def _pytest(text: str) -> list[str] | None:
     if not failed and summary is None:
         return None
     sections = _pytest_sections(lines)
+    entries = []
+    for name, reason in failed:
+        short = name.split("::", 1)[-1].replace("::", ".")
+        section = next((v for k, v in sections.items() if k == short or k.endswith(short.rsplit(".", 1)[-1])), [])
+        entries.append((name, reason, _detail(section)))
+    # The sandbox keeps a huge run's head and tail only: the FAILED lines (tail) may all belong to tests whose
+    # tracebacks (head) were cut, and their reasons are cut to the terminal's width ("Valu..."). Then the
+    # first traceback that is there is shown, under its section's name.
+    if not any(detail for *_, detail in entries):
+        first = next(((k, d) for k, v in sections.items() if (d := _detail(v))), None)
+        if first is not None:
+            entries.insert(0, (first[0], None, first[1]))
     out = []
-    for i, (name, reason) in enumerate(failed):
+    for i, (name, reason, detail) in enumerate(entries):
         out.append(f"FAILED {name}")
         if i >= MAX_FAILURES:
             continue
-        short = name.split("::", 1)[-1].replace("::", ".")
-        section = next((v for k, v in sections.items() if k == short or k.endswith(short.rsplit(".", 1)[-1])), [])
-        detail = _detail(section)
         out += detail if detail else ([f"  {reason}"] if reason else [])
     if summary:
         out.append(_DURATION.sub("", summary))
