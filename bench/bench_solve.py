@@ -76,20 +76,22 @@ def task_repos(n: int, seed: int, root: Path, source: str = "corpus") -> list[tu
     return [("examples/buggy-stats", example)] + out  # first: the demo's task is measured even in a cut run
 
 
-def format_errors(store, trajectory_id: int) -> tuple[int, int]:
-    """(assistant turns, turns that did not parse) of a stored trajectory."""
+def format_errors(store, trajectory_id: int) -> tuple[int, int, int]:
+    """(assistant turns, turns that did not parse, read/edit turns on a file that could not be opened) of a
+    stored trajectory; a name the tools resolved to a file (`is not a file: this is ...`) is not a miss."""
     from agent.runtime.actions import FormatError, parse
     from memory import trajectories as traj_repo
 
     with store.session() as s:
-        steps = [st.content for st in traj_repo.get(s, trajectory_id).steps if st.role == "assistant"]
+        steps = [(st.role, st.content) for st in traj_repo.get(s, trajectory_id).steps]
     bad = 0
-    for text in steps:
+    for text in (c for r, c in steps if r == "assistant"):
         try:
             parse(text)
         except FormatError:
             bad += 1
-    return len(steps), bad
+    misses = sum(r == "user" and c.startswith(("cannot read ", "cannot edit ")) for r, c in steps)
+    return sum(r == "assistant" for r, _ in steps), bad, misses
 
 
 def solve_task(store, loaded, handle, adapters_base: list, repo: Path, mode: str, attempts: int, seed: int,
@@ -116,7 +118,8 @@ def solve_task(store, loaded, handle, adapters_base: list, repo: Path, mode: str
     fields = {"verified": report.verified, "first_verified": bool(report.verified and report.attempt == 1),
               "attempt": report.attempt, "attempts_run": len(report.attempts), "status": report.status,
               "steps": report.steps, "tokens": report.tokens, "seconds": round(time.perf_counter() - start, 2),
-              "turns": sum(t for t, _ in turns), "format_errors": sum(b for _, b in turns),
+              "turns": sum(t for t, _, _ in turns), "format_errors": sum(b for _, b, _ in turns),
+              "file_misses": sum(m for _, _, m in turns),
               "resampled": report.resampled}
     return fields, report
 
@@ -210,6 +213,8 @@ def summarise(result: dict, configs: list[str], attempts: int) -> None:
                "mean_seconds": round(sum(r["seconds"] for r in runs) / n, 1),
                "format_error_turns": sum(r["format_errors"] for r in runs), "turns": sum(r["turns"] for r in runs)}
         row["resampled"] = sum(r.get("resampled", 0) for r in runs)
+        if all("file_misses" in r for r in runs):  # runs from before the count have none
+            row["file_miss_turns"] = sum(r["file_misses"] for r in runs)
         if config.removesuffix(CANDIDATE).removesuffix(RESAMPLE) == "parametric":
             kk = sum(r["verified"] for r in runs)
             row.update({f"fix_rate_k{attempts}": round(100 * kk / n, 1), f"ci95_k{attempts}": wilson(kk, n)})
