@@ -149,6 +149,12 @@ def test_the_report_names_the_function_an_exception_was_raised_in(tmp_path):
         assert "defined:" not in compact(PYTEST_KEYERROR.replace("isodates.py:2", "isodates.py:7"), "t", tmp_path)
     assert "defined:" not in compact(PYTEST_KEYERROR.replace("isodate/isodates.py:2", "tests/test_date.py:4"),
                                      "t", tmp_path)
+    # a frame path printed by the tests themselves is never followed out of the repo
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "outside.py").write_text("def secret():\n    x = 1\n    return x\n")
+    assert "defined:" not in compact(PYTEST_KEYERROR.replace("isodate/isodates.py:2", "pkg/../../outside.py:3"),
+                                     "t", tmp_path / "repo")
+    assert "defined: secret" in compact(PYTEST_KEYERROR.replace("isodate/isodates.py:2", "outside.py:3"), "t", tmp_path)
 
 
 def test_read_and_edit_refuse_fifos_and_huge_files_without_hanging(tmp_path, monkeypatch):

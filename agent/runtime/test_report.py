@@ -211,7 +211,9 @@ def enclosing(frame: str, root: Path) -> str | None:
     m = re.match(r"  at ([\w./-]+\.py):(\d+)", frame)
     if m is None or is_test_file(Path(m.group(1))):
         return None
-    path, line = root / m.group(1), int(m.group(2))
+    path, line = (root / m.group(1)).resolve(), int(m.group(2))
+    if root.resolve() not in path.parents:  # test output can print any path: nothing outside the repo is read
+        return None
     try:
         tree = ast.parse(path.read_text(encoding="utf-8", errors="replace")) if path.is_file() else None
     except (OSError, SyntaxError, ValueError):
