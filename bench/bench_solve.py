@@ -76,7 +76,7 @@ def task_repos(n: int, seed: int, root: Path, source: str = "corpus") -> list[tu
     return [("examples/buggy-stats", example)] + out  # first: the demo's task is measured even in a cut run
 
 
-def format_errors(store, trajectory_id: int) -> tuple[int, int, int]:
+def turn_counts(store, trajectory_id: int) -> tuple[int, int, int]:
     """(assistant turns, turns that did not parse, read/edit turns on a file that could not be opened) of a
     stored trajectory; a name the tools resolved to a file (`is not a file: this is ...`) is not a miss."""
     from agent.runtime.actions import FormatError, parse
@@ -114,7 +114,7 @@ def solve_task(store, loaded, handle, adapters_base: list, repo: Path, mode: str
                            limits=loop.Limits(steps=max_steps, seconds=600, resamples=resamples))
     start = time.perf_counter()
     report = solve_attempts(request, store, open_chat, ctx, attempts)
-    turns = [format_errors(store, tid) for tid in report.attempts]
+    turns = [turn_counts(store, tid) for tid in report.attempts]
     fields = {"verified": report.verified, "first_verified": bool(report.verified and report.attempt == 1),
               "attempt": report.attempt, "attempts_run": len(report.attempts), "status": report.status,
               "steps": report.steps, "tokens": report.tokens, "seconds": round(time.perf_counter() - start, 2),
