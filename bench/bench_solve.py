@@ -257,9 +257,9 @@ def plot(result: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.bar(names, rates, yerr=[lo, hi], capsize=4, label="K = 1 (greedy)")
     k = result["settings"]["attempts"]
-    if "parametric" in summary and f"fix_rate_k{k}" in summary["parametric"]:
-        ax.scatter(["parametric"], [summary["parametric"][f"fix_rate_k{k}"]], color="black", zorder=3,
-                   label=f"parametric, K = {k}")
+    at_k = [c for c in names if f"fix_rate_k{k}" in summary[c]]  # the parametric configs (CONFIG+resample, ...)
+    if at_k and k > 1:
+        ax.scatter(at_k, [summary[c][f"fix_rate_k{k}"] for c in at_k], color="black", zorder=3, label=f"K = {k}")
     label_and_save(fig, ax, path, "held-out fix rate (%), 95 % Wilson interval", f"agent solve on {summary[names[0]]['tasks']} held-out tasks (SmolLM2-135M, llama.cpp, 2 cores)")
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -67,8 +68,9 @@ def ema_update(persistent: LoraWeights | None, new: LoraWeights, beta: float, ma
             out, report = merge([persistent, new], [beta, 1.0], max_rank=max_rank, method=method, seed=seed)
             errors = report.rel_errors
         else:
+            workers = torch.get_num_threads()  # the caller's budget of cores, before _one_thread
             with _one_thread(new):
-                out, errors = fold(persistent, new, beta, max_rank, method, seed)
+                out, errors = fold(persistent, new, beta, max_rank, method, seed, workers)
     metadata = {UPDATES_KEY: str(previous + 1), BETA_KEY: repr(beta)}
     out = out.replace(out.factors, metadata)
     return out, EmaInfo(previous + 1, beta, out.ranks, errors)
@@ -81,7 +83,7 @@ def _one_thread(lora: LoraWeights) -> Iterator[None]:
     other jobs), made it 5-10× slower, waiting on a descheduled thread (bench_hypernet_merge, EMA rows).
     torch's thread count is process-wide: other threads' torch work runs on one thread meanwhile."""
     threads = torch.get_num_threads()
-    if lora.factors[lora.keys[0]][0].device.type != "cpu" or threads == 1:
+    if not _on_cpu(lora) or threads == 1:
         yield
         return
     torch.set_num_threads(1)
@@ -97,38 +99,61 @@ ORTHO_TOL = {torch.float32: 1e-5, torch.float64: 1e-12}
 
 
 def fold(persistent: LoraWeights, new: LoraWeights, beta: float, max_rank: int, method: str = "exact",
-         seed: int = 0) -> tuple[LoraWeights, dict[str, float]]:
+         seed: int = 0, workers: int = 1) -> tuple[LoraWeights, dict[str, float]]:
     """β·persistent + (1−β)·new recompressed to rank ≤ max_rank, per group of equally shaped targets: the
-    incremental exact path where the persistent factors are orthogonal, merge's recompression elsewhere."""
+    incremental exact path where the persistent factors are orthogonal, merge's recompression elsewhere.
+
+    The groups (q_proj's targets, v_proj's, ...) share nothing, so they run side by side on up to `workers`
+    threads: their LAPACK calls release the GIL and each is single-threaded (`_one_thread`), so a core that
+    is busy elsewhere delays only its own group, never a barrier of OpenMP threads."""
     check_same_targets([persistent, new])
-    factors, errors = {}, {}
     dtype = persistent.factors[persistent.keys[0]][0].dtype
-    for keys, a, b in _stacked_groups([persistent, new], [beta, 1.0 - beta]):
-        lead = persistent.factors[keys[0]][0].shape[0]
-        rank, inn, out = b.shape[-1], a.shape[-1], b.shape[-2]
-        used = choose_method(method, rank, inn, out, max_rank)
-        results: list = [None] * len(keys)
-        todo = list(range(len(keys)))
-        if used == "exact" and rank < min(inn, out):
-            work = _work_dtype(a.dtype)
-            a, b = a.to(work), b.to(work)
-            gb, ga = b[..., :lead].mT @ b, a[:, :lead] @ a.mT  # persistent's columns of B (rows of A) · all
-            ok = _orthogonal(gb[:, :lead, :lead], ORTHO_TOL[work]) & _orthogonal(ga[:, :lead, :lead], ORTHO_TOL[work])
-            if bool(ok.all()):
-                done = _fold_split_form(a, b, ga, gb, lead, max_rank)
-                results, todo = done, []
-            elif bool(ok.any()):
-                idx = ok.nonzero().flatten()
-                for i, r in zip(idx.tolist(), _fold_split_form(a[idx], b[idx], ga[idx], gb[idx], lead, max_rank)):
-                    results[i] = r
-                todo = (~ok).nonzero().flatten().tolist()
-        if todo:
-            for i, r in zip(todo, recompress_factors(a[todo], b[todo], max_rank, used, seed)):
-                results[i] = r
-        for key, (na, nb, err) in zip(keys, results):
-            factors[key], errors[key] = (na.to(dtype).contiguous(), nb.to(dtype).contiguous()), err
+    groups = list(_stacked_groups([persistent, new], [beta, 1.0 - beta]))
+
+    def one(group: tuple[list[str], Tensor, Tensor]) -> list[tuple[str, tuple[Tensor, Tensor], float]]:
+        keys, a, b = group
+        lead = persistent.factors[keys[0]][0].shape[0]  # ranks may differ between groups
+        return [(key, (na.to(dtype).contiguous(), nb.to(dtype).contiguous()), err)
+                for key, (na, nb, err) in zip(keys, _fold_group(a, b, lead, max_rank, method, seed))]
+
+    workers = min(len(groups), workers)
+    if workers > 1 and _on_cpu(persistent):
+        with ThreadPoolExecutor(workers) as pool:
+            done = [row for rows in pool.map(one, groups) for row in rows]
+    else:
+        done = [row for group in groups for row in one(group)]
+    factors = {key: f for key, f, _ in done}
+    errors = {key: err for key, _, err in done}
     out = persistent.replace({k: factors[k] for k in persistent.keys}, {})
     return out, {k: errors[k] for k in persistent.keys}
+
+
+def _on_cpu(lora: LoraWeights) -> bool:
+    return lora.factors[lora.keys[0]][0].device.type == "cpu"
+
+
+def _fold_group(a: Tensor, b: Tensor, lead: int, max_rank: int, method: str,
+                seed: int) -> list[tuple[Tensor, Tensor, float]]:
+    """One group's fold: a (n, R, in), b (n, out, R) stacked [persistent, new], the first `lead` persistent."""
+    rank, inn, out = b.shape[-1], a.shape[-1], b.shape[-2]
+    used = choose_method(method, rank, inn, out, max_rank)
+    results: list = [None] * a.shape[0]
+    todo = list(range(a.shape[0]))
+    if used == "exact" and rank < min(inn, out):
+        work = _work_dtype(a.dtype)
+        a, b = a.to(work), b.to(work)
+        gb, ga = b[..., :lead].mT @ b, a[:, :lead] @ a.mT  # persistent's columns of B (rows of A) · all
+        ok = _orthogonal(gb[:, :lead, :lead], ORTHO_TOL[work]) & _orthogonal(ga[:, :lead, :lead], ORTHO_TOL[work])
+        if bool(ok.all()):
+            return _fold_split_form(a, b, ga, gb, lead, max_rank)
+        if bool(ok.any()):
+            idx = ok.nonzero().flatten()
+            for i, r in zip(idx.tolist(), _fold_split_form(a[idx], b[idx], ga[idx], gb[idx], lead, max_rank)):
+                results[i] = r
+            todo = (~ok).nonzero().flatten().tolist()
+    for i, r in zip(todo, recompress_factors(a[todo], b[todo], max_rank, used, seed)):
+        results[i] = r
+    return results
 
 
 def _orthogonal(gram: Tensor, tol: float) -> Tensor:

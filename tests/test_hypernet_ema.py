@@ -178,3 +178,21 @@ def test_the_step_restores_the_thread_count():
     persistent, _ = ema_update(random_lora(TARGETS, seed=1), random_lora(TARGETS, seed=2), 0.9, max_rank=4)
     ema_update(persistent, random_lora(TARGETS, seed=3), 0.9, max_rank=4)
     assert torch.get_num_threads() == threads
+
+
+def test_groups_folded_on_threads_give_the_one_thread_result_bit_for_bit():
+    """fold's groups (one per shape and rank) run on up to `workers` threads; they share nothing, so the
+    result is the sequential one exactly, whatever order the threads finish in."""
+    ema = importlib.import_module("hypernet.ema")
+    persistent = None
+    for i in range(3):
+        persistent, _ = ema_update(persistent, random_lora(MIXED, rank=mixed_ranks(i), seed=i), 0.8, max_rank=4)
+    new = random_lora(MIXED, rank=mixed_ranks(9), seed=9)
+    groups = {(t.in_features, t.out_features, persistent.ranks[t.key], new.ranks[t.key]) for t in MIXED}
+    assert len(groups) > 2  # enough groups for the threads to interleave
+    one, errors_one = ema.fold(persistent, new, 0.8, 4, workers=1)
+    for workers in (2, 8):
+        many, errors_many = ema.fold(persistent, new, 0.8, 4, workers=workers)
+        assert errors_many == errors_one
+        for key in MIXED_KEYS:
+            assert all(torch.equal(x, y) for x, y in zip(many.factors[key], one.factors[key])), (workers, key)
