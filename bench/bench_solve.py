@@ -120,7 +120,7 @@ def solve_task(store, loaded, handle, adapters_base: list, repo: Path, mode: str
               "steps": report.steps, "tokens": report.tokens, "seconds": round(time.perf_counter() - start, 2),
               "turns": sum(t for t, _, _ in turns), "format_errors": sum(b for _, b, _ in turns),
               "file_misses": sum(m for _, _, m in turns),
-              "resampled": report.resampled}
+              "resampled": report.resampled, "trajectories": list(report.attempts)}
     return fields, report
 
 
@@ -143,6 +143,9 @@ def main() -> None:
     ap.add_argument("--skill-scale", type=float, default=None,
                     help="scale of the merged skill adapter beneath the policy (default: agent solve's, "
                          "skill_context.SKILL_SCALE_UNDER_POLICY)")
+    ap.add_argument("--db", type=Path, help="keep the run's store (every attempt's trajectory, the rows' "
+                    "`trajectories` ids) in this SQLite file, for `agent trajectories show ID --db PATH`; "
+                    "default: a temporary one, deleted at the end")
     ap.add_argument("--out", type=Path, default=OUT, help="result JSON (the plot goes beside it)")
     args = ap.parse_args()
 
@@ -159,7 +162,8 @@ def main() -> None:
     out = args.out
     result = json.loads(out.read_text()) if args.resume and out.is_file() else {"runs": []}
     done = {(r["task"], r["config"]) for r in result["runs"]}
-    result.update({"machine": machine_info(), "settings": {**vars(args), "out": str(out)},
+    settings = {**vars(args), "out": str(out), "db": args.db and str(args.db)}
+    result.update({"machine": machine_info(), "settings": settings,
                    "started": result.get("started", time.time())})
     loaded = load_model()
     policy = load_policy(args.policy, loaded)
@@ -169,7 +173,7 @@ def main() -> None:
     names = [c + suffix for c in configs for suffix in policies if not (c == "base" and suffix)]
     handle = load_hypernet(loaded, None)
     with tempfile.TemporaryDirectory(prefix="bench-solve-") as tmp:
-        store = Store(f"sqlite:///{tmp}/bench.db")
+        store = Store(f"sqlite:///{args.db.resolve() if args.db else Path(tmp) / 'bench.db'}")
         ensure_seeded(store)
         repos = task_repos(args.tasks, args.seed, Path(tmp) / "repos", args.source)
         result["tasks"] = [t for t, _ in repos]
@@ -192,9 +196,10 @@ def main() -> None:
                 result["runs"].append(run)
                 print(json.dumps(run), flush=True)
                 summarise(result, names, args.attempts)
+                result["complete"] = False  # until every task ran: a cut run says so (--resume continues it)
                 out.write_text(json.dumps(result, indent=1) + "\n")
     summarise(result, names, args.attempts)
-    result["machine_after"] = machine_info()
+    result["machine_after"], result["complete"] = machine_info(), True
     out.write_text(json.dumps(result, indent=1) + "\n")
     plot(result, out.with_suffix(".png"))
 
