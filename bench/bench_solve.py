@@ -163,7 +163,8 @@ def main() -> None:
     result = json.loads(out.read_text()) if args.resume and out.is_file() else {"runs": []}
     done = {(r["task"], r["config"]) for r in result["runs"]}
     settings = {**vars(args), "out": str(out), "db": args.db and str(args.db)}
-    result.update({"machine": machine_info(), "settings": settings,
+    # "complete" stays false until every task ran: a cut run says so (--resume continues it)
+    result.update({"machine": machine_info(), "settings": settings, "complete": False,
                    "started": result.get("started", time.time())})
     loaded = load_model()
     policy = load_policy(args.policy, loaded)
@@ -196,7 +197,6 @@ def main() -> None:
                 result["runs"].append(run)
                 print(json.dumps(run), flush=True)
                 summarise(result, names, args.attempts)
-                result["complete"] = False  # until every task ran: a cut run says so (--resume continues it)
                 out.write_text(json.dumps(result, indent=1) + "\n")
     summarise(result, names, args.attempts)
     result["machine_after"], result["complete"] = machine_info(), True
