@@ -17,7 +17,10 @@ with the real runtime (sandbox, loop, llama.cpp backend, grammar) in each config
 With --candidate-policy DIR every config but base also runs under that policy (CONFIG+cand), task by task
 beside the first, and `candidate_vs_shipped` gives the paired counts. A config named CONFIG+resample (e.g.
 parametric+resample) is CONFIG with a wasted action sampled again up to --resamples times before it acts
-(loop.Limits.resamples), paired with CONFIG in `resample_vs_as_sent`.
+(loop.Limits.resamples), paired with CONFIG in `resample_vs_as_sent`. parametric+policy-ema is parametric
+with the policy as the persistent adapter's start instead of a separate adapter (`agent adapters ema-init`)
+and the --ema-folds training-split skills nearest the task folded in after it with the EMA (default β), in a
+second store; paired with parametric in `policy_ema_vs_separate`.
 
 at K = 1 (greedy) for all, and generate-and-validate up to K = --attempts for parametric (attempt 1 is
 the greedy one, the others sample at T = 0.7 with seeds 1..K-1). Fix rates carry Wilson 95 % intervals.
@@ -44,6 +47,7 @@ CONFIGS = ("base", "none", "icl", "parametric")
 CANDIDATE = "+cand"  # suffix of the configs run under --candidate-policy
 RESAMPLE = "+resample"  # a config with this suffix samples a wasted action again (--resamples times)
 PYTEST_INI = "[pytest]\naddopts = -p no:cacheprovider\n"
+POLICY_EMA = "+policy-ema"  # a config with this suffix: the policy starts the EMA (second store), skills folded
 TASK = "fix the failing test"  # what every solve is asked (skill retrieval reads it)
 
 
@@ -92,6 +96,28 @@ def turn_counts(store, trajectory_id: int) -> tuple[int, int, int]:
             bad += 1
     misses = sum(r == "user" and c.startswith(("cannot read ", "cannot edit ")) for r, c in steps)
     return sum(r == "assistant" for r, _ in steps), bad, misses
+
+
+def policy_ema_store(store, loaded, handle, policy, source: str, folds: int) -> list[str]:
+    """The store as parametric+policy-ema sees it: EMA version 1 = the policy, then the `folds` training-split
+    library skills nearest the task folded in by accumulate's own fold (default β, ungated): what the
+    accumulate job does with skills it extracts. Returns their names, in folding order."""
+    from agent.evolve import accumulate
+    from agent.evolve.context import EvolveContext, FoldableAdapter
+    from agent.runtime.skill_adapters import convert_skill
+    from agent.runtime.skill_context import retrieve
+    from agent.synth.build import load_library, select_split
+
+    accumulate.start_from_policy(store, policy, source)
+    train = {sk.name for sk in select_split(load_library(None), "train")}
+    hits = [(hit, skill_id, doc) for hit, skill_id, doc in retrieve(store, TASK, 10**6) if hit.name in train][:folds]
+    ctx = EvolveContext(store)
+    for hit, skill_id, doc in hits:
+        conv = convert_skill(store, loaded, handle, doc, skill_id)
+        with store.session() as s:
+            accumulate.fold(s, ctx, skill_id, FoldableAdapter(conv.lora, conv.adapter_id, None),
+                            ctx.settings.beta, ctx.settings.max_rank)
+    return [hit.name for hit, _, _ in hits]
 
 
 def solve_task(store, loaded, handle, adapters_base: list, repo: Path, mode: str, attempts: int, seed: int,
@@ -146,6 +172,7 @@ def main() -> None:
     ap.add_argument("--db", type=Path, help="keep the run's store (every attempt's trajectory, the rows' "
                     "`trajectories` ids) in this SQLite file, for `agent trajectories show ID --db PATH`; "
                     "default: a temporary one, deleted at the end")
+    ap.add_argument("--ema-folds", type=int, default=5, help="skills folded after the policy (+policy-ema)")
     ap.add_argument("--out", type=Path, default=OUT, help="result JSON (the plot goes beside it)")
     args = ap.parse_args()
 
@@ -176,6 +203,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-solve-") as tmp:
         store = Store(f"sqlite:///{args.db.resolve() if args.db else Path(tmp) / 'bench.db'}")
         ensure_seeded(store)
+        stores = {"": store}
+        if any(POLICY_EMA in c for c in configs):
+            stores[POLICY_EMA] = Store(f"sqlite:///{Path(tmp) / 'policy-ema.db'}")
+            ensure_seeded(stores[POLICY_EMA])
+            folded = policy_ema_store(stores[POLICY_EMA], loaded, handle, policy, args.policy or "shipped",
+                                      args.ema_folds)
+            result["policy_ema"] = {"folded": folded, "ema": skill_context.ema_policy(stores[POLICY_EMA],
+                                                                                     loaded.name)}
         repos = task_repos(args.tasks, args.seed, Path(tmp) / "repos", args.source)
         result["tasks"] = [t for t, _ in repos]
         # task by task, every configuration of a task before the next: a run cut short still compares the
@@ -186,12 +221,14 @@ def main() -> None:
                 chosen = policies[name[len(config):]]
                 resamples = args.resamples if config.endswith(RESAMPLE) else 0
                 config = config.removesuffix(RESAMPLE)
+                in_ema = config.endswith(POLICY_EMA)  # the policy acts from the EMA, not as a separate adapter
+                config = config.removesuffix(POLICY_EMA)
                 mode = {"base": "none", "none": "none"}.get(config, config)
-                adapters_base = [] if config == "base" or chosen is None else [chosen]
+                adapters_base = [] if config == "base" or chosen is None or in_ema else [chosen]
                 attempts = args.attempts if config == "parametric" else 1
                 if (task_id, name) in done:
                     continue
-                fields, _ = solve_task(store, loaded, handle if mode == "parametric" else None, adapters_base,
+                fields, _ = solve_task(stores[POLICY_EMA if in_ema else ""], loaded, handle if mode == "parametric" else None, adapters_base,
                                        repo, mode, attempts, args.seed, args.max_steps, skill_scale, resamples)
                 run = {"task": task_id, "config": name, **fields}
                 result["runs"].append(run)
@@ -220,7 +257,7 @@ def summarise(result: dict, configs: list[str], attempts: int) -> None:
         row["resampled"] = sum(r.get("resampled", 0) for r in runs)
         if all("file_misses" in r for r in runs):  # runs from before the count have none
             row["file_miss_turns"] = sum(r["file_misses"] for r in runs)
-        if config.removesuffix(CANDIDATE).removesuffix(RESAMPLE) == "parametric":
+        if config.removesuffix(CANDIDATE).removesuffix(RESAMPLE).removesuffix(POLICY_EMA) == "parametric":
             kk = sum(r["verified"] for r in runs)
             row.update({f"fix_rate_k{attempts}": round(100 * kk / n, 1), f"ci95_k{attempts}": wilson(kk, n)})
         row["example_fixed"] = any(r["verified"] for r in runs if r["task"] == "examples/buggy-stats")
@@ -228,6 +265,8 @@ def summarise(result: dict, configs: list[str], attempts: int) -> None:
     result["summary"] = summary
     result["candidate_vs_shipped"] = paired(result["runs"], [c for c in configs if c.endswith(CANDIDATE)])
     result["resample_vs_as_sent"] = paired(result["runs"], [c for c in configs if c.endswith(RESAMPLE)], RESAMPLE)
+    result["policy_ema_vs_separate"] = paired(result["runs"], [c for c in configs if c.endswith(POLICY_EMA)],
+                                              POLICY_EMA)
 
 
 def paired(runs: list[dict], candidates: list[str], suffix: str = CANDIDATE) -> dict:

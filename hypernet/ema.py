@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from .config import HypernetError
-from .lora import LoraWeights, check_same_targets
+from .lora import LoraWeights, check_same_targets, cover
 from .merge import _stacked_groups, _work_dtype, check_recompression, choose_method, merge, recompress_factors, \
     truncate_core
 
@@ -60,6 +60,7 @@ def ema_update(persistent: LoraWeights | None, new: LoraWeights, beta: float, ma
                             method=method, seed=seed)
         errors = report.rel_errors
     else:
+        persistent, new = cover([persistent, new])  # e.g. a policy on every module, skills on q/v: zero ΔW
         try:
             previous = int(persistent.metadata.get(UPDATES_KEY, "1"))  # a plain adapter counts as one
         except ValueError as e:

@@ -149,6 +149,30 @@ def read_safetensors(data: bytes, header_key: str, what: str) -> tuple[dict, dic
     return header, tensors
 
 
+def cover(adapters: Sequence[LoraWeights]) -> list[LoraWeights]:
+    """The adapters over the union of their targets, a target an adapter lacks given rank-1 zero factors.
+
+    A missing target's ΔW is zero, so sums stay exact: this is what lets a policy adapter on every projection
+    be the EMA's start while skill adapters touch q/v only (each fold then scales the policy's other modules
+    by β, as the EMA's formula says). A target both have must agree on path and shape."""
+    adapters = list(adapters)
+    union: dict[str, Target] = {}
+    for i, ad in enumerate(adapters):
+        for t in ad.targets:
+            seen = union.setdefault(t.key, t)
+            if (seen.path, seen.in_features, seen.out_features) != (t.path, t.in_features, t.out_features):
+                raise HypernetError(f"adapter {i}'s target {t.key} differs in path or shape from another's")
+    if all(len(ad.targets) == len(union) for ad in adapters):
+        return adapters
+    out = []
+    for ad in adapters:
+        like = ad.factors[ad.keys[0]][0]
+        zeros = {k: (like.new_zeros(1, t.in_features), like.new_zeros(t.out_features, 1))
+                 for k, t in union.items() if k not in ad.factors}
+        out.append(LoraWeights(ad.base_model, tuple(union.values()), {**ad.factors, **zeros}, dict(ad.metadata)))
+    return out
+
+
 def check_same_targets(adapters: Sequence[LoraWeights]) -> None:
     """All adapters share base model, target keys and shapes (ranks may differ)."""
     first = adapters[0]

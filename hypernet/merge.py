@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from .config import HypernetError
-from .lora import LoraWeights, check_same_targets
+from .lora import LoraWeights, check_same_targets, cover
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +278,7 @@ def recompress(lora: LoraWeights, max_rank: int, method: str = "auto",
 def merge(adapters: Sequence[LoraWeights], weights: Sequence[float], max_rank: int | None = None,
           method: str = "auto", seed: int = 0) -> tuple[LoraWeights, MergeReport]:
     """ΔW = Σ wᵢ ΔWᵢ by rank concatenation; with max_rank, recompressed to rank ≤ max_rank (see `METHODS`)."""
-    adapters = list(adapters)
+    adapters = cover(adapters)  # a target one adapter lacks is a zero ΔW there
     w = check_weights(weights, len(adapters))
     check_same_targets(adapters)
     if max_rank is not None:

@@ -20,9 +20,9 @@ def delta_norms(lora: LoraWeights) -> dict[str, float]:
 
 
 def inner(x: LoraWeights, y: LoraWeights) -> float:
-    """Σ over targets of ⟨ΔW_x, ΔW_y⟩_F, from the factors."""
+    """Σ over targets of ⟨ΔW_x, ΔW_y⟩_F, from the factors (a target only one of them has adds 0)."""
     total = 0.0
-    for key in x.keys:
+    for key in (k for k in x.keys if k in y.factors):
         ax, bx = (t.double() for t in x.factors[key])
         ay, by = (t.double() for t in y.factors[key])
         total += float(torch.trace((bx.T @ by) @ (ay @ ax.T)))

@@ -51,6 +51,13 @@ def latest_ema(session: Session, base_model: str) -> Adapter | None:
                            .order_by(Adapter.version.desc())).first()
 
 
+def policy_share(row: Adapter) -> float | None:
+    """The policy adapter's weight inside an EMA version that started from one (`agent adapters ema-init`),
+    else None: such a version replaces the separate policy adapter in parametric solves."""
+    shares = [c["weight"] for c in (row.meta or {}).get("contributors") or [] if c.get("policy")]
+    return sum(shares) if shares else None
+
+
 def next_ema_version(session: Session) -> int:
     return (session.scalar(select(func.max(Adapter.version)).where(Adapter.kind == "ema")) or 0) + 1
 

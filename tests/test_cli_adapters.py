@@ -147,6 +147,79 @@ def test_skill_scale_scales_the_merged_adapter_and_is_recorded(env, monkeypatch)
     assert all(e["scale"] == 0.3 for e in ctx.active) and all("scale" not in e for e in full_ctx.active)
 
 
+def test_a_policy_started_ema_acts_at_full_strength_beneath_scaled_skills_and_decays_by_beta(env, monkeypatch):
+    import pytest
+    import torch
+
+    from agent.evolve import accumulate
+    from agent.evolve.context import EvolveContext, FoldableAdapter
+    from agent.runtime import skill_context
+    from hypernet.lora import LoraWeights
+    from hypernet.targets import Target
+    from memory import adapters as adapter_repo
+    from memory.errors import StoreError
+    from memory.seed import ensure_seeded
+
+    tmp, db, _ = env
+    store = Store(db)
+    ensure_seeded(store)
+    q, k = (Target(0, m, f"model.layers.0.self_attn.{m}", 8, 8) for m in ("q_proj", "k_proj"))
+
+    def lora(seed, targets):
+        g = torch.Generator().manual_seed(seed)
+        return LoraWeights("m", targets, {t.key: (torch.randn(2, 8, generator=g), torch.randn(8, 2, generator=g))
+                                          for t in targets})
+
+    class Converted:  # skill adapters touch q only, the policy every module
+        def __init__(self, seed):
+            self.lora, self.adapter_id = lora(seed, (q,)), seed
+
+    monkeypatch.setattr(skill_context, "convert_skill", lambda store, loaded, handle, doc, sid: Converted(sid))
+    loaded = type("Loaded", (), {"name": "m"})()
+    _, skills = skill_context.build(store, "parametric", "fix the failing test", 2, loaded, object(), 0.3)
+    policy = lora(99, (q, k))
+    assert skill_context.ema_policy(store, "m") is None
+    info = accumulate.start_from_policy(store, policy, "shipped")
+    assert (info.op, info.policy, info.row()["skills"]) == ("init", 1.0, 0)
+    assert skill_context.ema_policy(store, "m") == (info.version, 1.0)
+    ctx, merged = skill_context.build(store, "parametric", "fix the failing test", 2, loaded, object(), 0.3)
+    # the skills at 0.3 (as beneath a separate policy), the EMA holding the policy at 1
+    assert torch.allclose(merged.delta(q.key), skills.delta(q.key) + policy.delta(q.key), atol=1e-5)
+    assert torch.allclose(merged.delta(k.key), policy.delta(k.key), atol=1e-5)
+    ema_entry = ctx.active[-1]
+    assert ema_entry["policy"] == 1.0 and "scale" not in ema_entry
+    with pytest.raises(StoreError, match="already exists"):
+        accumulate.start_from_policy(store, policy, "again")
+    # a fold of a q-only skill scales the policy by β everywhere, k included, and its share follows
+    skill_id = ctx.active[0]["adapter_id"]
+    with store.session() as s:
+        assert accumulate.fold(s, EvolveContext(store), skill_id, FoldableAdapter(Converted(skill_id).lora, None,
+                                                                                  None), 0.9, 64) is not None
+    version, share = skill_context.ema_policy(store, "m")
+    assert version == info.version + 1 and share == pytest.approx(0.9)
+    with store.session() as s:
+        latest = accumulate.load_version(adapter_repo.latest_ema(s, "m"))
+    assert torch.allclose(latest.delta(k.key), 0.9 * policy.delta(k.key), atol=1e-5)
+
+
+def test_ema_init_refuses_a_store_that_already_has_an_ema_in_one_line(cli, env):
+    import torch
+
+    from agent.evolve import accumulate
+    from hypernet.lora import LoraWeights
+    from hypernet.targets import Target
+
+    _, db, _ = env
+    t = Target(0, "q_proj", "model.layers.0.self_attn.q_proj", 8, 8)
+    accumulate.start_from_policy(Store(db), LoraWeights("smollm2-135m-instruct", (t,), {
+        t.key: (torch.ones(1, 8), torch.ones(8, 1))}), "a test policy")
+    r = cli("adapters", "ema-init", "--db", db)  # refused before the model loads
+    assert r.code == 2 and r.err.strip().startswith("error:") and "already exists (EMA version 1)" in r.err
+    assert len(r.err.strip().splitlines()) == 1
+    r = cli("adapters", "ema-init", "--policy", "none", "--db", db)
+    assert r.code == 2 and "no policy to start from" in r.err
+
+
 # --- export: folders that other tools load as they are ---------------------------------------------------
 
 def _store_random(db, model_dir, rank, base_model, kind="merge", **fields):

@@ -196,3 +196,39 @@ def test_groups_folded_on_threads_give_the_one_thread_result_bit_for_bit():
         assert errors_many == errors_one
         for key in MIXED_KEYS:
             assert all(torch.equal(x, y) for x, y in zip(many.factors[key], one.factors[key])), (workers, key)
+
+
+def test_a_fold_over_fewer_targets_scales_the_others_by_beta():
+    # a policy on every module as the EMA's start, skills on a subset: a missing target's ΔW is zero
+    beta = 0.9
+    policy = random_lora(TARGETS, rank=4, seed=7)
+    few = [t for t in TARGETS if t.module == "m0"]
+    persistent, _ = ema_update(None, policy, beta)
+    dense = {key: policy.delta(key) for key in policy.keys}
+    for i in range(3):
+        skill = random_lora(few, rank=2, seed=i)
+        persistent, info = ema_update(persistent, skill, beta, max_rank=64)
+        for key in dense:
+            dense[key] = beta * dense[key] + ((1 - beta) * skill.delta(key) if key in skill.factors else 0)
+        assert info.max_rel_error < 1e-6
+    assert sorted(persistent.keys) == sorted(policy.keys)
+    for key in dense:
+        assert rel(persistent.delta(key), dense[key]) < 1e-6
+    # the untouched modules keep the policy's rank: zero columns are dropped, not stored
+    assert all(persistent.ranks[t.key] == 4 for t in TARGETS if t.module != "m0")
+
+
+def test_merging_adapters_over_different_targets_and_refusing_a_shape_clash():
+    from hypernet.merge import merge
+    from hypernet.targets import Target
+
+    policy = random_lora(TARGETS, rank=3, seed=1)
+    skill = random_lora(TARGETS[:1], rank=2, seed=2)
+    merged, _ = merge([skill, policy], [0.3, 1.0], max_rank=8)
+    assert sorted(merged.keys) == sorted(policy.keys)
+    assert rel(merged.delta(TARGETS[0].key), 0.3 * skill.delta(TARGETS[0].key) + policy.delta(TARGETS[0].key)) < 1e-9
+    assert rel(merged.delta(TARGETS[1].key), policy.delta(TARGETS[1].key)) < 1e-9
+    t = TARGETS[0]
+    clash = random_lora([Target(t.layer, t.module, t.key, t.in_features, t.out_features + 1)], rank=2)
+    with pytest.raises(HypernetError, match="differs in path or shape"):
+        merge([policy, clash], [1.0, 1.0])

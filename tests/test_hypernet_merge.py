@@ -111,11 +111,9 @@ def test_empty_list_and_mismatched_adapters_are_refused():
         merge([], [])
     a = random_lora(TARGETS)
     other_shapes = random_lora(synthetic_targets([(24, 24), (24, 12)], layers=2))
-    fewer_targets = random_lora(TARGETS[:2])
     other_base = random_lora(TARGETS, base_model="another-model")
-    for bad in (other_shapes, fewer_targets):
-        with pytest.raises(HypernetError, match="targets/shapes differ"):
-            merge([a, bad], [1.0, 1.0])
+    with pytest.raises(HypernetError, match="differs in path or shape"):
+        merge([a, other_shapes], [1.0, 1.0])  # fewer targets are fine: test_hypernet_ema covers that
     with pytest.raises(HypernetError, match="base model"):
         merge([a, other_base], [1.0, 1.0])
     with pytest.raises(HypernetError, match="max_rank"):

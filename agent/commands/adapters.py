@@ -219,9 +219,10 @@ def diff(
         emit_json(data)
         return
     table([{"": side, **{k: data[side][k] for k in ("version", "op", "skill", "beta", "updates", "rank",
-                                                      "total_norm", "max_rel_error", "skills", "pruned")}}
+                                                      "total_norm", "max_rel_error", "skills", "policy", "pruned")}}
            for side in ("old", "new")],
-          ["", "version", "op", "skill", "beta", "updates", "rank", "total_norm", "max_rel_error", "skills", "pruned"])
+          ["", "version", "op", "skill", "beta", "updates", "rank", "total_norm", "max_rel_error", "skills", "policy",
+           "pruned"])
     for side in ("old", "new"):
         g = data[side]["gate"]
         if g:
@@ -246,4 +247,42 @@ def rollback(version: int = typer.Argument(..., help="The EMA version to return 
 
     info = rollback_to(Store(db), version)
     emit_json(info.row()) if json else console.print(
-        f"EMA version {info.version} = version {version} ({len(info.contributors)} skills, norm {info.total_norm})")
+        f"EMA version {info.version} = version {version} ({info.row()['skills']} skills, norm {info.total_norm})")
+
+
+@app.command("ema-init")
+def ema_init(
+    policy: str = typer.Option(None, "--policy", help="Policy adapter (PEFT folder; default: the shipped one)."),
+    model: ModelOption = DEFAULT_MODEL,
+    db: DbOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Start the persistent adapter from the policy adapter: EMA version 1 = the policy, skills then fold in
+    beneath it (each fold scales it by β) and parametric solves take the policy from the EMA instead of as a
+    separate adapter. Only for a store with no EMA version yet."""
+    from agent.evolve.accumulate import start_from_policy
+    from agent.runtime.base_model import load_model
+    from agent.runtime.local_chat import SHIPPED_POLICY, load_policy
+
+    if policy == "none":
+        fail("--policy none: there is no policy to start from")
+    if policy is not None and not Path(policy).is_dir():
+        fail(f"policy adapter {policy}: no such folder")
+    from memory import adapters as adapter_repo
+
+    store = Store(db)
+    with store.session() as s:  # before the model load: a store that already has an EMA is one line
+        latest = adapter_repo.latest_ema(s, model)
+        if latest is not None:
+            fail(f"the persistent adapter already exists (EMA version {latest.version}): a policy can only be its start")
+    with err_console.status(f"loading {model} ..."):
+        loaded = load_model(model)
+    lora = load_policy(policy, loaded)
+    if lora is None:
+        fail(f"no policy adapter ships for {model}: pass --policy FOLDER")
+    source = policy or str(SHIPPED_POLICY[loaded.name])
+    info = start_from_policy(store, lora, source)
+    data = {**info.row(), "adapter_id": info.adapter_id, "source": source}
+    emit_json(data) if json else console.print(
+        f"EMA version {info.version} = the policy adapter {source} (rank {info.rank}); "
+        "parametric solves now take the policy from the persistent adapter")

@@ -124,7 +124,7 @@ def command(
     store = Store(db)
     ensure_seeded(store)
     say = err_console.print if json else console.print
-    loaded = handle = None
+    loaded = handle = in_ema = None
     if not endpoint or served_parametric:
         from agent.runtime.base_model import load_model
         from agent.runtime.local_chat import default_backend, load_policy
@@ -133,10 +133,16 @@ def command(
         with err_console.status(f"loading {model}{first} ..."):
             loaded = load_model(model)
             chosen = "endpoint" if endpoint else backend.value if backend else default_backend(loaded.name)
-            policy_lora = load_policy(policy, loaded)
+            in_ema = skill_context.ema_policy(store, loaded.name) if mode == "parametric" else None
+            if in_ema is not None and policy not in (None, "none"):
+                raise SolveError(f"EMA version {in_ema[0]} already holds a policy adapter (agent adapters ema-init): "
+                                 "--policy would add a second one; drop --policy")
+            policy_lora = None if in_ema is not None else load_policy(policy, loaded)
         if policy_lora is not None:
             adapters.append(policy_lora)
-        say(f"[dim]backend {chosen}; policy adapter: {'none' if policy_lora is None else policy or 'shipped'}[/]")
+        held = f"in EMA v{in_ema[0]} at weight {in_ema[1]:.3g}" if in_ema else None
+        say(f"[dim]backend {chosen}; policy adapter: "
+            f"{held or ('none' if policy_lora is None else policy or 'shipped')}[/]")
         if mode == "parametric":
             from agent.runtime.hypernet_loader import load as load_hypernet
 
@@ -155,7 +161,7 @@ def command(
 
     with err_console.status("retrieving skills ...") as status:
         if skill_scale is None:
-            skill_scale = skill_context.SKILL_SCALE_UNDER_POLICY if adapters else 1.0
+            skill_scale = skill_context.SKILL_SCALE_UNDER_POLICY if adapters or in_ema else 1.0
         ctx, skill_lora = skill_context.build(
             store, mode, task, top_k, loaded, handle, skill_scale,
             on_convert=lambda name, i, n: status.update(f"skill {i} of {n} -> LoRA: {escape(name)} ..."))

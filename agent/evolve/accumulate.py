@@ -86,8 +86,25 @@ def _contributors(parent: Adapter | None, beta: float, added: dict[str, Any]) ->
     old = list((parent.meta or {}).get("contributors") or []) if parent else []
     if parent is None:
         return [{**added, "weight": 1.0}]
-    out = [{**c, "weight": c["weight"] * beta} for c in old if c["weight"] * beta >= MIN_WEIGHT]
+    # a policy entry stays however small: it marks the lineage that replaces the separate policy adapter
+    out = [{**c, "weight": c["weight"] * beta} for c in old if c["weight"] * beta >= MIN_WEIGHT or c.get("policy")]
     return out + [{**added, "weight": round(1.0 - beta, 10)}]
+
+
+def start_from_policy(store, lora: LoraWeights, source: str) -> VersionInfo:
+    """EMA version 1 = a policy adapter (issue 15's option b): the persistent adapter starts from what the
+    agent already does well, skills fold in beneath it, and each fold scales it by β like any contributor.
+    Parametric solves then take the policy from here instead of as a separate adapter. Only for a store with
+    no persistent adapter yet: starting over under skills already folded would silently drop them."""
+    with store.session() as s:
+        latest = adapter_repo.latest_ema(s, lora.base_model)
+        if latest is not None:
+            raise StoreError(f"the persistent adapter already exists (EMA version {latest.version}): "
+                             "a policy can only be its start")
+        row = write_version(s, lora.replace(lora.factors, {UPDATES_KEY: "1"}), op="init", parent=None, meta={
+            "beta": None, "updates": 1, "skill": None, "skills_added": [], "max_rel_error": 0.0,
+            "contributors": [{"name": "policy", "policy": source, "weight": 1.0}]})
+        return VersionInfo.of(row)
 
 
 # --- the accumulate job ----------------------------------------------------------------------------------
@@ -269,8 +286,14 @@ class VersionInfo:
     def row(self) -> dict[str, Any]:
         return {"version": self.version, "op": self.op, "skill": self.skill, "beta": self.beta,
                 "updates": self.updates, "rank": self.rank, "total_norm": self.total_norm,
-                "max_rel_error": self.max_rel_error, "skills": len(self.contributors), "pruned": self.pruned,
-                "created_at": self.created_at, "gate": self.gate}
+                "max_rel_error": self.max_rel_error, "skills": sum(not c.get("policy") for c in self.contributors),
+                "policy": self.policy, "pruned": self.pruned, "created_at": self.created_at, "gate": self.gate}
+
+    @property
+    def policy(self) -> float | None:
+        """The policy's weight in this version, if it started from one (start_from_policy)."""
+        shares = [c["weight"] for c in self.contributors if c.get("policy")]
+        return sum(shares) if shares else None
 
 
 def versions(ctx_store, base_model: str | None = None) -> list[VersionInfo]:

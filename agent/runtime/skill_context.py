@@ -34,6 +34,15 @@ def retrieve(store: Store, task: str, k: int):
     return [(hit, *by_name[hit.name]) for hit in top_k(task, pool, k)]
 
 
+def ema_policy(store: Store, base_model: str) -> tuple[int, float] | None:
+    """(version, the policy's weight in it) when the latest EMA version started from the policy adapter: a
+    parametric solve then takes the policy from there, not as a separate adapter (it would count twice)."""
+    with store.session() as s:
+        ema = adapter_repo.latest_ema(s, base_model)
+        share = adapter_repo.policy_share(ema) if ema is not None else None
+        return (ema.version, share) if share is not None else None
+
+
 def build(store: Store, mode: str, task: str, k: int, loaded: LoadedModel | None = None,
           handle: HypernetHandle | None = None, scale: float = 1.0,
           on_convert: Callable[[str, int, int], None] | None = None) -> tuple[SkillContext, LoraWeights | None]:
@@ -46,6 +55,8 @@ def build(store: Store, mode: str, task: str, k: int, loaded: LoadedModel | None
         text = "\n\n".join(doc.text for _, _, doc in hits)
         return SkillContext(active, f"Follow these skills:\n\n{text}" if hits else ""), None
     assert loaded is not None and handle is not None, "parametric mode needs a local model and a hypernetwork"
+    # `scale` goes into the merge weights: the skills always take it, the EMA too unless it holds the policy
+    # (`agent adapters ema-init`), which acts at the strength it was trained at, as a separate policy would
     loras, weights = [], []
     for i, ((hit, skill_id, doc), entry) in enumerate(zip(hits, active), 1):
         if on_convert is not None:
@@ -53,22 +64,26 @@ def build(store: Store, mode: str, task: str, k: int, loaded: LoadedModel | None
         conv = convert_skill(store, loaded, handle, doc, skill_id)
         entry["adapter_id"] = conv.adapter_id
         loras.append(conv.lora)
-        weights.append(hit.weight)
+        weights.append(hit.weight * scale)
+        if scale != 1.0:
+            entry["scale"] = scale
     with store.session() as s:
         ema = adapter_repo.latest_ema(s, loaded.name)
-        ema_id, ema_version = (ema.id, ema.version) if ema else (None, None)
+        ema_id, ema_version, policy = (ema.id, ema.version, adapter_repo.policy_share(ema)) if ema else (None,) * 3
     if ema_id is not None:
         from agent.runtime.skill_adapters import load_lora
 
+        ema_scale = 1.0 if policy is not None else scale
         loras.append(load_lora(store, ema_id))
-        weights.append(1.0)
-        active.append({"name": f"ema-v{ema_version}", "adapter_id": ema_id, "weight": 1.0})
+        weights.append(ema_scale)
+        entry = {"name": f"ema-v{ema_version}", "adapter_id": ema_id, "weight": 1.0}
+        if policy is not None:
+            entry["policy"] = round(policy, 6)
+        if ema_scale != 1.0:
+            entry["scale"] = ema_scale
+        active.append(entry)
     if not loras:
         return SkillContext(active), None
     merged, _ = merge(loras, weights, max_rank=MAX_ACTIVE_RANK)
-    if scale != 1.0:
-        merged = merged.replace({key: (a, b * scale) for key, (a, b) in merged.factors.items()})
-        for entry in active:
-            entry["scale"] = scale
     return SkillContext(active), merged
 
