@@ -157,6 +157,28 @@ def test_a_local_package_keeps_only_mutants_its_tests_catch(tiny_build):
 
 
 @needs_bwrap
+def test_a_mutant_that_times_out_once_is_run_again_so_load_does_not_change_the_kept_set(tiny_build, tmp_path,
+                                                                                         monkeypatch):
+    import dataclasses
+
+    result, _, sdist, _ = tiny_build
+    real, retries = pk.Runner.run, []
+
+    def loaded_machine(self, timeout, file=None, source=None):  # every mutant's first run "times out"
+        if file is not None and timeout < pk.RETRY_TIMEOUT_S:
+            return dataclasses.replace(real(self, timeout, file, source), timed_out=True)
+        if file is not None:
+            retries.append(timeout)
+        return real(self, timeout, file, source)
+
+    monkeypatch.setattr(pk.Runner, "run", loaded_machine)
+    again = pk.build(pk.PackageSpec("tiny", "1.0", "train"), cache=tmp_path / "cache", source=sdist, max_mutants=4,
+                     max_tried=8)
+    assert [(m.line, m.mutated_line) for m in again.mutants] == [(m.line, m.mutated_line) for m in result.mutants]
+    assert "timeout" not in again.discarded and pk.RETRY_TIMEOUT_S in retries
+
+
+@needs_bwrap
 def test_package_tasks_have_corpus_truth_and_a_repo_that_fails_then_passes(tiny_build, tmp_path):
     from sandbox import Sandbox
 

@@ -80,7 +80,8 @@ MAX_TRIED = 60  # candidates run per package: one sandboxed suite run each
 MAX_SUITE_S = 15.0  # a package whose unmutated suite takes longer is discarded: each mutant costs a run
 BASELINE_TIMEOUT_S = 60.0
 BUILD_SEED = 0  # the seed of the package task world that make_tasks draws from
-CACHE_VERSION = 1  # bump when what a build stores or how it decides changes
+RETRY_TIMEOUT_S = 60.0  # a mutant that timed out runs once more with this much time before it counts as a hang
+CACHE_VERSION = 2  # bump when what a build stores or how it decides changes (2: timeouts retried)
 # Plugins of the host environment stay out, as in stage 3; hashing is seeded so runs repeat.
 SANDBOX_ENV = {"PYTHONHASHSEED": "0", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "COLUMNS": "80"}
 PYTEST_INI = "[pytest]\naddopts = -p no:cacheprovider\n"
@@ -503,6 +504,10 @@ def _validate(spec: PackageSpec, repo: Path, meta: dict[str, Any], origin: mu.Pa
                 batch = order[tried:min(tried + len(runners), max_tried)]
                 runs = list(pool.map(lambda job: job[0].run(mutant_timeout, job[1].file, job[1].source),
                                      zip(runners, batch)))
+                # a timeout may be the machine's load, and a kept set that depends on load draws other held-out
+                # tasks on another machine: a mutant counts as hanging only if it hangs again with room to spare
+                runs = [runners[0].run(RETRY_TIMEOUT_S, cand.file, cand.source) if run.timed_out else run
+                        for cand, run in zip(batch, runs)]
                 tried += len(batch)
                 for cand, run in zip(batch, runs):
                     if run.timed_out:
