@@ -228,7 +228,8 @@ def main() -> None:
                 attempts = args.attempts if config == "parametric" else 1
                 if (task_id, name) in done:
                     continue
-                fields, _ = solve_task(stores[POLICY_EMA if in_ema else ""], loaded, handle if mode == "parametric" else None, adapters_base,
+                fields, _ = solve_task(stores[POLICY_EMA if in_ema else ""], loaded,
+                                       handle if mode == "parametric" else None, adapters_base,
                                        repo, mode, attempts, args.seed, args.max_steps, skill_scale, resamples)
                 run = {"task": task_id, "config": name, **fields}
                 result["runs"].append(run)

@@ -274,7 +274,8 @@ def ema_init(
     with store.session() as s:  # before the model load: a store that already has an EMA is one line
         latest = adapter_repo.latest_ema(s, model)
         if latest is not None:
-            fail(f"the persistent adapter already exists (EMA version {latest.version}): a policy can only be its start")
+            fail(f"the persistent adapter already exists (EMA version {latest.version}): "
+                 "a policy can only be its start")
     with err_console.status(f"loading {model} ..."):
         loaded = load_model(model)
     lora = load_policy(policy, loaded)
