@@ -212,7 +212,12 @@ def main() -> None:
             result["policy_ema"] = {"folded": folded, "ema": skill_context.ema_policy(stores[POLICY_EMA],
                                                                                      loaded.name)}
         repos = task_repos(args.tasks, args.seed, Path(tmp) / "repos", args.source)
-        result["tasks"] = [t for t, _ in repos]
+        drawn = [t for t, _ in repos]
+        if result.get("tasks") and result["tasks"] != drawn:  # resuming: the rows must be of the same tasks
+            common = len(set(drawn) & set(result["tasks"]))
+            raise SystemExit(f"--resume: {out} holds another draw of held-out tasks ({common} of {len(drawn)} in "
+                             "common; the package task world was built differently): start a new --out")
+        result["tasks"] = drawn
         # task by task, every configuration of a task before the next: a run cut short still compares the
         # configurations on the same tasks
         for task_id, repo in repos:
