@@ -216,7 +216,7 @@ def main() -> None:
         if result.get("tasks") and result["tasks"] != drawn:  # resuming: the rows must be of the same tasks
             common = len(set(drawn) & set(result["tasks"]))
             raise SystemExit(f"--resume: {out} holds another draw of held-out tasks ({common} of {len(drawn)} in "
-                             "common; the package task world was built differently): start a new --out")
+                             "common; this machine's task world differs): start a new --out")
         result["tasks"] = drawn
         # task by task, every configuration of a task before the next: a run cut short still compares the
         # configurations on the same tasks

@@ -51,11 +51,15 @@ def latest_ema(session: Session, base_model: str) -> Adapter | None:
                            .order_by(Adapter.version.desc())).first()
 
 
-def policy_share(row: Adapter) -> float | None:
-    """The policy adapter's weight inside an EMA version that started from one (`agent adapters ema-init`),
-    else None: such a version replaces the separate policy adapter in parametric solves."""
-    shares = [c["weight"] for c in (row.meta or {}).get("contributors") or [] if c.get("policy")]
+def policy_weight(contributors: list[dict[str, Any]]) -> float | None:
+    """The policy adapter's weight among an EMA version's contributors when the version started from one
+    (`agent adapters ema-init`), else None: such a version replaces the separate policy adapter in solves."""
+    shares = [c["weight"] for c in contributors if c.get("policy")]
     return sum(shares) if shares else None
+
+
+def policy_share(row: Adapter) -> float | None:
+    return policy_weight((row.meta or {}).get("contributors") or [])
 
 
 def next_ema_version(session: Session) -> int:

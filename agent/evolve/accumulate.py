@@ -292,8 +292,7 @@ class VersionInfo:
     @property
     def policy(self) -> float | None:
         """The policy's weight in this version, if it started from one (start_from_policy)."""
-        shares = [c["weight"] for c in self.contributors if c.get("policy")]
-        return sum(shares) if shares else None
+        return adapter_repo.policy_weight(self.contributors)
 
 
 def versions(ctx_store, base_model: str | None = None) -> list[VersionInfo]:
