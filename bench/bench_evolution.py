@@ -313,12 +313,12 @@ def snapshot(src: Path, dst: Path) -> None:
 def training_stream(n: int, seed: int, source: str, root: Path) -> list[tuple[Any, Path]]:
     import shutil
 
-    from agent.synth.stage3 import write_repo
+    from agent.synth.stage3 import hangs, write_repo
     from agent.tasks.make import make_tasks
 
     drawn = make_tasks("bug-fixing", 2 * n + 8, seed, pool="train", source=source)
     # as bench_solve: a mutant whose tests time out is a poor task for a step-limited agent
-    tasks = [t for t in drawn if not any(e in ("TestTimeout", "Timeout") for e in t.truth.get("failing_errors", ()))][:n]
+    tasks = [t for t in drawn if not hangs(t)][:n]
     if len(tasks) < n:
         raise SystemExit(f"the training pool has only {len(tasks)} usable tasks; asked for {n} (--rounds x --batch)")
     out = []

@@ -64,12 +64,12 @@ def task_repos(n: int, seed: int, root: Path, source: str = "corpus") -> list[tu
     """(task id, repo folder): the bundled example, then held-out mutants (corpus modules and/or registry packages)."""
     import shutil
 
-    from agent.synth.stage3 import write_repo
+    from agent.synth.stage3 import hangs, write_repo
     from agent.tasks.make import make_tasks
 
     out = []
     for task in make_tasks("bug-fixing", n, seed, pool="eval", source=source):
-        if any(e in ("TestTimeout", "Timeout") for e in task.truth.get("failing_errors", ())):
+        if hangs(task):
             continue
         folder = root / task.id.replace("/", "_")
         folder.mkdir(parents=True)

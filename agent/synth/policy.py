@@ -28,7 +28,7 @@ from typing import Any
 from agent.runtime import loop
 from agent.runtime.actions import FormatError, parse
 from agent.runtime.solve import task_message
-from agent.synth.stage3 import Step, TaskEnv, estimate_tokens, fence, unique_search
+from agent.synth.stage3 import Step, TaskEnv, estimate_tokens, fence, hangs, unique_search
 from agent.tasks import mutations as mu
 from agent.tasks.bugs import buggy_source
 from agent.tasks.make import make_tasks
@@ -223,7 +223,7 @@ def synth_policy(out: Path, n_tasks: int, seed: int = 0, pool: str = "train", ro
 
     source: bug tasks from the corpus, the pool's registry packages, or all (make_tasks)."""
     tasks = [t for t in make_tasks("bug-fixing", n_tasks, seed, pool=pool, source=source)
-             if not any(e in ("TestTimeout", "Timeout") for e in t.truth.get("failing_errors", ()))]
+             if not hangs(t)]
     rng = random.Random(seed)
     jobs = []
     for task in tasks:

@@ -259,7 +259,7 @@ def execute(task: Task, the_plan: Plan) -> Outcome:
 
 def hangs(task: Task) -> bool:
     """Mutants whose tests loop forever would only spend the command timeout."""
-    return any(e in ("TestTimeout", "Timeout") for e in task.truth.get("failing_errors", ()))
+    return any(e in mu.TIMEOUT_ERRORS for e in task.truth.get("failing_errors", ()))
 
 
 def run_all(jobs: list[tuple[Task, Plan]], workers: int = 2,

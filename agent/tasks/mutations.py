@@ -34,7 +34,11 @@ POOLS = ("train", "eval", "all")
 TEST_TIMEOUT_S = 1.0
 # Corpus tests take milliseconds; a mutant that needs longer is looping.
 MUTANT_TIMEOUT_S = 0.25
+# ...unless the machine was busy: one that timed out runs again with this much time before it counts as a hang,
+# so the kept set (and every seeded draw over it) does not depend on the load while it was built.
+RETRY_TIMEOUT_S = 3.0
 BATCH_TIMEOUT_S = 120.0
+TIMEOUT_ERRORS = ("TestTimeout", "Timeout")  # a test the runner stopped, a job the batch runner stopped
 
 
 class CorpusError(ValueError):
@@ -273,6 +277,10 @@ class TestRun:
     def ok(self) -> bool:
         return self.error is None and not self.failed and bool(self.passed)
 
+    @property
+    def timed_out(self) -> bool:
+        return (self.error or "").startswith("TestTimeout") or any(f.error in TIMEOUT_ERRORS for f in self.failed)
+
 
 @dataclass(frozen=True)
 class TestJob:
@@ -346,6 +354,14 @@ def run_many(jobs: list[TestJob], timeout: float = TEST_TIMEOUT_S, workers: int 
                 for job, run in zip(chunk, runs):
                     _RUN_CACHE[key(job)] = run
     return [_RUN_CACHE[key(j)] for j in jobs]
+
+
+def run_mutants(jobs: list[TestJob]) -> list[TestRun]:
+    """run_many with the mutant limit, each timed-out job run once more with RETRY_TIMEOUT_S."""
+    runs = run_many(jobs, MUTANT_TIMEOUT_S)
+    slow = list(dict.fromkeys(j for j, r in zip(jobs, runs) if r.timed_out))
+    again = dict(zip(slow, run_many(slow, RETRY_TIMEOUT_S))) if slow else {}
+    return [again.get(j, r) for j, r in zip(jobs, runs)]
 
 
 def run_tests(module: str, source: str, tests: str, test_file: str = "", timeout: float = TEST_TIMEOUT_S) -> TestRun:
@@ -670,7 +686,7 @@ def mutants(module: CorpusModule | str) -> list[Mutation]:
     if key not in _MUTANTS:
         cands = candidates(mod.source, mod.name)
         jobs = [TestJob(mod.name, mod.source, mod.tests)] + [TestJob(mod.name, c.source, mod.tests) for c in cands]
-        runs = run_many(jobs, MUTANT_TIMEOUT_S)
+        runs = run_mutants(jobs)
         if not runs[0].ok:
             raise CorpusError(f"corpus module {mod.name!r}: its own tests fail ({_first_problem(runs[0])})")
         kept = []
@@ -690,7 +706,7 @@ def mutants_of_pool(pool: str = "train") -> list[Mutation]:
         for mod in pending:
             jobs.append(TestJob(mod.name, mod.source, mod.tests))
             jobs += [TestJob(mod.name, c.source, mod.tests) for c in candidates(mod.source, mod.name)]
-        run_many(jobs, MUTANT_TIMEOUT_S)
+        run_mutants(jobs)
     return [m for mod in modules for m in mutants(mod)]
 
 
