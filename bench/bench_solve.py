@@ -20,7 +20,10 @@ parametric+resample) is CONFIG with a wasted action sampled again up to --resamp
 (loop.Limits.resamples), paired with CONFIG in `resample_vs_as_sent`. parametric+policy-ema is parametric
 with the policy as the persistent adapter's start instead of a separate adapter (`agent adapters ema-init`)
 and the --ema-folds training-split skills nearest the task folded in after it with the EMA (default β), in a
-second store; paired with parametric in `policy_ema_vs_separate`.
+second store; paired with parametric in `policy_ema_vs_separate`. CONFIG+hn runs with the --candidate-hypernet
+checkpoint instead of the shipped one (e.g. a stage-3 file), paired with CONFIG in `hypernet_vs_shipped`; CONFIG+nopolicy
+leaves the policy adapter out (the skill adapter then acts at scale 1, as `agent solve` without a policy), paired
+with CONFIG in `without_policy`; they combine as parametric+hn+nopolicy (the hypernetwork alone).
 
 at K = 1 (greedy) for all, and generate-and-validate up to K = --attempts for parametric (attempt 1 is
 the greedy one, the others sample at T = 0.7 with seeds 1..K-1). Fix rates carry Wilson 95 % intervals.
@@ -48,6 +51,8 @@ CANDIDATE = "+cand"  # suffix of the configs run under --candidate-policy
 RESAMPLE = "+resample"  # a config with this suffix samples a wasted action again (--resamples times)
 PYTEST_INI = "[pytest]\naddopts = -p no:cacheprovider\n"
 POLICY_EMA = "+policy-ema"  # a config with this suffix: the policy starts the EMA (second store), skills folded
+HYPERNET = "+hn"  # a config with this suffix converts skills with --candidate-hypernet
+NO_POLICY = "+nopolicy"  # ... and with this one runs without the policy adapter
 TASK = "fix the failing test"  # what every solve is asked (skill retrieval reads it)
 
 
@@ -172,6 +177,8 @@ def main() -> None:
     ap.add_argument("--db", type=Path, help="keep the run's store (every attempt's trajectory, the rows' "
                     "`trajectories` ids) in this SQLite file, for `agent trajectories show ID --db PATH`; "
                     "default: a temporary one, deleted at the end")
+    ap.add_argument("--candidate-hypernet", default=None,
+                    help=f"a hypernetwork checkpoint for the CONFIG{HYPERNET} configs (e.g. a stage-3 file)")
     ap.add_argument("--ema-folds", type=int, default=5, help="skills folded after the policy (+policy-ema)")
     ap.add_argument("--out", type=Path, default=OUT, help="result JSON (the plot goes beside it)")
     args = ap.parse_args()
@@ -184,6 +191,7 @@ def main() -> None:
     from memory.seed import ensure_seeded
 
     configs = [c for c in args.configs.split(",") if c]
+    own_scale = args.skill_scale is not None
     skill_scale = skill_context.SKILL_SCALE_UNDER_POLICY if args.skill_scale is None else args.skill_scale
     args.skill_scale = skill_scale  # recorded in the settings
     out = args.out
@@ -200,6 +208,11 @@ def main() -> None:
         policies[CANDIDATE] = load_policy(args.candidate_policy, loaded)
     names = [c + suffix for c in configs for suffix in policies if not (c == "base" and suffix)]
     handle = load_hypernet(loaded, None)
+    handles = {"": handle}
+    if any(HYPERNET in c for c in configs):
+        if not args.candidate_hypernet:
+            raise SystemExit(f"a CONFIG{HYPERNET} config needs --candidate-hypernet FILE")
+        handles[HYPERNET] = load_hypernet(loaded, None, args.candidate_hypernet)
     with tempfile.TemporaryDirectory(prefix="bench-solve-") as tmp:
         store = Store(f"sqlite:///{args.db.resolve() if args.db else Path(tmp) / 'bench.db'}")
         ensure_seeded(store)
@@ -228,14 +241,19 @@ def main() -> None:
                 config = config.removesuffix(RESAMPLE)
                 in_ema = config.endswith(POLICY_EMA)  # the policy acts from the EMA, not as a separate adapter
                 config = config.removesuffix(POLICY_EMA)
+                no_policy = config.endswith(NO_POLICY)
+                config = config.removesuffix(NO_POLICY)
+                own_hn = config.endswith(HYPERNET)
+                config = config.removesuffix(HYPERNET)
                 mode = {"base": "none", "none": "none"}.get(config, config)
-                adapters_base = [] if config == "base" or chosen is None or in_ema else [chosen]
+                adapters_base = [] if config == "base" or chosen is None or in_ema or no_policy else [chosen]
                 attempts = args.attempts if config == "parametric" else 1
                 if (task_id, name) in done:
                     continue
                 fields, _ = solve_task(stores[POLICY_EMA if in_ema else ""], loaded,
-                                       handle if mode == "parametric" else None, adapters_base,
-                                       repo, mode, attempts, args.seed, args.max_steps, skill_scale, resamples)
+                                       handles[HYPERNET if own_hn else ""] if mode == "parametric" else None,
+                                       adapters_base, repo, mode, attempts, args.seed, args.max_steps,
+                                       1.0 if no_policy and not own_scale else skill_scale, resamples)
                 run = {"task": task_id, "config": name, **fields}
                 result["runs"].append(run)
                 print(json.dumps(run), flush=True)
@@ -263,7 +281,7 @@ def summarise(result: dict, configs: list[str], attempts: int) -> None:
         row["resampled"] = sum(r.get("resampled", 0) for r in runs)
         if all("file_misses" in r for r in runs):  # runs from before the count have none
             row["file_miss_turns"] = sum(r["file_misses"] for r in runs)
-        if config.removesuffix(CANDIDATE).removesuffix(RESAMPLE).removesuffix(POLICY_EMA) == "parametric":
+        if config.split("+")[0] == "parametric":
             kk = sum(r["verified"] for r in runs)
             row.update({f"fix_rate_k{attempts}": round(100 * kk / n, 1), f"ci95_k{attempts}": wilson(kk, n)})
         row["example_fixed"] = any(r["verified"] for r in runs if r["task"] == "examples/buggy-stats")
@@ -273,6 +291,8 @@ def summarise(result: dict, configs: list[str], attempts: int) -> None:
     result["resample_vs_as_sent"] = paired(result["runs"], [c for c in configs if c.endswith(RESAMPLE)], RESAMPLE)
     result["policy_ema_vs_separate"] = paired(result["runs"], [c for c in configs if c.endswith(POLICY_EMA)],
                                               POLICY_EMA)
+    result["hypernet_vs_shipped"] = paired(result["runs"], [c for c in configs if HYPERNET in c], HYPERNET)
+    result["without_policy"] = paired(result["runs"], [c for c in configs if NO_POLICY in c], NO_POLICY)
 
 
 def paired(runs: list[dict], candidates: list[str], suffix: str = CANDIDATE) -> dict:
@@ -281,7 +301,7 @@ def paired(runs: list[dict], candidates: list[str], suffix: str = CANDIDATE) -> 
     sign test reads."""
     out = {}
     for cand in candidates:
-        first = {r["task"]: r for r in runs if r["config"] == cand.removesuffix(suffix)}
+        first = {r["task"]: r for r in runs if r["config"] == cand.replace(suffix, "", 1)}
         both = [(first[r["task"]], r) for r in runs if r["config"] == cand and r["task"] in first]
         if not both:
             continue
