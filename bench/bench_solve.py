@@ -213,6 +213,7 @@ def main() -> None:
         if not args.candidate_hypernet:
             raise SystemExit(f"a CONFIG{HYPERNET} config needs --candidate-hypernet FILE")
         handles[HYPERNET] = load_hypernet(loaded, None, args.candidate_hypernet)
+    result["hypernets"] = {k or "shipped": {"source": h.source, "ident": h.ident} for k, h in handles.items()}
     with tempfile.TemporaryDirectory(prefix="bench-solve-") as tmp:
         store = Store(f"sqlite:///{args.db.resolve() if args.db else Path(tmp) / 'bench.db'}")
         ensure_seeded(store)
