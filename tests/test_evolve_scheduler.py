@@ -134,11 +134,14 @@ def test_daemon_runs_due_jobs_and_queued_tasks_then_stops(store, tmp_path, cli):
     d = Daemon(fake_context(store, tmp_path), cfg, solver=solver, say=said.append)
     t = threading.Thread(target=d.run, kwargs={"install_signals": False})
     t.start()
-    deadline = time.time() + 60
+    # wait for the run rows themselves: an EMA version is committed before its accumulate run is marked ok,
+    # and a job that sees the daemon stopping ends as "stopped" (a loaded machine stopped it in between once)
+    deadline = time.time() + 120
     while time.time() < deadline:
         with store.session() as s:
+            ok = {r.kind for r in evo_repo.recent_runs(s) if r.status == "ok"}
             done = s.get(Trajectory, tid).extraction == "extracted" and evo_repo.ema_versions(s)
-            if done and queue_repo.listing(s, "done"):
+            if done and {"extract", "accumulate"} <= ok and queue_repo.listing(s, "done"):
                 break
         time.sleep(0.3)
     d.stop()
