@@ -20,10 +20,11 @@ parametric+resample) is CONFIG with a wasted action sampled again up to --resamp
 (loop.Limits.resamples), paired with CONFIG in `resample_vs_as_sent`. parametric+policy-ema is parametric
 with the policy as the persistent adapter's start instead of a separate adapter (`agent adapters ema-init`)
 and the --ema-folds training-split skills nearest the task folded in after it with the EMA (default β), in a
-second store; paired with parametric in `policy_ema_vs_separate`. CONFIG+hn runs with the --candidate-hypernet
-checkpoint instead of the shipped one (e.g. a stage-3 file), paired with CONFIG in `hypernet_vs_shipped`; CONFIG+nopolicy
-leaves the policy adapter out (the skill adapter then acts at scale 1, as `agent solve` without a policy), paired
-with CONFIG in `without_policy`; they combine as parametric+hn+nopolicy (the hypernetwork alone).
+second store; paired with parametric in `policy_ema_vs_separate`. CONFIG+hn runs with the
+--candidate-hypernet checkpoint instead of the shipped one (e.g. a stage-3 file), paired with CONFIG in
+`hypernet_vs_shipped`; CONFIG+nopolicy leaves the policy adapter out (the skill adapter then acts at scale 1, as
+`agent solve` without a policy), paired with CONFIG in `without_policy`; they combine as parametric+hn+nopolicy
+(the hypernetwork alone).
 
 at K = 1 (greedy) for all, and generate-and-validate up to K = --attempts for parametric (attempt 1 is
 the greedy one, the others sample at T = 0.7 with seeds 1..K-1). Fix rates carry Wilson 95 % intervals.
