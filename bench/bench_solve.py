@@ -57,6 +57,12 @@ NO_POLICY = "+nopolicy"  # ... and with this one runs without the policy adapter
 TASK = "fix the failing test"  # what every solve is asked (skill retrieval reads it)
 
 
+def split_config(name: str) -> tuple[str, set[str]]:
+    """'parametric+hn+nopolicy' -> ('parametric', {'+hn', '+nopolicy'}): the suffixes in any order."""
+    config, *flags = name.split("+")
+    return config, {"+" + f for f in flags}
+
+
 def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
     if n == 0:
         return [0.0, 0.0]
@@ -192,6 +198,13 @@ def main() -> None:
     from memory.seed import ensure_seeded
 
     configs = [c for c in args.configs.split(",") if c]
+    for name in configs:
+        config, flags = split_config(name)
+        if config not in CONFIGS or not flags <= {RESAMPLE, POLICY_EMA, HYPERNET, NO_POLICY}:
+            ap.error(f"unknown config {name!r}: one of {', '.join(CONFIGS)}, optionally with "
+                     f"{RESAMPLE}, {POLICY_EMA}, {HYPERNET}, {NO_POLICY}")
+        if HYPERNET in flags and not args.candidate_hypernet:
+            ap.error(f"{name} needs --candidate-hypernet FILE")
     own_scale = args.skill_scale is not None
     skill_scale = skill_context.SKILL_SCALE_UNDER_POLICY if args.skill_scale is None else args.skill_scale
     args.skill_scale = skill_scale  # recorded in the settings
@@ -211,8 +224,6 @@ def main() -> None:
     handle = load_hypernet(loaded, None)
     handles = {"": handle}
     if any(HYPERNET in c for c in configs):
-        if not args.candidate_hypernet:
-            raise SystemExit(f"a CONFIG{HYPERNET} config needs --candidate-hypernet FILE")
         handles[HYPERNET] = load_hypernet(loaded, None, args.candidate_hypernet)
     result["hypernets"] = {k or "shipped": {"source": h.source, "ident": h.ident} for k, h in handles.items()}
     with tempfile.TemporaryDirectory(prefix="bench-solve-") as tmp:
@@ -237,16 +248,11 @@ def main() -> None:
         # configurations on the same tasks
         for task_id, repo in repos:
             for name in names:
-                config = name.removesuffix(CANDIDATE)
-                chosen = policies[name[len(config):]]
-                resamples = args.resamples if config.endswith(RESAMPLE) else 0
-                config = config.removesuffix(RESAMPLE)
-                in_ema = config.endswith(POLICY_EMA)  # the policy acts from the EMA, not as a separate adapter
-                config = config.removesuffix(POLICY_EMA)
-                no_policy = config.endswith(NO_POLICY)
-                config = config.removesuffix(NO_POLICY)
-                own_hn = config.endswith(HYPERNET)
-                config = config.removesuffix(HYPERNET)
+                config, flags = split_config(name)
+                chosen = policies[CANDIDATE if CANDIDATE in flags else ""]
+                resamples = args.resamples if RESAMPLE in flags else 0
+                in_ema = POLICY_EMA in flags  # the policy acts from the EMA, not as a separate adapter
+                no_policy, own_hn = NO_POLICY in flags, HYPERNET in flags
                 mode = {"base": "none", "none": "none"}.get(config, config)
                 adapters_base = [] if config == "base" or chosen is None or in_ema or no_policy else [chosen]
                 attempts = args.attempts if config == "parametric" else 1
@@ -283,7 +289,7 @@ def summarise(result: dict, configs: list[str], attempts: int) -> None:
         row["resampled"] = sum(r.get("resampled", 0) for r in runs)
         if all("file_misses" in r for r in runs):  # runs from before the count have none
             row["file_miss_turns"] = sum(r["file_misses"] for r in runs)
-        if config.split("+")[0] == "parametric":
+        if split_config(config)[0] == "parametric":
             kk = sum(r["verified"] for r in runs)
             row.update({f"fix_rate_k{attempts}": round(100 * kk / n, 1), f"ci95_k{attempts}": wilson(kk, n)})
         row["example_fixed"] = any(r["verified"] for r in runs if r["task"] == "examples/buggy-stats")
