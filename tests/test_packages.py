@@ -16,7 +16,7 @@ import pytest
 from agent.synth.stage3 import write_repo
 from agent.tasks import bugs
 from agent.tasks import make as T
-from agent.tasks import mutations as mu
+from agent.tasks import mutations as mu, pysource
 from agent.tasks import packages as pk
 from agent.tasks.task import TaskError
 from tests.sandbox_fixtures import needs_bwrap
@@ -191,7 +191,7 @@ def test_package_tasks_have_corpus_truth_and_a_repo_that_fails_then_passes(tiny_
     assert t["test_file"] == "tests/test_tiny.py" and t["test_paths"] == ["tests/test_tiny.py"]
     assert t["failing_tests"][0] in task.prompt and "def test_" in t["failing_test_source"]
     buggy = bugs.buggy_source(t)
-    assert buggy == m.source and mu.apply_diff(buggy, t["diff"]) == MODULE
+    assert buggy == m.source and pysource.apply_diff(buggy, t["diff"]) == MODULE
     repo = tmp_path / "repo"
     repo.mkdir()
     write_repo(repo, t, "[pytest]\naddopts = -p no:cacheprovider\n")

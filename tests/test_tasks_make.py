@@ -8,7 +8,7 @@ import pytest
 
 from agent.tasks import bugs
 from agent.tasks import make as T
-from agent.tasks import mutations as mu
+from agent.tasks import mutations as mu, pysource
 from agent.tasks.task import SUBTASKS, TaskError
 
 
@@ -44,8 +44,8 @@ def test_bug_tasks_ground_truth_is_consistent():
         buggy = bugs.buggy_source(t)
         assert buggy.splitlines()[t["line"] - 1] == t["buggy_line"]
         original = mu.corpus_module(t["module"]).source
-        assert mu.apply_diff(buggy, t["diff"]) == original
-        assert mu.replace_function(buggy, t["function"], t["fixed_function"]) == original
+        assert pysource.apply_diff(buggy, t["diff"]) == original
+        assert pysource.replace_function(buggy, t["function"], t["fixed_function"]) == original
         assert t["failing_tests"] and t["failing_tests"][0] in task.prompt
         assert t["cause"].endswith(".") and f"{t['line']}" in t["cause"]
     for task in T.make_tasks("bug-localization", 8, seed=1):

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from agent.tasks import mutations as mu
+from agent.tasks import mutations as mu, pysource, testrun
 def test_corpus_has_small_real_modules_with_tests():
     modules = mu.load_corpus()
     assert len(modules) >= 12
@@ -36,18 +36,18 @@ def test_corpus_tests_pass_under_real_pytest():
 
 def test_runner_reports_failures_with_explanations():
     mod = mu.corpus_module("intervals")
-    assert mu.run_tests(mod.name, mod.source, mod.tests).ok
+    assert testrun.run_tests(mod.name, mod.source, mod.tests).ok
     broken = mod.source.replace("start <= merged[-1][1]", "start < merged[-1][1]")
-    run = mu.run_tests(mod.name, broken, mod.tests)
+    run = testrun.run_tests(mod.name, broken, mod.tests)
     assert not run.ok
     failure = next(f for f in run.failed if f.test == "test_merge_touching_intervals")
     assert failure.error == "AssertionError"
     assert failure.explain == "assert [(1, 3), (3, 5)] == [(1, 5)]"
     assert failure.frames[0][:2] == ("test_intervals.py", failure.frames[0][1])
     hanging = mod.source.replace("    ordered = sorted(", "    while True:\n        pass\n    ordered = sorted(")
-    run = mu.run_tests(mod.name, hanging, mod.tests, timeout=0.2)
+    run = testrun.run_tests(mod.name, hanging, mod.tests, timeout=0.2)
     assert any(f.error == "TestTimeout" for f in run.failed)
-    assert mu.run_tests(mod.name, "def broken(:\n", mod.tests).error.startswith("SyntaxError")
+    assert testrun.run_tests(mod.name, "def broken(:\n", mod.tests).error.startswith("SyntaxError")
 
 
 @pytest.fixture(scope="module")
@@ -66,15 +66,15 @@ def test_mutants_are_single_line_edits_that_tests_catch(train_mutants):
         assert mutated[m.line - 1] == m.mutated_line and original[m.line - 1] == m.original_line
         ast.parse(m.source)
         assert m.failures, m.id
-        fn = mu.find_function(m.original, m.function)
+        fn = pysource.find_function(m.original, m.function)
         assert fn.start <= m.line <= fn.end, m.id
 
 
 def test_some_mutants_really_fail_when_rerun(train_mutants):
     picked = train_mutants[:: max(1, len(train_mutants) // 12)]
     # A different test-file name bypasses the run cache, so these are fresh runs.
-    jobs = [mu.TestJob(m.module, m.source, mu.corpus_module(m.module).tests, "rerun_test.py") for m in picked]
-    for m, run in zip(picked, mu.run_many(jobs)):
+    jobs = [testrun.TestJob(m.module, m.source, mu.corpus_module(m.module).tests, "rerun_test.py") for m in picked]
+    for m, run in zip(picked, testrun.run_many(jobs)):
         assert not run.ok, m.id
         assert set(m.failing_tests) <= {f.test for f in run.failed} | {"<all>"}
 
@@ -116,28 +116,28 @@ def test_operators_cover_the_catalogue():
 def test_diff_round_trip_and_fuzzy_apply():
     mod = mu.corpus_module("rle")
     changed = mod.source.replace("run_length = 1\n    for", "run_length = 1  # first run\n    for")
-    diff = mu.unified_diff(mod.source, changed, "rle.py")
+    diff = pysource.unified_diff(mod.source, changed, "rle.py")
     assert diff.startswith("diff --git a/rle.py b/rle.py\n--- a/rle.py\n+++ b/rle.py\n@@ ")
-    assert mu.apply_diff(mod.source, diff) == changed
+    assert pysource.apply_diff(mod.source, diff) == changed
     start = int(diff.split("@@ -")[1].split(",")[0])
     shifted = diff.replace(f"@@ -{start},", f"@@ -{start + 2},", 1)
     assert shifted != diff
-    assert mu.apply_diff(mod.source, shifted) == changed  # a hunk stated two lines off still applies
+    assert pysource.apply_diff(mod.source, shifted) == changed  # a hunk stated two lines off still applies
     far = diff.replace(f"@@ -{start},", "@@ -90,", 1)
-    assert mu.apply_diff(mod.source, far + "\n\n") == changed  # unique context anywhere; trailing blanks ignored
-    with pytest.raises(mu.PatchError):
-        mu.apply_diff("nothing like it\n", diff)
+    assert pysource.apply_diff(mod.source, far + "\n\n") == changed  # unique context anywhere; trailing blanks ignored
+    with pytest.raises(pysource.PatchError):
+        pysource.apply_diff("nothing like it\n", diff)
 
 
 def test_replace_function_keeps_indentation():
     mod = mu.corpus_module("lru")
-    new = mu.replace_function(mod.source, "LRUCache.peek", "def peek(self, key, default=None):\n    return default\n")
+    new = pysource.replace_function(mod.source, "LRUCache.peek", "def peek(self, key, default=None):\n    return default\n")
     assert "    def peek(self, key, default=None):\n        return default\n" in new
     ast.parse(new)
 
 
 def test_stdlib_functions_are_available():
-    funcs = mu.stdlib_functions()
+    funcs = pysource.stdlib_functions()
     assert len(funcs) >= 8
     for fn in funcs:
         assert fn.origin == "stdlib" and fn.source.startswith("def ")
@@ -147,16 +147,16 @@ def test_stdlib_functions_are_available():
 def test_a_mutant_that_times_out_under_load_is_run_again_so_the_kept_set_does_not_depend_on_load(monkeypatch):
     mod = mu.corpus_module("pqueue")  # has mutants that really loop (kept as hangs) and mutants that survive
     quiet = mu.mutants(mod)
-    real = mu._run_batch
+    real = testrun._run_batch
 
     def busy(jobs, timeout):  # the machine was too busy for any test to finish within the mutant limit
-        if timeout == mu.MUTANT_TIMEOUT_S:
-            return [mu.TestRun((), (mu.TestFailure("t", "TestTimeout", "test timed out", (), ""),)) for _ in jobs]
+        if timeout == testrun.MUTANT_TIMEOUT_S:
+            return [testrun.TestRun((), (testrun.TestFailure("t", "TestTimeout", "test timed out", (), ""),)) for _ in jobs]
         return real(jobs, timeout)
 
-    monkeypatch.setattr(mu, "_RUN_CACHE", {})
+    monkeypatch.setattr(testrun, "_RUN_CACHE", {})
     monkeypatch.setattr(mu, "_MUTANTS", {})
-    monkeypatch.setattr(mu, "_run_batch", busy)
+    monkeypatch.setattr(testrun, "_run_batch", busy)
     loaded = mu.mutants(mod)
     assert [m.source for m in loaded] == [m.source for m in quiet]
     def outcome(m):  # frames and messages vary run to run (where a loop was stopped, object addresses)
@@ -164,4 +164,4 @@ def test_a_mutant_that_times_out_under_load_is_run_again_so_the_kept_set_does_no
 
     assert [outcome(m) for m in loaded] == [outcome(m) for m in quiet]
     # the real hangs are kept as before, still marked as timeouts, so the draws leave them out after drawing
-    assert any(mu.TestRun(m.passed, m.failures).timed_out for m in quiet)
+    assert any(testrun.TestRun(m.passed, m.failures).timed_out for m in quiet)

@@ -8,7 +8,7 @@ from typing import Any
 
 from agent.checks.answers import Answer, Block
 from agent.checks.registry import SKIP, Ctx, rule, truth_value
-from agent.tasks import mutations as mu
+from agent.tasks import mutations as mu, pysource, testrun
 from agent.tasks.bugs import buggy_source
 
 
@@ -37,15 +37,15 @@ def fixed_source(response: str, truth: dict[str, Any]) -> str | None:
     for block in answer.blocks:
         if block.lang in ("diff", "patch"):
             try:
-                return mu.apply_diff(buggy, block.code)
-            except mu.PatchError:
+                return pysource.apply_diff(buggy, block.code)
+            except pysource.PatchError:
                 return None
     name = truth["function"].rsplit(".", 1)[-1]
     for block in answer.blocks:
         if block.lang in ("python", "py"):
             new_def = def_source(block.code, name)
             if new_def is not None:
-                return mu.replace_function(buggy, truth["function"], new_def)
+                return pysource.replace_function(buggy, truth["function"], new_def)
     return None
 
 
@@ -62,8 +62,8 @@ def _diff_applies(ctx: Ctx, _):
     if not blocks:
         return "no ```diff block"
     try:
-        mu.apply_diff(buggy_source(ctx.task.truth), blocks[0].code)
-    except mu.PatchError as exc:
+        pysource.apply_diff(buggy_source(ctx.task.truth), blocks[0].code)
+    except pysource.PatchError as exc:
         return f"diff does not apply ({exc})"
     return None
 
@@ -91,7 +91,7 @@ def _fix_passes_tests(ctx: Ctx, _):
     if source is None:
         return "no applicable fix found"
     mod = mu.corpus_module(ctx.task.truth["module"])
-    run = mu.run_tests(mod.name, source, mod.tests)
+    run = testrun.run_tests(mod.name, source, mod.tests)
     if run.ok:
         return None
     return f"tests still fail ({run.error or ', '.join(f.test for f in run.failed[:3])})"

@@ -9,7 +9,7 @@ from typing import Any
 from agent.checks.answers import Answer
 from agent.checks.bug_fixing import def_source, python_blocks
 from agent.checks.registry import RULES, SKIP, Ctx, english_list, rule, truth_value
-from agent.tasks import mutations as mu
+from agent.tasks import mutations as mu, pysource, testrun
 
 RF = ("refactoring",)
 SNAKE_RE = re.compile(r"_{0,2}[a-z][a-z0-9]*(_[a-z0-9]+)*_{0,2}")
@@ -201,7 +201,7 @@ def refactored_module(response: str, truth: dict[str, Any]) -> str | None:
     if new_def is None:
         return None
     module = mu.corpus_module(truth["module"])
-    out = mu.replace_function(module.source, truth["function"], new_def)
+    out = pysource.replace_function(module.source, truth["function"], new_def)
     tree = ast.parse(code)
     lines = code.splitlines()
     extra = [("\n".join(lines[n.lineno - 1 : n.end_lineno])) for n in tree.body
@@ -223,7 +223,7 @@ def _behavior_preserved(ctx: Ctx, _):
     if source is None:
         return "no refactored function found"
     module = mu.corpus_module(ctx.task.truth["module"])
-    run = mu.run_tests(module.name, source, module.tests)
+    run = testrun.run_tests(module.name, source, module.tests)
     return None if run.ok else f"tests fail ({run.error or ', '.join(f.test for f in run.failed[:3])})"
 
 

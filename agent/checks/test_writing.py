@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from agent.checks.bug_fixing import python_blocks
 from agent.checks.registry import SKIP, Ctx, english_list, rule, truth_value
-from agent.tasks import mutations as mu
+from agent.tasks import mutations as mu, testrun
 
 
 @dataclass(frozen=True)
@@ -207,7 +207,7 @@ def _tests_pass(ctx: Ctx, _):
     if isinstance(got, str):
         return got
     mod = mu.corpus_module(ctx.task.truth["module"])
-    run = mu.run_tests(mod.name, mod.source, got[1], test_file="test_answer.py")
+    run = testrun.run_tests(mod.name, mod.source, got[1], test_file="test_answer.py")
     if run.ok:
         return None
     return f"tests fail ({run.error or ', '.join(f.test for f in run.failed[:3])})"

@@ -29,7 +29,7 @@ from agent.runtime import loop
 from agent.runtime.actions import FormatError, parse
 from agent.runtime.solve import task_message
 from agent.synth.stage3 import Step, TaskEnv, estimate_tokens, fence, hangs, unique_search
-from agent.tasks import mutations as mu
+from agent.tasks import mutations as mu, pysource
 from agent.tasks.bugs import buggy_source
 from agent.tasks.make import make_tasks
 from agent.tasks.task import Task
@@ -56,7 +56,7 @@ def _window(truth: dict[str, Any], rng: random.Random) -> tuple[int, int]:
     """A read window from the failing function's first line or just above it (the test report's `defined:`
     line names it, so a model can copy the number), of a size a model might pick; long functions get a
     window that reaches the bug."""
-    fn = mu.find_function(buggy_source(truth), truth["function"])
+    fn = pysource.find_function(buggy_source(truth), truth["function"])
     size = rng.choice((12, 20, 30))
     start = max(1, fn.start - rng.choice((0, 0, 1, 2)))
     return start, max(start + size - 1, truth["line"] + 2)
@@ -101,7 +101,7 @@ def other_line(truth: dict[str, Any], rng: random.Random) -> tuple[int, str, str
     name with the faulty line: the plausible wrong place a small model picks first (it fixates on the first
     line that mentions the suspicious name)."""
     source = buggy_source(truth)
-    fn = mu.find_function(source, truth["function"])
+    fn = pysource.find_function(source, truth["function"])
     lines = source.splitlines()
     names = set(re.findall(r"[A-Za-z_]\w*", truth["buggy_line"])) - {"return", "if", "not", "and", "or", "in"}
     options = sorted({(m.line, lines[m.line - 1], m.mutated_line)

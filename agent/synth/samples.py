@@ -12,7 +12,7 @@ from typing import Any
 from agent import checks as ck
 from agent.synth.common import ACTIVITY, MAX_ASSISTANT_TOKENS, SynthSkill, approx_tokens, skill_parts
 from agent.synth.references import render_reference, tasks_for
-from agent.tasks import mutations as mu
+from agent.tasks import mutations as mu, testrun
 from agent.tasks.task import Task
 
 
@@ -144,7 +144,7 @@ def _render_candidates(skill: SynthSkill, tasks: list[Task], discards: Counter) 
 
 def prefetch_exec(candidates: list[Candidate]) -> None:
     """Run the execution-based checks of many candidates in one batch (they are cached)."""
-    jobs: list[mu.TestJob] = []
+    jobs: list[testrun.TestJob] = []
     for cand in candidates:
         ids = set(cand.skill.spec.ids())
         t = cand.task.truth
@@ -153,20 +153,20 @@ def prefetch_exec(candidates: list[Candidate]) -> None:
                 source = ck.fixed_source(cand.reference, t)
                 if source is not None:
                     mod = mu.corpus_module(t["module"])
-                    jobs.append(mu.TestJob(mod.name, source, mod.tests))
+                    jobs.append(testrun.TestJob(mod.name, source, mod.tests))
             if "tests-pass" in ids:
                 code = "\n".join(b.code for b in ck.Answer(cand.reference).blocks if b.lang == "python")
                 mod = mu.corpus_module(t["module"])
-                jobs.append(mu.TestJob(mod.name, mod.source, code, "test_answer.py"))
+                jobs.append(testrun.TestJob(mod.name, mod.source, code, "test_answer.py"))
             if "behavior-preserved" in ids and t.get("origin") == "corpus":
                 source = ck.refactored_module(cand.reference, t)
                 if source is not None:
                     mod = mu.corpus_module(t["module"])
-                    jobs.append(mu.TestJob(mod.name, source, mod.tests))
+                    jobs.append(testrun.TestJob(mod.name, source, mod.tests))
         except (ValueError, SyntaxError):
             continue
     if jobs:
-        mu.run_many(jobs)
+        testrun.run_many(jobs)
 
 
 def _validated(candidates: list[Candidate], n: int, discards: Counter) -> list[Candidate]:

@@ -31,7 +31,7 @@ from agent.runtime import loop
 from agent.runtime.actions import FormatError, parse
 from agent.runtime.tools import Tools
 from agent.synth.common import approx_tokens
-from agent.tasks import mutations as mu
+from agent.tasks import mutations as mu, pysource, testrun
 from agent.tasks.bugs import buggy_source
 from agent.tasks.packages import write_package_repo
 from agent.tasks.task import Task
@@ -104,7 +104,7 @@ def fence(kind: str, body: str = "") -> str:
 
 def read_range(truth: dict[str, Any], lines: int = READ_LINES) -> tuple[int, int]:
     """The faulty function, or a window of it around the faulty line when it is long."""
-    fn = mu.find_function(buggy_source(truth), truth["function"])
+    fn = pysource.find_function(buggy_source(truth), truth["function"])
     if fn.end - fn.start + 1 <= lines:
         return fn.start, fn.end
     start = max(fn.start, min(truth["line"] - lines // 2, fn.end - lines + 1))
@@ -259,7 +259,7 @@ def execute(task: Task, the_plan: Plan) -> Outcome:
 
 def hangs(task: Task) -> bool:
     """Mutants whose tests loop forever would only spend the command timeout."""
-    return any(e in mu.TIMEOUT_ERRORS for e in task.truth.get("failing_errors", ()))
+    return any(e in testrun.TIMEOUT_ERRORS for e in task.truth.get("failing_errors", ()))
 
 
 def run_all(jobs: list[tuple[Task, Plan]], workers: int = 2,

@@ -8,13 +8,13 @@ from typing import Any
 
 from agent import checks as ck
 from agent.synth.layout import Content, Layout, fence, rule_number
-from agent.tasks import mutations as mu
+from agent.tasks import mutations as mu, pysource
 from agent.tasks.task import Task
 
 
 def _signature(truth: dict[str, Any]) -> list[str] | None:
     mod = mu.corpus_module(truth["module"])
-    fn = mu.find_function(mod.source, truth["function"])
+    fn = pysource.find_function(mod.source, truth["function"])
     node = ast.parse(fn.source).body[0]
     if node.args.vararg or node.args.kwarg:
         return None

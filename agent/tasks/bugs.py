@@ -6,19 +6,19 @@ import random
 from pathlib import Path
 from typing import Any
 
-from agent.tasks import mutations as mu
+from agent.tasks import mutations as mu, pysource
 from agent.tasks import packages
 from agent.tasks.task import Task, TaskError, format_failures, numbered, task_id
 
 
 def _excerpt(mutation: mu.Mutation, rng: random.Random, max_lines: int = 40) -> tuple[int, int, str]:
     """Line range around the buggy function: it, plus an adjacent function when room allows."""
-    funcs = mu.functions_of(mutation.original, mutation.module)
+    funcs = pysource.functions_of(mutation.original, mutation.module)
     target = next(f for f in funcs if f.qualname == mutation.function)
     lines = mutation.original.splitlines()
     depth = target.qualname.count(".")
 
-    def adjacent(a: mu.SourceFunction, b: mu.SourceFunction) -> bool:
+    def adjacent(a: pysource.SourceFunction, b: pysource.SourceFunction) -> bool:
         """Only blank lines between a (above) and b (below)."""
         return a.end < b.start and all(not lines[i - 1].strip() for i in range(a.end + 1, b.start))
 
@@ -74,7 +74,7 @@ def _tests_of(m: mu.Mutation) -> tuple[str, str]:
 
 def _test_source(tests: str, test: str) -> str:
     # pytest's `TestClass::test_x[param]` is the function `TestClass.test_x`
-    for fn in mu.functions_of(tests, "?"):
+    for fn in pysource.functions_of(tests, "?"):
         if fn.qualname == test.split("[")[0].replace("::", "."):
             return fn.source
     return ""
@@ -138,15 +138,15 @@ def localization_task(m: mu.Mutation, rng: random.Random) -> Task:
 
 
 def fixing_task(m: mu.Mutation, rng: random.Random) -> Task:
-    fn = mu.find_function(m.source, m.function)
-    fixed = mu.find_function(m.original, m.function)
+    fn = pysource.find_function(m.source, m.function)
+    fixed = pysource.find_function(m.original, m.function)
     report = _bug_report(m)
     ask = rng.choice(["Fix the bug.", "Please fix this bug.", "Make the failing tests pass with a minimal fix."])
     prompt = (f"The tests for `{m.file}` fail.\n\nTest output:\n```text\n{report}\n```\n\n"
               f"Code (`{m.file}`, `{m.function}`, lines {fn.start}-{fn.end}):\n```python\n{fn.source}```\n\n{ask}")
     truth = _bug_truth(m) | {
         "buggy_function": fn.source, "fixed_function": fixed.source, "start": fn.start, "end": fn.end,
-        "diff": mu.unified_diff(m.source, m.original, m.file),
+        "diff": pysource.unified_diff(m.source, m.original, m.file),
     }
     return Task(task_id("bug-fixing", m.module, m.id), "bug-fixing", prompt,
                 {"file": m.file, "test_output": report, "code": fn.source}, truth, m.operator)

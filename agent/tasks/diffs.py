@@ -8,7 +8,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from agent.tasks import mutations as mu
+from agent.tasks import mutations as mu, pysource
 from agent.tasks.bugs import balanced, bug_cause
 from agent.tasks.refactoring import RefactorSource, def_node, degrade, refactor_sources
 from agent.tasks.task import Task, TaskError, task_id
@@ -62,7 +62,7 @@ def _fix_change(m: mu.Mutation, rng: random.Random) -> tuple[str, dict[str, Any]
     test = m.failing_tests[0] if m.failing_tests else "the tests"
     why = bug_cause(m).rstrip(".") + f" (in `{name}`), so `{test}` failed."
     what = m.fix[:1].upper() + m.fix[1:] + "."
-    diff = mu.unified_diff(m.source, m.original, m.file)
+    diff = pysource.unified_diff(m.source, m.original, m.file)
     return diff, _change_truth("fix", m.file, m.module, [m.function], _fix_summaries(m, name), why, what, rng,
                                line=m.line, has_bug=False)
 
@@ -70,7 +70,7 @@ def _fix_change(m: mu.Mutation, rng: random.Random) -> tuple[str, dict[str, Any]
 def _bug_change(m: mu.Mutation, rng: random.Random) -> tuple[str, dict[str, Any]]:
     """A diff that *introduces* a bug: the reviewer should catch it."""
     name = m.function.rsplit(".", 1)[-1]
-    diff = mu.unified_diff(m.original, m.source, m.file)
+    diff = pysource.unified_diff(m.original, m.source, m.file)
     why = f"The change {m.description} in `{name}`, which changes its behaviour."
     what = f"Revert to `{m.original_line.strip()}`."
     return diff, _change_truth("bug", m.file, m.module, [m.function], [f"change {name}"], why, what, rng,
@@ -78,7 +78,7 @@ def _bug_change(m: mu.Mutation, rng: random.Random) -> tuple[str, dict[str, Any]
                                buggy_line=m.mutated_line.strip(), fixed_line=m.original_line.strip(), fix=m.fix)
 
 
-def _feat_change(mod: mu.CorpusModule, fn: mu.SourceFunction, rng: random.Random) -> tuple[str, dict[str, Any]] | None:
+def _feat_change(mod: mu.CorpusModule, fn: pysource.SourceFunction, rng: random.Random) -> tuple[str, dict[str, Any]] | None:
     lines = mod.source.splitlines(keepends=True)
     start, end = fn.start, fn.end
     # Take the function and the blank lines before it out of the "before" version.
@@ -91,13 +91,13 @@ def _feat_change(mod: mu.CorpusModule, fn: mu.SourceFunction, rng: random.Random
     words = summary.split()
     sentence = f"`{fn.name}` {third_person(words[0])} {' '.join(words[1:])}."
     summaries = [f"add {fn.name} to {words[0].lower()} {' '.join(words[1:])}", f"add {fn.name} helper", f"add {fn.name}"]
-    diff = mu.unified_diff(before, mod.source, mod.file)
+    diff = pysource.unified_diff(before, mod.source, mod.file)
     return diff, _change_truth("feat", mod.file, mod.name, [fn.qualname], summaries, f"Callers need a way to {summary[0].lower() + summary[1:]}.",
                                sentence, rng, has_bug=False, line=fn.start)
 
 
 def _test_change(mod: mu.CorpusModule, rng: random.Random) -> tuple[str, dict[str, Any]] | None:
-    tests = [f for f in mu.functions_of(mod.tests, mod.name) if f.name.startswith("test_")]
+    tests = [f for f in pysource.functions_of(mod.tests, mod.name) if f.name.startswith("test_")]
     if not tests:
         return None
     fn = rng.choice(tests)
@@ -107,11 +107,11 @@ def _test_change(mod: mu.CorpusModule, rng: random.Random) -> tuple[str, dict[st
         start -= 1
     before = "".join(lines[: start - 1] + lines[fn.end:])
     words = fn.name[len("test_"):].split("_")
-    units = [f.name for f in mu.functions_of(mod.source, mod.name)]
+    units = [f.name for f in pysource.functions_of(mod.source, mod.name)]
     unit = next((u for u in sorted(units, key=len, reverse=True) if fn.name[len("test_"):].startswith(u)), words[0])
     rest = fn.name[len("test_") + len(unit):].strip("_").replace("_", " ") or "basic behaviour"
     summaries = [f"add test for {rest} in {unit}", f"test {unit} {rest}", f"add {unit} test", "add test"]
-    diff = mu.unified_diff(before, mod.tests, mod.test_file)
+    diff = pysource.unified_diff(before, mod.tests, mod.test_file)
     return diff, _change_truth("test", mod.test_file, mod.name, [fn.name], summaries,
                                f"`{unit}` had no test for {rest}.", f"Add `{fn.name}`.", rng, has_bug=False, line=fn.start)
 
@@ -123,8 +123,8 @@ def _refactor_change(src: RefactorSource, kind: str, rng: random.Random) -> tupl
     code, changes, constants = got
     if constants:
         return None  # an inlined constant would also leave its definition behind: not a one-function diff
-    before = mu.replace_function(src.module_source, src.fn.qualname, code)
-    diff = mu.unified_diff(before, src.module_source, src.fn.file)
+    before = pysource.replace_function(src.module_source, src.fn.qualname, code)
+    diff = pysource.unified_diff(before, src.module_source, src.fn.file)
     name = src.fn.name
     docs = kind == "strip-docstring"
     summaries = {
@@ -161,7 +161,7 @@ def diff_tasks(subtask: str, pool: str, kinds: Sequence[str] | None, rng: random
             made = None if m is None else (_fix_change if kind == "fix" else _bug_change)(m, rng)
         elif kind == "feat":
             mod = rng.choice(modules)
-            fns = [f for f in mu.functions_of(mod.source, mod.name) if "." not in f.qualname and not f.name.startswith("_")]
+            fns = [f for f in pysource.functions_of(mod.source, mod.name) if "." not in f.qualname and not f.name.startswith("_")]
             made = _feat_change(mod, rng.choice(fns), rng) if fns else None
         elif kind == "test":
             made = _test_change(rng.choice(modules), rng)

@@ -1,44 +1,29 @@
 """Programs with tests, and bugs injected into them.
 
 The bundled corpus (`agent/tasks/corpus/<name>/{<name>.py, check_<name>.py, cases.json}`) holds
-small real modules with passing tests; a few pure-Python standard-library functions add
-more source for diffs and refactors. AST mutation operators make buggy variants as
-minimal single-line text edits, so diffs stay small and line numbers keep their meaning;
-a variant is kept only when the module's tests catch it. Tests run in a subprocess
-(`agent/tasks/corpus/runner.py`), one per batch of variants, with per-test timeouts.
+small real modules with passing tests. AST mutation operators make buggy variants as minimal
+single-line text edits, so diffs stay small and line numbers keep their meaning; a variant is kept
+only when the module's tests catch it (`agent/tasks/testrun.py` runs them).
 """
 
 from __future__ import annotations
 
 import ast
-import difflib
 import hashlib
-import inspect
 import itertools
 import json
-import os
-import re
-import subprocess
-import sys
-import textwrap
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from agent.tasks.pysource import function_nodes
+from agent.tasks.testrun import TestFailure, TestJob, TestRun, run_mutants
+
 CORPUS_DIR = Path(__file__).resolve().parent / "corpus"
-RUNNER = CORPUS_DIR / "runner.py"
 # Modules kept out of training tasks so evaluation tasks use code the model never saw.
 EVAL_MODULES = frozenset({"stats", "paginate", "textcase"})
 POOLS = ("train", "eval", "all")
-TEST_TIMEOUT_S = 1.0
-# Corpus tests take milliseconds; a mutant that needs longer is looping.
-MUTANT_TIMEOUT_S = 0.25
-# ...unless the machine was busy: one that timed out runs again with this much time before it counts as a hang,
-# so the kept set (and every seeded draw over it) does not depend on the load while it was built.
-RETRY_TIMEOUT_S = 3.0
-BATCH_TIMEOUT_S = 120.0
-TIMEOUT_ERRORS = ("TestTimeout", "Timeout")  # a test the runner stopped, a job the batch runner stopped
 
 
 class CorpusError(ValueError):
@@ -98,274 +83,6 @@ def corpus_module(name: str) -> CorpusModule:
         if module.name == name:
             return module
     raise CorpusError(f"no corpus module named {name!r}")
-
-
-# --------------------------------------------------------------------------- source helpers
-
-
-@dataclass(frozen=True)
-class SourceFunction:
-    """One function with where it came from, for diffs and refactoring tasks."""
-
-    origin: str  # "corpus" or "stdlib"
-    module: str  # "intervals", "textwrap"
-    qualname: str  # "merge", "LRUCache.get"
-    source: str  # the def, dedented
-    start: int  # first line (decorators included) in the module, 1-based
-    end: int  # last line, inclusive
-
-    @property
-    def file(self) -> str:
-        return f"{self.module}.py"
-
-    @property
-    def name(self) -> str:
-        return self.qualname.rsplit(".", 1)[-1]
-
-
-def function_nodes(tree: ast.AST) -> Iterator[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]]:
-    """(qualname, node) for every function and method, outer ones first."""
-
-    def visit(node: ast.AST, prefix: str) -> Iterator[tuple[str, ast.AST]]:
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                qual = f"{prefix}{child.name}"
-                yield qual, child
-                yield from visit(child, qual + ".")
-            elif isinstance(child, ast.ClassDef):
-                yield from visit(child, f"{prefix}{child.name}.")
-
-    yield from visit(tree, "")
-
-
-def functions_of(source: str, module: str, origin: str = "corpus") -> list[SourceFunction]:
-    return list(_functions_of(source, module, origin))
-
-
-@lru_cache(maxsize=4096)
-def _functions_of(source: str, module: str, origin: str) -> tuple[SourceFunction, ...]:
-    lines = source.splitlines()
-    out = []
-    for qual, node in function_nodes(ast.parse(source)):
-        start = min([node.lineno] + [d.lineno for d in node.decorator_list])
-        text = textwrap.dedent("\n".join(lines[start - 1 : node.end_lineno])) + "\n"
-        out.append(SourceFunction(origin, module, qual, text, start, node.end_lineno or node.lineno))
-    return tuple(out)
-
-
-def find_function(source: str, qualname: str) -> SourceFunction:
-    for fn in functions_of(source, "?"):
-        if fn.qualname == qualname:
-            return fn
-    raise CorpusError(f"no function {qualname!r} in the source")
-
-
-def replace_function(source: str, qualname: str, new_def: str) -> str:
-    """Swap one function's text for new_def, re-indented to where the old one stood."""
-    old = find_function(source, qualname)
-    lines = source.splitlines(keepends=True)
-    indent = re.match(r"\s*", lines[old.start - 1]).group(0)
-    body = textwrap.indent(textwrap.dedent(new_def).strip("\n") + "\n", indent)
-    return "".join(lines[: old.start - 1]) + body + "".join(lines[old.end :])
-
-
-def unified_diff(before: str, after: str, path: str) -> str:
-    """A git-style unified diff with three lines of context."""
-    body = difflib.unified_diff(
-        before.splitlines(keepends=True), after.splitlines(keepends=True), f"a/{path}", f"b/{path}", n=3
-    )
-    text = "".join(line if line.endswith("\n") else line + "\n" for line in body)
-    return f"diff --git a/{path} b/{path}\n{text}" if text else ""
-
-
-class PatchError(ValueError):
-    """A diff that does not apply."""
-
-
-HUNK_RE = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
-
-
-def apply_diff(source: str, diff: str, fuzz: int = 3) -> str:
-    """Apply a unified diff to source; hunks may sit up to `fuzz` lines off their stated place."""
-    lines = source.splitlines()
-    hunks: list[tuple[int, list[str]]] = []
-    for raw in diff.rstrip().splitlines():
-        match = HUNK_RE.match(raw)
-        if match:
-            hunks.append((int(match.group(1)), []))
-        elif hunks and raw[:1] in (" ", "+", "-") and not raw.startswith(("--- ", "+++ ")):
-            hunks[-1][1].append(raw)
-        elif hunks and raw == "":
-            hunks[-1][1].append(" ")  # editors strip the space of empty context lines
-    if not hunks:
-        raise PatchError("no hunks in the diff")
-    offset = 0
-    for start, body in hunks:
-        old = [line[1:] for line in body if line[0] in " -"]
-        new = [line[1:] for line in body if line[0] in " +"]
-        at = max(start - 1 + offset, 0) if old else start + offset
-        want = [l.rstrip() for l in old]
-
-        def matches(pos: int) -> bool:
-            return 0 <= pos <= len(lines) and [l.rstrip() for l in lines[pos : pos + len(old)]] == want
-
-        near = [at + d for d in sorted(range(-fuzz, fuzz + 1), key=abs) if matches(at + d)]
-        # Wrong line numbers are common in hand-written diffs: a context found exactly once still applies.
-        anywhere = [p for p in range(len(lines) + 1) if matches(p)] if not near and old else []
-        found = near[:1] or (anywhere if len(anywhere) == 1 else [])
-        if not found:
-            raise PatchError(f"hunk at line {start} does not match the source")
-        lines[found[0] : found[0] + len(old)] = new
-        offset += len(new) - len(old) + found[0] - at
-    return "\n".join(lines) + "\n"
-
-
-# --------------------------------------------------------------------------- standard library
-
-# Short, pure-Python functions whose source ships with every CPython.
-STDLIB_FUNCTIONS = (
-    ("textwrap", "dedent"), ("textwrap", "indent"), ("textwrap", "shorten"),
-    ("colorsys", "rgb_to_hsv"), ("colorsys", "hsv_to_rgb"), ("colorsys", "rgb_to_hls"),
-    ("colorsys", "rgb_to_yiq"), ("shlex", "quote"), ("shlex", "join"), ("fnmatch", "filter"),
-    ("string", "capwords"), ("calendar", "isleap"), ("calendar", "leapdays"),
-    ("genericpath", "commonprefix"), ("html", "escape"), ("heapq", "nsmallest"),
-    ("bisect", "insort_right"), ("statistics", "median_low"), ("statistics", "median_high"),
-    ("base64", "b64encode"), ("keyword", "issoftkeyword"), ("posixpath", "splitext"),
-)
-
-
-@lru_cache(maxsize=None)
-def stdlib_functions() -> tuple[SourceFunction, ...]:
-    """The listed standard-library functions that have readable Python source here."""
-    import importlib
-
-    out = []
-    for module_name, attr in STDLIB_FUNCTIONS:
-        try:
-            module = importlib.import_module(module_name)
-            func = getattr(module, attr)
-            source = textwrap.dedent(inspect.getsource(func))
-            ast.parse(source)
-        except (ImportError, AttributeError, OSError, TypeError, SyntaxError):
-            continue  # C-accelerated or missing on this build
-        if not source.lstrip().startswith("def ") or source.count("\n") > 45:
-            continue
-        lines = source.count("\n")
-        out.append(SourceFunction("stdlib", module_name, attr, source, 1, lines))
-    return tuple(out)
-
-
-# --------------------------------------------------------------------------- running tests
-
-
-@dataclass(frozen=True)
-class TestFailure:
-    test: str
-    error: str
-    message: str
-    frames: tuple[tuple[str, int, str, str], ...]  # (file, line, function, source line)
-    explain: str  # "assert [(1, 3)] == [(1, 5)]" when the runner could re-evaluate it
-
-
-@dataclass(frozen=True)
-class TestRun:
-    passed: tuple[str, ...]
-    failed: tuple[TestFailure, ...]
-    error: str | None = None  # the module or the tests did not even import
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and not self.failed and bool(self.passed)
-
-    @property
-    def timed_out(self) -> bool:
-        return (self.error or "").startswith("TestTimeout") or any(f.error in TIMEOUT_ERRORS for f in self.failed)
-
-
-@dataclass(frozen=True)
-class TestJob:
-    module: str
-    source: str
-    tests: str
-    test_file: str = ""
-
-    @property
-    def key(self) -> str:
-        raw = "\0".join((self.module, self.source, self.tests, self.test_file or f"test_{self.module}.py"))
-        return hashlib.sha256(raw.encode("utf-8")).hexdigest()
-
-
-_RUN_CACHE: dict[str, TestRun] = {}
-
-
-def _to_run(raw: dict) -> TestRun:
-    failed = tuple(
-        TestFailure(f["test"], f["error"], f["message"], tuple(tuple(x) for x in f["frames"]), f["explain"])
-        for f in raw["failed"]
-    )
-    return TestRun(tuple(raw["passed"]), failed, raw.get("error"))
-
-
-def _run_batch(jobs: list[TestJob], timeout: float) -> list[TestRun]:
-    request = {
-        "timeout": timeout,
-        "jobs": [
-            {"id": str(i), "module": j.module, "source": j.source, "tests": j.tests,
-             "test_file": j.test_file or f"test_{j.module}.py"}
-            for i, j in enumerate(jobs)
-        ],
-    }
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    env["PYTHONHASHSEED"] = "0"
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-I", str(RUNNER)], input=json.dumps(request), capture_output=True,
-            text=True, timeout=BATCH_TIMEOUT_S if len(jobs) > 1 else timeout * 10 + 10, env=env, cwd=str(CORPUS_DIR),
-        )
-    except subprocess.TimeoutExpired:
-        if len(jobs) == 1:
-            return [TestRun((), (TestFailure("<all>", "Timeout", "the test run timed out", (), ""),))]
-        half = len(jobs) // 2  # bisect to isolate the job that hangs
-        return _run_batch(jobs[:half], timeout) + _run_batch(jobs[half:], timeout)
-    try:
-        results = json.loads(proc.stdout)["results"]
-    except (ValueError, KeyError):
-        if len(jobs) == 1:
-            tail = (proc.stderr or "").strip().splitlines()[-1:] or ["no output"]
-            return [TestRun((), (TestFailure("<all>", "Crash", tail[0][:200], (), ""),))]
-        half = len(jobs) // 2  # one variant crashed the interpreter: isolate it
-        return _run_batch(jobs[:half], timeout) + _run_batch(jobs[half:], timeout)
-    return [_to_run(r) for r in results]
-
-
-def run_many(jobs: list[TestJob], timeout: float = TEST_TIMEOUT_S, workers: int = 2) -> list[TestRun]:
-    """Run test jobs (cached by content), split over `workers` concurrent subprocesses."""
-    def key(job: TestJob) -> str:
-        return f"{job.key}:{timeout}"
-
-    todo = [j for j in dict.fromkeys(jobs) if key(j) not in _RUN_CACHE]
-    if todo:
-        from concurrent.futures import ThreadPoolExecutor
-
-        chunks = [todo[i::workers] for i in range(min(workers, len(todo)))]
-        with ThreadPoolExecutor(len(chunks)) as pool:
-            for chunk, runs in zip(chunks, pool.map(lambda c: _run_batch(c, timeout), chunks)):
-                for job, run in zip(chunk, runs):
-                    _RUN_CACHE[key(job)] = run
-    return [_RUN_CACHE[key(j)] for j in jobs]
-
-
-def run_mutants(jobs: list[TestJob]) -> list[TestRun]:
-    """run_many with the mutant limit, each timed-out job run once more with RETRY_TIMEOUT_S."""
-    runs = run_many(jobs, MUTANT_TIMEOUT_S)
-    slow = list(dict.fromkeys(j for j, r in zip(jobs, runs) if r.timed_out))
-    again = dict(zip(slow, run_many(slow, RETRY_TIMEOUT_S))) if slow else {}
-    return [again.get(j, r) for j, r in zip(jobs, runs)]
-
-
-def run_tests(module: str, source: str, tests: str, test_file: str = "", timeout: float = TEST_TIMEOUT_S) -> TestRun:
-    return run_many([TestJob(module, source, tests, test_file)], timeout)[0]
 
 
 # --------------------------------------------------------------------------- mutation operators

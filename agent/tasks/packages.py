@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from agent.tasks import mutations as mu
+from agent.tasks import mutations as mu, testrun
 
 
 @dataclass(frozen=True)
@@ -264,7 +264,7 @@ def pytest_ini(base: str, test_paths: Sequence[str]) -> str:
 @dataclass(frozen=True)
 class SuiteRun:
     passed: tuple[str, ...] = ()
-    failed: tuple[mu.TestFailure, ...] = ()
+    failed: tuple[testrun.TestFailure, ...] = ()
     files: dict[str, str] = field(default_factory=dict)  # failing test -> its repo-relative file
     error: str | None = None  # nothing ran as tests: collection error, crash
     timed_out: bool = False
@@ -275,7 +275,7 @@ class SuiteRun:
         return not self.timed_out and self.error is None and not self.failed and bool(self.passed)
 
 
-def _failure(test: str, node: ET.Element) -> mu.TestFailure:
+def _failure(test: str, node: ET.Element) -> testrun.TestFailure:
     message = node.get("message") or ""
     head, sep, rest = message.partition(": ")
     if message.startswith("assert "):  # a rewritten assert's report may come without the exception's name
@@ -293,10 +293,10 @@ def _failure(test: str, node: ET.Element) -> mu.TestFailure:
             code = lines[i + 1].strip() if i + 1 < len(lines) and lines[i + 1].startswith("    ") else ""
             frames.append((path, int(lineno), func.strip(), code))
     explain = text if error == "AssertionError" and text.startswith("assert ") else ""
-    return mu.TestFailure(test, error, text, tuple(frames[-4:]), explain)
+    return testrun.TestFailure(test, error, text, tuple(frames[-4:]), explain)
 
 
-def parse_junit(xml: str) -> tuple[list[str], list[mu.TestFailure], dict[str, str], str | None]:
+def parse_junit(xml: str) -> tuple[list[str], list[testrun.TestFailure], dict[str, str], str | None]:
     """(passed, failed, failing test -> file, collection error) from pytest's xunit1 report."""
     passed, failed, files, error = [], [], {}, None
     for case in ET.fromstring(xml).iter("testcase"):
@@ -395,7 +395,7 @@ def _mutant(rec: dict[str, Any], original: str, origin: mu.PackageOrigin) -> mu.
         raise FetchError(f"{rec['file']}: the cached mutants do not match the source")
     lines[rec["line"] - 1] = rec["mutated_line"]
     source = "\n".join(lines) + ("\n" if original.endswith("\n") else "")
-    failures = tuple(mu.TestFailure(f["test"], f["error"], f["message"], tuple(tuple(x) for x in f["frames"]),
+    failures = tuple(testrun.TestFailure(f["test"], f["error"], f["message"], tuple(tuple(x) for x in f["frames"]),
                                     f["explain"]) for f in rec["failures"])
     fields = {k: v for k, v in rec.items() if k not in ("failures", "passed")}
     return mu.Mutation(**fields, source=source, original=original, failures=failures, passed=tuple(rec["passed"]),

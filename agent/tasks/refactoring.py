@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from agent.tasks import mutations as mu
+from agent.tasks import mutations as mu, pysource
 from agent.tasks.task import Task, TaskError, task_id
 
 DEGRADATIONS = ("shorten-names", "camel-case", "inline-constants", "strip-hints", "strip-docstring",
@@ -273,7 +273,7 @@ def degrade_bare_except(source: str) -> _Degraded | None:
 
 @dataclass(frozen=True)
 class RefactorSource:
-    fn: mu.SourceFunction
+    fn: pysource.SourceFunction
     module_source: str  # where the function lives (for diffs and inlined constants)
 
 
@@ -281,19 +281,19 @@ class RefactorSource:
 def refactor_sources(pool: str) -> tuple[RefactorSource, ...]:
     out = []
     for mod in mu.load_corpus(pool):
-        for fn in mu.functions_of(mod.source, mod.name):
+        for fn in pysource.functions_of(mod.source, mod.name):
             if "." not in fn.qualname and not fn.name.startswith("_"):
                 out.append(RefactorSource(fn, mod.source))
     if pool in ("train", "all"):
         import importlib
         import inspect
 
-        for fn in mu.stdlib_functions():
+        for fn in pysource.stdlib_functions():
             try:
                 module_source = inspect.getsource(importlib.import_module(fn.module))
             except (OSError, TypeError):
                 continue
-            located = next((f for f in mu.functions_of(module_source, fn.module, origin="stdlib")
+            located = next((f for f in pysource.functions_of(module_source, fn.module, origin="stdlib")
                             if f.qualname == fn.qualname), None)
             if located is not None:
                 out.append(RefactorSource(located, module_source))

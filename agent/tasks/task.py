@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Any
 
-from agent.tasks import mutations as mu
+from agent.tasks import testrun
 
 SUBTASKS = ("bug-localization", "bug-fixing", "test-writing", "code-review", "commit-message", "refactoring")
 
@@ -49,7 +49,7 @@ def numbered(source: str, start: int, end: int) -> str:
     return "\n".join(f"{n:>4} | {lines[n - 1]}" for n in range(start, end + 1))
 
 
-def format_failures(run_failures: Sequence[mu.TestFailure], passed: int, test_file: str, detail: int = 2) -> str:
+def format_failures(run_failures: Sequence[testrun.TestFailure], passed: int, test_file: str, detail: int = 2) -> str:
     """Failing tests as a compact, pytest-like report."""
     out = [f"$ python -m pytest -q {test_file}", "=" * 30 + " FAILURES " + "=" * 30]
     for failure in run_failures[:detail]:

@@ -7,7 +7,7 @@ import types
 from functools import lru_cache
 from typing import Any
 
-from agent.tasks import mutations as mu
+from agent.tasks import mutations as mu, pysource
 from agent.tasks.task import Task, literal, task_id
 
 
@@ -46,7 +46,7 @@ def _cases(mod: mu.CorpusModule, func: str) -> list[dict[str, str]]:
 def test_writing_tasks(pool: str) -> list[Task]:
     tasks = []
     for mod in mu.load_corpus(pool):
-        for fn in mu.functions_of(mod.source, mod.name):
+        for fn in pysource.functions_of(mod.source, mod.name):
             if fn.qualname not in mod.cases:
                 continue
             cases = _cases(mod, fn.qualname)
