@@ -225,7 +225,13 @@ def main() -> None:
     handles = {"": handle}
     if any(HYPERNET in c for c in configs):
         handles[HYPERNET] = load_hypernet(loaded, None, args.candidate_hypernet)
-    result["hypernets"] = {k or "shipped": {"source": h.source, "ident": h.ident} for k, h in handles.items()}
+    hypernets = {k or "shipped": {"source": h.source, "ident": h.ident} for k, h in handles.items()}
+    changed = [k for k, h in hypernets.items() if k in result.get("hypernets", {})
+               and result["hypernets"][k]["ident"] != h["ident"]]
+    if changed:  # resuming: the rows so far were converted by other checkpoints
+        raise SystemExit(f"--resume: {out} was run with another {' and '.join(changed)} hypernetwork "
+                         f"({', '.join(result['hypernets'][k]['source'] for k in changed)}): start a new --out")
+    result["hypernets"] = hypernets
     with tempfile.TemporaryDirectory(prefix="bench-solve-") as tmp:
         store = Store(f"sqlite:///{args.db.resolve() if args.db else Path(tmp) / 'bench.db'}")
         ensure_seeded(store)
