@@ -82,6 +82,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, help="torch threads (default: the default count, then 1)")
     ap.add_argument("--note", default="", help="machine conditions, stored in the JSON")
     ap.add_argument("--ema-only", action="store_true", help="only the EMA step, to ema_step.json")
+    ap.add_argument("--baseline-tree", type=Path, help="with --ema-only: also time this checkout's ema_update, "
+                    "interleaved with ours (e.g. a git worktree of an older commit)")
+    ap.add_argument("--baseline-commit", default="", help="the baseline tree's commit, stored in the JSON")
+    ap.add_argument("--repeats", type=int, default=15, help="with --ema-only: timed steps per path")
     args = ap.parse_args()
     if args.ema_only:
         return ema_only(args)
@@ -148,13 +152,17 @@ def ema_step_ms(pool: list[LoraWeights], repeats: int, method: str) -> dict:
             "max_rel_truncation_error": info.max_rel_error}
 
 
-def ema_paths(pool: list[LoraWeights], repeats: int) -> dict:
-    """The EMA step by ema_update (incremental fold) and by the general exact merge, interleaved."""
+def ema_paths(pool: list[LoraWeights], repeats: int, baseline=None) -> dict:
+    """The EMA step by ema_update (incremental fold) and by the general exact merge, interleaved step by
+    step; with `baseline` (another tree's hypernet package), its ema_update too, and our step's wall time
+    over the baseline's per step (median, 95 % bootstrap interval)."""
     persistent = None
     for ad in pool[:9]:
         persistent, _ = ema_update(persistent, ad, 0.9, max_rank=MAX_RANK)
     paths = {"incremental": lambda ad: ema_update(persistent, ad, 0.9, max_rank=MAX_RANK, method="exact")[0],
              "general": lambda ad: merge([persistent, ad], [0.9, 0.1], max_rank=MAX_RANK, method="exact")[0]}
+    if baseline is not None:
+        paths["baseline"] = lambda ad: baseline.ema_update(persistent, ad, 0.9, max_rank=MAX_RANK, method="exact")[0]
     wall: dict[str, list[float]] = {k: [] for k in paths}
     cpu: dict[str, list[float]] = {k: [] for k in paths}
     out = {}
@@ -165,12 +173,44 @@ def ema_paths(pool: list[LoraWeights], repeats: int) -> dict:
             if i:  # the first round warms up LAPACK
                 wall[name].append(1e3 * (time.perf_counter() - t0))
                 cpu[name].append(1e3 * (time.process_time() - c0))
-    diff = max(float(torch.linalg.norm(out["incremental"].delta(k) - out["general"].delta(k))
-                     / torch.linalg.norm(out["general"].delta(k))) for k in out["general"].keys)
-    return {"threads": torch.get_num_threads(), "repeats": repeats, "load_avg_1m": os.getloadavg()[0],
-            **{name: {"wall_ms_median": statistics.median(wall[name]), "wall_ms_min": min(wall[name]),
-                      "cpu_ms_median": statistics.median(cpu[name]), "cpu_ms_min": min(cpu[name])} for name in paths},
-            "max_rel_delta_difference": diff}
+    def rel(x: LoraWeights) -> float:
+        ref = out["general"]
+        return max(float(torch.linalg.norm(x.delta(k) - ref.delta(k)) / torch.linalg.norm(ref.delta(k)))
+                   for k in ref.keys)
+
+    row = {"threads": torch.get_num_threads(), "repeats": repeats, "load_avg_1m": os.getloadavg()[0],
+           **{name: {"wall_ms_median": statistics.median(wall[name]), "wall_ms_min": min(wall[name]),
+                     "cpu_ms_median": statistics.median(cpu[name]), "cpu_ms_min": min(cpu[name])} for name in paths},
+           "max_rel_delta_difference": rel(out["incremental"])}
+    if baseline is not None:
+        ratios = [x / y for x, y in zip(wall["incremental"], wall["baseline"])]
+        row["incremental_over_baseline"] = {"median": statistics.median(ratios), "ci95": bootstrap_median(ratios)}
+        row["baseline_max_rel_delta_difference"] = rel(out["baseline"])
+    return row
+
+
+def bootstrap_median(xs: list[float], n: int = 2000, seed: int = 0) -> list[float]:
+    """95 % percentile-bootstrap interval of the median."""
+    import random
+
+    rng = random.Random(seed)
+    meds = sorted(statistics.median(rng.choices(xs, k=len(xs))) for _ in range(n))
+    return [meds[int(0.025 * n)], meds[int(0.975 * n) - 1]]
+
+
+def load_baseline(tree: Path):
+    """Another checkout's `hypernet` package, imported beside ours under its own name."""
+    import importlib.util
+
+    init = tree / "hypernet" / "__init__.py"
+    if not init.is_file():
+        raise SystemExit(f"--baseline-tree: {tree} has no hypernet/__init__.py")
+    spec = importlib.util.spec_from_file_location("hypernet_baseline", init,
+                                                  submodule_search_locations=[str(init.parent)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def ema_only(args) -> None:
@@ -178,9 +218,10 @@ def ema_only(args) -> None:
     default_threads = torch.get_num_threads()
     thread_counts = [args.threads] if args.threads else sorted({default_threads, 1}, reverse=True)
     load_at_start, rows = os.getloadavg(), {}
+    baseline = load_baseline(args.baseline_tree) if args.baseline_tree else None
     for threads in thread_counts:
         torch.set_num_threads(threads)
-        rows[str(threads)] = ema_paths(pool, 15)
+        rows[str(threads)] = ema_paths(pool, args.repeats, baseline)
         print("ema step", threads, json.dumps(rows[str(threads)]), flush=True)
     torch.set_num_threads(default_threads)
     out = {"bench": "ema_step", "machine": machine_info(), "note": args.note, "load_avg_at_start": load_at_start,
@@ -189,6 +230,7 @@ def ema_only(args) -> None:
            "before": {"source": "hypernet_merge.json ema_step_by_threads, exact (the general path, then "
                                 "without the batched truncation)", "ms_median_2_threads": 148.9,
                       "ms_median_1_thread": 179.6},
+           "baseline_tree": args.baseline_tree and str(args.baseline_tree), "baseline_commit": args.baseline_commit,
            "by_threads": rows}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "ema_step.json").write_text(json.dumps(out, indent=2) + "\n")

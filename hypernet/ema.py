@@ -4,12 +4,13 @@ The step is an incremental SVD (Brand 2006) where it can be. A persistent adapte
 recompression is in split form, A = √s·Vh and B = U·√s: B's columns and A's rows are already orthogonal.
 Stacking the new adapter's rank r beside it then needs a QR of only the r new columns after projecting out
 U, not a QR of all R = rank + r stacked columns; what is left is the R×R core's SVD. The Gram matrix of
-the stacked factors (one batched GEMM) gives the orthogonality check, the norms and the projections at
-once. [B_p, B_n] = [U, Q]·R_B holds by construction whatever U's rounding, so the folded ΔW is merge's to
-float rounding; orthogonality makes the truncation optimal and the error exact, which is why it is
-checked per target (a plain adapter, or drift past the tolerance, takes merge's QR and comes out
-re-orthogonalised). Targets of one shape are already one batched call in merge; torch's CPU QR/SVD loop
-over the batch in LAPACK, so batching alone did not make the step cheaper: the work per target did.
+the persistent factors (one batched GEMM) gives the orthogonality check and the norms at once, and U's
+projections of the new columns are r-row products. [B_p, B_n] = [U, Q]·R_B holds by construction whatever
+U's rounding, so the folded ΔW is merge's to float rounding; orthogonality makes the truncation optimal
+and the error exact, which is why it is checked per target (a plain adapter, or drift past the tolerance,
+takes merge's QR and comes out re-orthogonalised). Targets of one shape are already one batched call in
+merge; torch's CPU QR/SVD loop over the batch in LAPACK, so batching alone did not make the step cheaper:
+the work per target did.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from torch import Tensor
 
 from .config import HypernetError
 from .lora import LoraWeights, check_same_targets, cover
-from .merge import _stacked_groups, _work_dtype, check_recompression, choose_method, merge, recompress_factors, \
+from .merge import _work_dtype, check_recompression, choose_method, merge, recompress_factors, \
     truncate_core
 
 UPDATES_KEY = "ema_updates"
@@ -106,53 +107,68 @@ def fold(persistent: LoraWeights, new: LoraWeights, beta: float, max_rank: int, 
 
     The groups (q_proj's targets, v_proj's, ...) share nothing, so they run side by side on up to `workers`
     threads: their LAPACK calls release the GIL and each is single-threaded (`_one_thread`), so a core that
-    is busy elsewhere delays only its own group, never a barrier of OpenMP threads."""
+    is busy elsewhere delays only its own group, never a barrier of OpenMP threads. (Cutting each group in
+    halves would even out the threads' work a little, but then the rounding would depend on the thread count.)"""
     check_same_targets([persistent, new])
     dtype = persistent.factors[persistent.keys[0]][0].dtype
-    groups = list(_stacked_groups([persistent, new], [beta, 1.0 - beta]))
+    groups = _groups(persistent, new)
 
-    def one(group: tuple[list[str], Tensor, Tensor]) -> list[tuple[str, tuple[Tensor, Tensor], float]]:
-        keys, a, b = group
-        lead = persistent.factors[keys[0]][0].shape[0]  # ranks may differ between groups
+    def one(keys: list[str]) -> list[tuple[str, tuple[Tensor, Tensor], float]]:
+        ap, bp, an, bn = (torch.stack([lora.factors[k][i].to(dtype) for k in keys])
+                          for lora in (persistent, new) for i in (0, 1))
+        folded = _fold_group(ap.mul_(beta), bp, an.mul_(1.0 - beta), bn, max_rank, method, seed)
         return [(key, (na.to(dtype).contiguous(), nb.to(dtype).contiguous()), err)
-                for key, (na, nb, err) in zip(keys, _fold_group(a, b, lead, max_rank, method, seed))]
+                for key, (na, nb, err) in zip(keys, folded)]
 
     workers = min(len(groups), workers)
     if workers > 1 and _on_cpu(persistent):
         with ThreadPoolExecutor(workers) as pool:
             done = [row for rows in pool.map(one, groups) for row in rows]
     else:
-        done = [row for group in groups for row in one(group)]
+        done = [row for keys in groups for row in one(keys)]
     factors = {key: f for key, f, _ in done}
     errors = {key: err for key, _, err in done}
     out = persistent.replace({k: factors[k] for k in persistent.keys}, {})
     return out, {k: errors[k] for k in persistent.keys}
 
 
+def _groups(persistent: LoraWeights, new: LoraWeights) -> list[list[str]]:
+    """The keys of each group of targets with equal shapes and ranks. A group's factors are stacked as four
+    batches, the persistent and the new apart: each contiguous, which the fold's products read in place
+    (slices of one concatenation were copied by every batched product)."""
+    groups: dict[tuple, list[str]] = {}
+    for t in persistent.targets:
+        ranks = (persistent.factors[t.key][0].shape[0], new.factors[t.key][0].shape[0])
+        groups.setdefault((t.in_features, t.out_features, ranks), []).append(t.key)
+    return list(groups.values())
+
+
 def _on_cpu(lora: LoraWeights) -> bool:
     return lora.factors[lora.keys[0]][0].device.type == "cpu"
 
 
-def _fold_group(a: Tensor, b: Tensor, lead: int, max_rank: int, method: str,
+def _fold_group(ap: Tensor, bp: Tensor, an: Tensor, bn: Tensor, max_rank: int, method: str,
                 seed: int) -> list[tuple[Tensor, Tensor, float]]:
-    """One group's fold: a (n, R, in), b (n, out, R) stacked [persistent, new], the first `lead` persistent."""
-    rank, inn, out = b.shape[-1], a.shape[-1], b.shape[-2]
+    """One group's fold of the persistent (ap (n, p, in), bp (n, out, p)) and new (an, bn) factors."""
+    inn, out, rank = ap.shape[-1], bp.shape[-2], ap.shape[-2] + an.shape[-2]
     used = choose_method(method, rank, inn, out, max_rank)
-    results: list = [None] * a.shape[0]
-    todo = list(range(a.shape[0]))
+    results: list = [None] * ap.shape[0]
+    todo = list(range(ap.shape[0]))
     if used == "exact" and rank < min(inn, out):
-        work = _work_dtype(a.dtype)
-        a, b = a.to(work), b.to(work)
-        gb, ga = b[..., :lead].mT @ b, a[:, :lead] @ a.mT  # persistent's columns of B (rows of A) · all
-        ok = _orthogonal(gb[:, :lead, :lead], ORTHO_TOL[work]) & _orthogonal(ga[:, :lead, :lead], ORTHO_TOL[work])
+        work = _work_dtype(ap.dtype)
+        ap, bp, an, bn = ap.to(work), bp.to(work), an.to(work), bn.to(work)
+        gb, ga = bp.mT @ bp, ap @ ap.mT  # the persistent columns of B (rows of A) against each other
+        ok = _orthogonal(gb, ORTHO_TOL[work]) & _orthogonal(ga, ORTHO_TOL[work])
         if bool(ok.all()):
-            return _fold_split_form(a, b, ga, gb, lead, max_rank)
+            return _fold_split_form(ap, bp, an, bn, ga, gb, max_rank)
         if bool(ok.any()):
             idx = ok.nonzero().flatten()
-            for i, r in zip(idx.tolist(), _fold_split_form(a[idx], b[idx], ga[idx], gb[idx], lead, max_rank)):
+            for i, r in zip(idx.tolist(), _fold_split_form(ap[idx], bp[idx], an[idx], bn[idx], ga[idx], gb[idx],
+                                                           max_rank)):
                 results[i] = r
             todo = (~ok).nonzero().flatten().tolist()
-    for i, r in zip(todo, recompress_factors(a[todo], b[todo], max_rank, used, seed)):
+    a, b = torch.cat([ap[todo], an[todo]], dim=1), torch.cat([bp[todo], bn[todo]], dim=2)
+    for i, r in zip(todo, recompress_factors(a, b, max_rank, used, seed)):
         results[i] = r
     return results
 
@@ -166,28 +182,32 @@ def _orthogonal(gram: Tensor, tol: float) -> Tensor:
 
 
 @torch.no_grad()
-def _fold_split_form(a: Tensor, b: Tensor, ga: Tensor, gb: Tensor, lead: int,
+def _fold_split_form(ap: Tensor, bp: Tensor, an: Tensor, bn: Tensor, ga: Tensor, gb: Tensor,
                      max_rank: int) -> list[tuple[Tensor, Tensor, float]]:
-    """recompress_factors' exact path for a (n, R, in), b (n, out, R) whose first `lead` columns of B and
-    rows of A are orthogonal (ga = A_lead·Aᵀ, gb = B_leadᵀ·B given): the bases are extended by the new
+    """recompress_factors' exact path for [B_p, B_n]·[A_p; A_n] whose persistent columns of B and rows of A
+    are orthogonal (their Gram matrices ga = A_p·A_pᵀ, gb = B_pᵀ·B_p given): the bases are extended by the new
     vectors only, and applied to the kept directions without being formed."""
-    lb, nb, qb, rb = _extend(b[..., :lead], b[..., lead:], gb)
-    la, na, qa, ra = _extend(a[:, :lead].mT, a[:, lead:].mT, ga)
+    lead = ap.shape[-2]
+    nb, qb, rb = _extend(bp, bn, gb)
+    na, qa, ra = _extend(ap.mT, an.mT, ga)
     return truncate_core(rb @ ra.mT,
-                         lambda y: torch.baddbmm(qb @ y[:, lead:], lb, y[:, :lead] / nb[..., None]),  # Q_B·y
-                         lambda y: torch.baddbmm(y[..., lead:] @ qa.mT, y[..., :lead] / na[:, None, :], la.mT),  # y·Q_Aᵀ
+                         # Q_B·y and y·Q_Aᵀ: the persistent columns' product, the new ones' added to it in place
+                         lambda y: (bp @ (y[:, :lead] / nb[..., None])).baddbmm_(qb, y[:, lead:]),
+                         lambda y: ((y[..., :lead] / na[:, None, :]) @ ap).baddbmm_(y[..., lead:], qa.mT),
                          max_rank)
 
 
-def _extend(lead: Tensor, new: Tensor, gram: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """A QR of [L, N] (n, d, p + r) whose p columns L are orthogonal, given Lᵀ·[L, N] (n, p, p + r):
+def _extend(lead: Tensor, new: Tensor, gram: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """A QR of [L, N] (n, d, p + r) whose p columns L are orthogonal, given their Gram matrix Lᵀ·L (n, p, p):
     Q = [L/‖L‖, Q_n] and R = [[diag ‖L‖, UᵀN], [0, R_n]] with Q_n·R_n = N − U·UᵀN (U = L/‖L‖).
-    Returns (L, ‖L‖, Q_n, R): Q is applied as L·diag(1/‖L‖) and Q_n, never formed."""
+    Returns (‖L‖, Q_n, R): Q is applied as L·diag(1/‖L‖) and Q_n, never formed."""
     p, r = lead.shape[-1], new.shape[-1]
-    n2 = gram[:, :, :p].diagonal(dim1=-2, dim2=-1)  # ‖L‖²
+    n2 = gram.diagonal(dim1=-2, dim2=-1)  # ‖L‖²
     norms = n2.sqrt()
-    lt_n = gram[:, :, p:]  # LᵀN
-    q_n, r_n = torch.linalg.qr(new - lead @ (lt_n / n2[..., None]))
+    # LᵀN and L·(LᵀN/‖L‖²) as the transposes of r-row products: MKL's batched GEMM is several times slower
+    # with an output only r (8) columns wide than with one r rows high
+    lt_n = (new.mT @ lead).mT
+    q_n, r_n = torch.linalg.qr(new - ((lt_n / n2[..., None]).mT @ lead.mT).mT)
     top = torch.cat([torch.diag_embed(norms), lt_n / norms[..., None]], dim=-1)
     bottom = torch.cat([r_n.new_zeros(r_n.shape[0], r, p), r_n], dim=-1)
-    return lead, norms, q_n, torch.cat([top, bottom], dim=-2)
+    return norms, q_n, torch.cat([top, bottom], dim=-2)
