@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 AGENT  := $(VENV)/bin/agent
 STAMP  := $(VENV)/.installed
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=20  # the slowest tests listed at the end: where CI time goes
 
 .PHONY: setup demo test bench clean
 
