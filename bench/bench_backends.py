@@ -2,7 +2,10 @@
 
     bare            llama_cpp.Llama on the GGUF, nothing else (the reference), n_threads=2
     llama           the llama backend's engine (LlamaChat: GGUF, n_threads=2, its default), no adapter
-    llama+policy    the same with the shipped policy adapter applied as a GGUF LoRA (unmerged, at runtime)
+    llama+policy    the same with the shipped policy adapter applied as a GGUF LoRA (unmerged, at runtime),
+                    its factors in float32
+    llama+policy-f16, llama+policy-q8_0   the same with the LoRA's factors stored as f16 / q8_0 (q8_0 where
+                    a row is whole blocks of 32, f16 elsewhere): fewer bytes read beside the weights per token
     *-1t            each of these three on one thread (on a shared 2-core machine the second thread can cost
                     more than it brings: llama.cpp's threads wait for each other at every layer)
     torch           the torch backend's model (transformers on the GGUF dequantized to float32)
@@ -14,7 +17,8 @@ Per configuration, all greedy:
 - prefill tokens/s: a fresh ~1,000-token prompt to the first generated token;
 - decode tokens/s: the next 63 tokens (64 generated, end of text not stopping it), after the prefill;
 - turn latency vs turn index (not for `torch`: merged into the weights, the adapter costs nothing there,
-  and torch+policy is the torch backend as the agent runs it): a scripted 10-turn conversation, every turn the same for all configurations:
+  and torch+policy is the torch backend as the agent runs it): a scripted 10-turn conversation, every turn
+  the same for all configurations:
   the prompt so far, a fixed-length reply (32 tokens generated), then a fixed scripted assistant message
   and a ~150-token observation appended for the next turn. The llama engines keep the KV cache of the
   longest common token prefix (so a turn prefills only what was appended); the torch backend
@@ -51,7 +55,9 @@ sys.path.insert(0, str(ROOT))
 from bench.machine import label_and_save, machine_info  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
-CONFIGS = ("bare", "bare-1t", "llama", "llama-1t", "llama+policy", "llama+policy-1t", "torch", "torch+policy")
+CONFIGS = ("bare", "bare-1t", "llama", "llama-1t", "llama+policy", "llama+policy-1t", "llama+policy-f16",
+           "llama+policy-q8_0", "torch", "torch+policy")
+LORA_DTYPES = ("f16", "q8_0")
 NO_TURNS = ("torch",)
 N_THREADS = 2
 N_CTX = 4096
@@ -138,7 +144,8 @@ class TorchEngine:
         with torch.no_grad():
             t0 = time.perf_counter()
             out = self.model.generate(input_ids=x, attention_mask=torch.ones_like(x), do_sample=False, pad_token_id=0,
-                                      max_new_tokens=n, min_new_tokens=n, stopping_criteria=StoppingCriteriaList([Stamp()]))
+                                      max_new_tokens=n, min_new_tokens=n,
+                                      stopping_criteria=StoppingCriteriaList([Stamp()]))
         return out[0, len(ids):].tolist(), stamps[0] - t0, stamps[-1] - stamps[0], 0
 
 
@@ -189,7 +196,8 @@ def agreement(llama_engine, model, prompts: list[list[int]], n: int, eos: int, f
             x = torch.tensor([ids])
             with torch.no_grad():  # transformers' greedy, stopping at end of text like llama's answer
                 theirs = cut(model.generate(input_ids=x, attention_mask=torch.ones_like(x), do_sample=False,
-                                            max_new_tokens=n, eos_token_id=eos, pad_token_id=eos)[0, len(ids):].tolist())
+                                            max_new_tokens=n, eos_token_id=eos,
+                                            pad_token_id=eos)[0, len(ids):].tolist())
             row["exact"] = ours == theirs
             row["common_prefix"] = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b),
                                         min(len(ours), len(theirs)))
@@ -253,9 +261,12 @@ def main() -> None:
     loaded = load_model("smollm2-135m-instruct")
     gguf = embedded_gguf(loaded.name)
     policy = load_policy(None, loaded)
-    policy_gguf = gguf_adapter(policy, gguf)
+    policy_gguf = gguf_adapter(policy, gguf, "f32")
+    typed_gguf = {dtype: gguf_adapter(policy, gguf, dtype) for dtype in LORA_DTYPES}
     out["model"] = {"gguf": gguf.name, "torch_dtype": str(next(loaded.model.parameters()).dtype),
-                    "policy_ranks": sorted(set(policy.ranks.values())), "policy_targets": len(policy.keys)}
+                    "policy_ranks": sorted(set(policy.ranks.values())), "policy_targets": len(policy.keys),
+                    "lora_file_bytes": {"f32": policy_gguf.stat().st_size,
+                                        **{d: f.stat().st_size for d, f in typed_gguf.items()}}}
 
     if args.agreement_only:
         path = Path(os.environ.get("BENCH_RESULTS", RESULTS)) / "backends.json"
@@ -270,7 +281,8 @@ def main() -> None:
             for t in (N_THREADS, 1)}
     chats = {name: LlamaChat(gguf, n_ctx=N_CTX, n_threads=1 if name.endswith("-1t") else N_THREADS,
                              max_new_tokens=96, grammar=GRAMMAR_PATH.read_text(),
-                             adapters=[policy_gguf] if "+policy" in name else None)
+                             adapters=[typed_gguf.get(name.rsplit("-", 1)[-1], policy_gguf)] if "+policy" in name
+                             else None)
              for name in CONFIGS if name.startswith("llama")}
     render = chats["llama"].render
     filler = " ".join(f"line {i}: total = total + values[{i}]" for i in range(200))
@@ -333,6 +345,8 @@ def main() -> None:
     out["configs"] = results
     dec = {name: results[name]["speed"]["decode_tok_s"] for name in CONFIGS}
     out["adapter_cost"] = {"llama_decode_with_over_without": dec["llama+policy"] / dec["llama"],
+                           **{f"llama_{d}_decode_with_over_without": dec[f"llama+policy-{d}"] / dec["llama"]
+                              for d in LORA_DTYPES},
                            "llama_1t_decode_with_over_without": dec["llama+policy-1t"] / dec["llama-1t"],
                            "torch_decode_with_over_without": dec["torch+policy"] / dec["torch"]}
 
@@ -357,6 +371,12 @@ def main() -> None:
 
     out["agreement"] = agreement_runs(chat, loaded, policy, agree_prompts)
     agree = out["agreement"]
+    # the typed LoRAs against torch with the float32 policy merged: what storing the factors smaller costs
+    agree_ids = [chat.render([{"role": "user", "content": p}]) for p in agree_prompts]
+    with apply_lora(loaded.model, policy, mode="merge", base_model=loaded.name):
+        for dtype in LORA_DTYPES:
+            agree[f"policy_{dtype}"] = agreement(LlamaEngine(chats[f"llama+policy-{dtype}"].llm), loaded.model,
+                                                 agree_ids, AGREE_TOKENS, chat.llm.token_eos())
     print("agreement", json.dumps({k: v["teacher_forced_top1"] for k, v in agree.items() if isinstance(v, dict)}),
           agree["policy"]["exact_rate"])
     out["load_at_end"] = load()
@@ -382,7 +402,8 @@ def plot(out: dict, path: Path) -> None:
         bars = ax.bar(names, vals, color=["grey" if n.startswith("bare") else "C0" if n.startswith("llama") else "C1"
                                           for n in names], alpha=0.9)
         for b, n in zip(bars, names):
-            ax.annotate(f"{configs[n]['vs_bare'][key.split('_')[0]]:.2f}×", (b.get_x() + b.get_width() / 2, b.get_height()),
+            ax.annotate(f"{configs[n]['vs_bare'][key.split('_')[0]]:.2f}×",
+                        (b.get_x() + b.get_width() / 2, b.get_height()),
                         ha="center", va="bottom", fontsize=8)
         ax.set_ylabel("tokens/s")
         ax.set_title(f"{title}; × bare llama.cpp")
@@ -397,7 +418,8 @@ def plot(out: dict, path: Path) -> None:
         ax3.plot([r["turn"] for r in rows], [r["seconds"] for r in rows], style, label=f"{n}, chat() + grammar")
     ax3.set_xlabel("turn")
     label_and_save(fig, ax3, path, "seconds per turn",
-                   f"turn latency ({REPLY_TOKENS}-token replies; load {out['load_at_start'][0]}→{out['load_at_end'][0]})",
+                   f"turn latency ({REPLY_TOKENS}-token replies; "
+                   f"load {out['load_at_start'][0]}→{out['load_at_end'][0]})",
                    legend_size=7)
 
 
