@@ -55,15 +55,19 @@ def load_policy(spec: str | None, loaded: LoadedModel) -> LoraWeights | None:
     return import_peft(path, base_model=loaded.name, base=model_targets(loaded.model))
 
 
-def gguf_adapter(lora: LoraWeights, base_gguf: Path) -> Path:
-    """The adapter as a GGUF LoRA, cached by content (the same merged adapter is written once)."""
+# The factors' type in the GGUF LoRA llama.cpp applies at every token (f32, f16 or q8_0): see bench_backends.
+GGUF_LORA_DTYPE = "f32"
+
+
+def gguf_adapter(lora: LoraWeights, base_gguf: Path, dtype: str = GGUF_LORA_DTYPE) -> Path:
+    """The adapter as a GGUF LoRA, cached by content and type (the same merged adapter is written once)."""
     from hypernet.gguf_io import export_gguf_lora
 
     digest = hashlib.sha256(lora.to_safetensors_bytes()).hexdigest()[:20]
-    path = agent_home() / "gguf-lora" / f"{digest}.gguf"
+    path = agent_home() / "gguf-lora" / (f"{digest}.gguf" if dtype == "f32" else f"{digest}.{dtype}.gguf")
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        export_gguf_lora(lora, path, base_gguf)
+        export_gguf_lora(lora, path, base_gguf, dtype=dtype)
     return path
 
 
