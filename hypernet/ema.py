@@ -27,7 +27,7 @@ from torch import Tensor
 from .config import HypernetError
 from .lora import LoraWeights, check_same_targets, cover
 from .merge import _work_dtype, check_recompression, choose_method, merge, recompress_factors, \
-    truncate_core
+    target_groups, truncate_core
 
 UPDATES_KEY = "ema_updates"
 BETA_KEY = "ema_beta"
@@ -111,8 +111,10 @@ def fold(persistent: LoraWeights, new: LoraWeights, beta: float, max_rank: int, 
     halves would even out the threads' work a little, but then the rounding would depend on the thread count.)"""
     check_same_targets([persistent, new])
     dtype = persistent.factors[persistent.keys[0]][0].dtype
-    groups = _groups(persistent, new)
+    groups = list(target_groups([persistent, new]).values())
 
+    # A group's factors are stacked as four batches, the persistent and the new apart: each contiguous, which
+    # the fold's products read in place (slices of one concatenation were copied by every batched product).
     def one(keys: list[str]) -> list[tuple[str, tuple[Tensor, Tensor], float]]:
         ap, bp, an, bn = (torch.stack([lora.factors[k][i].to(dtype) for k in keys])
                           for lora in (persistent, new) for i in (0, 1))
@@ -130,17 +132,6 @@ def fold(persistent: LoraWeights, new: LoraWeights, beta: float, max_rank: int, 
     errors = {key: err for key, _, err in done}
     out = persistent.replace({k: factors[k] for k in persistent.keys}, {})
     return out, {k: errors[k] for k in persistent.keys}
-
-
-def _groups(persistent: LoraWeights, new: LoraWeights) -> list[list[str]]:
-    """The keys of each group of targets with equal shapes and ranks. A group's factors are stacked as four
-    batches, the persistent and the new apart: each contiguous, which the fold's products read in place
-    (slices of one concatenation were copied by every batched product)."""
-    groups: dict[tuple, list[str]] = {}
-    for t in persistent.targets:
-        ranks = (persistent.factors[t.key][0].shape[0], new.factors[t.key][0].shape[0])
-        groups.setdefault((t.in_features, t.out_features, ranks), []).append(t.key)
-    return list(groups.values())
 
 
 def _on_cpu(lora: LoraWeights) -> bool:

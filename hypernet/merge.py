@@ -236,6 +236,16 @@ def _randomized(a: Tensor, b: Tensor, max_rank: int, seed: int) -> list[tuple[Te
     return results
 
 
+def target_groups(adapters: Sequence[LoraWeights]) -> dict[tuple[int, int, tuple[int, ...]], list[str]]:
+    """The target keys by (in, out, each adapter's rank there): the targets one batched call can cover."""
+    first = adapters[0]
+    groups: dict[tuple[int, int, tuple[int, ...]], list[str]] = {}
+    for t in first.targets:
+        ranks = tuple(ad.factors[t.key][0].shape[0] for ad in adapters)
+        groups.setdefault((t.in_features, t.out_features, ranks), []).append(t.key)
+    return groups
+
+
 def _stacked_groups(adapters: Sequence[LoraWeights], weights: Sequence[float]) -> Iterator[tuple[list[str], Tensor, Tensor]]:
     """Per group of targets with equal shapes and ranks: (keys, A (n, R, in), B (n, out, R)) of Σ wᵢ BᵢAᵢ.
 
@@ -243,11 +253,7 @@ def _stacked_groups(adapters: Sequence[LoraWeights], weights: Sequence[float]) -
     """
     first = adapters[0]
     dtype = first.factors[first.keys[0]][0].dtype
-    groups: dict[tuple, list[str]] = {}
-    for t in first.targets:
-        ranks = tuple(ad.factors[t.key][0].shape[0] for ad in adapters)
-        groups.setdefault((t.in_features, t.out_features, ranks), []).append(t.key)
-    for (inn, out, ranks), keys in groups.items():
+    for (inn, out, ranks), keys in target_groups(adapters).items():
         n, rank = len(keys), sum(ranks)
         a = torch.cat([ad.factors[k][0].to(dtype) for k in keys for ad in adapters]).view(n, rank, inn)
         if any(w != 1.0 for w in weights):

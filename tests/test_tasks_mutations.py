@@ -9,6 +9,8 @@ import sys
 import pytest
 
 from agent.tasks import mutations as mu, pysource, testrun
+
+
 def test_corpus_has_small_real_modules_with_tests():
     modules = mu.load_corpus()
     assert len(modules) >= 12
