@@ -39,6 +39,19 @@ def test_grammar_constrained_replies_always_parse(loaded):
         assert tokens == chat.stats.prompt_tokens + chat.stats.completion_tokens
 
 
+def test_under_the_grammar_a_reply_is_never_cut_at_the_token_cap(loaded):
+    """A cut reply cannot parse (its block is open), so the grammar's own bounds end a reply, not the cap."""
+    chat = llama_backend.LlamaChat(embedded_gguf(loaded.name), grammar=GRAMMAR_PATH.read_text(), n_ctx=2048,
+                                   max_new_tokens=6, temperature=1.0, seed=5)
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": first_message("fix the failing test")}]
+    lengths = []
+    for _ in range(3):
+        text, _ = chat.chat(messages)
+        assert parse(text).kind in ("bash", "read", "edit", "test", "submit"), text
+        lengths.append(chat.stats.completion_tokens)
+    assert max(lengths) > 6, lengths  # no action fits 6 tokens: each ran past the cap to its block's end
+
+
 def test_a_resample_samples_and_leaves_the_chat_greedy(loaded):
     chat = llama_backend.LlamaChat(embedded_gguf(loaded.name), grammar=GRAMMAR_PATH.read_text(), n_ctx=2048,
                                    max_new_tokens=64)

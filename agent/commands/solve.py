@@ -51,7 +51,9 @@ def command(
     max_steps: int = typer.Option(20, help="Step limit."),  # limits: checked by SolveRequest.validate, one line
     max_seconds: float = typer.Option(900.0, help="Wall-time limit."),
     max_tokens: int = typer.Option(200_000, help="Token limit."),
-    max_new_tokens: int = typer.Option(256, min=8, help="Tokens per model reply (local model)."),
+    max_new_tokens: int = typer.Option(256, min=8, help="Tokens per model reply (local model). Under the llama "
+                                       "backend's action grammar, the room kept free: a reply runs to its block's "
+                                       "end, since a cut one cannot parse."),
     resamples: int = typer.Option(loop.Limits.resamples, "--resamples", help="A reply that would change nothing "
                                   "(an edit leaving its file as it is, the previous action again) is sampled again "
                                   "up to N times before it acts (llama.cpp backend; 0: as sent)."),

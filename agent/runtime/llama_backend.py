@@ -80,9 +80,13 @@ class LlamaChat:
     def chat(self, messages: list[dict[str, str]]) -> tuple[str, int]:
         ids = self.prompt_tokens(messages)
         reused = cached_prefix(self.llm, ids)
+        # Under the grammar a reply cut at max_new_tokens can never parse (its block is not closed): there the
+        # cap is the context's room, and the grammar's bounded lines and line counts end every reply (actions.gbnf).
+        # max_new_tokens is still the room prompt_tokens keeps free.
+        cap = self.max_new_tokens if self.grammar is None else self.llm.n_ctx() - len(ids)
         start = time.perf_counter()
         out = self.llm.create_completion(
-            prompt=ids, max_tokens=self.max_new_tokens, temperature=self.temperature,
+            prompt=ids, max_tokens=cap, temperature=self.temperature,
             top_k=0 if self.temperature > 0 else 40, top_p=1.0, min_p=0.0, repeat_penalty=1.0,
             seed=self.seed, grammar=self.grammar,
             stopping_criteria=None if self.grammar else StoppingCriteriaList([self._stop_after_block(len(ids))]))
