@@ -26,6 +26,7 @@ from llama_cpp import Llama, LlamaGrammar, StoppingCriteriaList
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 RESAMPLE_TEMPERATURE = 0.7  # as the sampling attempts of generate-and-validate
+CUT_ROOM = 1024  # room (at most half the context) for a second try at a grammar reply the context's end cut
 
 
 @dataclass
@@ -65,8 +66,9 @@ class LlamaChat:
         text = self._formatter(messages=messages).prompt
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
-    def prompt_tokens(self, messages: list[dict[str, str]]) -> list[int]:
-        budget = self.llm.n_ctx() - self.max_new_tokens
+    def prompt_tokens(self, messages: list[dict[str, str]], room: int | None = None) -> list[int]:
+        """The rendered prompt, oldest turns dropped until `room` tokens (default max_new_tokens) stay free."""
+        budget = self.llm.n_ctx() - (room or self.max_new_tokens)
         msgs = list(messages)
         ids = self.render(msgs)
         while len(ids) > budget and len(msgs) > 3:
@@ -79,10 +81,21 @@ class LlamaChat:
     # --- generation ------------------------------------------------------------------------------
     def chat(self, messages: list[dict[str, str]]) -> tuple[str, int]:
         ids = self.prompt_tokens(messages)
+        text, n_out, cut = self._complete(ids)
+        spent = len(ids) + n_out
+        if cut and self.grammar is not None:
+            # Cut at the context's end: the block is still open, so the reply cannot parse. Once more with older
+            # turns dropped for CUT_ROOM tokens of room; the grammar's bounded lines end a reply (actions.gbnf).
+            ids = self.prompt_tokens(messages, room=min(max(CUT_ROOM, self.max_new_tokens), self.llm.n_ctx() // 2))
+            text, n_out, _ = self._complete(ids)
+            spent += len(ids) + n_out
+        return text, spent
+
+    def _complete(self, ids: list[int]) -> tuple[str, int, bool]:
+        """(reply, its tokens, whether it was cut by the token cap) of one completion from the prompt `ids`."""
         reused = cached_prefix(self.llm, ids)
-        # Under the grammar a reply cut at max_new_tokens can never parse (its block is not closed): there the
-        # cap is the context's room, and the grammar's bounded lines and line counts end every reply (actions.gbnf).
-        # max_new_tokens is still the room prompt_tokens keeps free.
+        # Under the grammar the cap is the context's room, not max_new_tokens (a cut reply cannot parse);
+        # max_new_tokens is the room prompt_tokens keeps free.
         cap = self.max_new_tokens if self.grammar is None else self.llm.n_ctx() - len(ids)
         start = time.perf_counter()
         out = self.llm.create_completion(
@@ -90,10 +103,10 @@ class LlamaChat:
             top_k=0 if self.temperature > 0 else 40, top_p=1.0, min_p=0.0, repeat_penalty=1.0,
             seed=self.seed, grammar=self.grammar,
             stopping_criteria=None if self.grammar else StoppingCriteriaList([self._stop_after_block(len(ids))]))
-        text = out["choices"][0]["text"]
+        choice = out["choices"][0]
         n_out = out["usage"]["completion_tokens"]
         self.stats = TurnStats(len(ids), reused, n_out, time.perf_counter() - start)
-        return text, len(ids) + n_out
+        return choice["text"], n_out, choice["finish_reason"] == "length"
 
     def sample(self, messages: list[dict[str, str]], k: int) -> tuple[str, int]:
         """The k-th sampled alternative to the reply to `messages` (loop.Sampler): T = RESAMPLE_TEMPERATURE, a seed
