@@ -4,7 +4,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 AGENT  := $(VENV)/bin/agent
 STAMP  := $(VENV)/.installed
-PYTEST_ARGS ?= --durations=20  # the slowest tests listed at the end: where CI time goes
+# 2 workers (pytest-xdist), a test file per worker (module fixtures load once); the slowest tests listed at the end
+PYTEST_ARGS ?= -n 2 --dist loadfile --durations=20
 
 .PHONY: setup demo test bench clean
 

@@ -92,7 +92,7 @@ def write_gguf_lora(path: str | os.PathLike,
             writer.add_tensor(tname, np.ascontiguousarray(x, dtype=np.float32 if dtype == "f32" else np.float16))
 
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # own name: two processes may write the same file
     writer = gguf.GGUFWriter(str(tmp), arch=arch)
     writer.add_type(gguf.GGUFType.ADAPTER)
     writer.add_name(name)

@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
 import pytest
 
 PG_URL = os.environ.get("AGENT_TEST_PG_URL")
+
+
+@functools.cache
+def _worker_pg_url(url: str) -> str:
+    """Under pytest-xdist (`make test` runs 2 workers) each worker gets a database of its own on the server,
+    made on first use, since every test drops and recreates the public schema."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        return url
+    base = make_url(url)
+    name = f"{base.database}_{worker}"
+    engine = create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        if not conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first():
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return base.set(database=name).render_as_string(hide_password=False)
 
 
 def _reset_pg(url: str) -> None:
@@ -27,8 +48,9 @@ def db_url(request, tmp_path) -> str:
         return f"sqlite:///{tmp_path / 'skills.db'}"
     if not PG_URL:
         pytest.skip("AGENT_TEST_PG_URL not set (.ci/run starts a PostgreSQL server)")
-    _reset_pg(PG_URL)
-    return PG_URL
+    url = _worker_pg_url(PG_URL)
+    _reset_pg(url)
+    return url
 
 
 @pytest.fixture

@@ -119,6 +119,9 @@ def _convert_gguf(name: str) -> Path:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         (tmp / "parametric-skills.json").write_text(json.dumps({"source": str(gguf), "name": name}))
+        if (target / "config.json").is_file():  # another process converted it meanwhile: keep theirs
+            shutil.rmtree(tmp)
+            return target
         if target.exists():
             shutil.rmtree(target)
         tmp.rename(target)

@@ -22,8 +22,8 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import threading
-import time
 import xml.etree.ElementTree as ET
 import zipfile
 from collections import Counter
@@ -169,16 +169,19 @@ def fetch(spec: PackageSpec, folder: Path) -> Path:
             raise FetchError(f"pip download failed: {lines[-1] if lines else f'exit code {proc.returncode}'}")
     unpacked = folder / "sdist"
     if not unpacked.is_dir():
-        tmp = folder / "sdist.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
+        tmp = Path(tempfile.mkdtemp(prefix="sdist.", dir=folder))  # own name: two processes may unpack at once
         if archives[0].name.endswith(".zip"):
             with zipfile.ZipFile(archives[0]) as z:
                 z.extractall(tmp)
         else:
             with tarfile.open(archives[0]) as t:
                 t.extractall(tmp, filter="data")  # refuses links and paths that leave the folder
-        tmp.rename(unpacked)
+        try:
+            tmp.rename(unpacked)
+        except OSError:  # another process unpacked it first
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not unpacked.is_dir():
+                raise
     tops = [p for p in unpacked.iterdir() if p.is_dir()]
     if len(tops) != 1:
         raise FetchError(f"{archives[0].name}: expected one top folder in the sdist, found {len(tops)}")
