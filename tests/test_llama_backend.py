@@ -75,6 +75,24 @@ def test_a_resample_samples_and_leaves_the_chat_greedy(loaded):
     assert (chat.temperature, chat.seed) == (0.0, 0) and chat.chat(messages)[0] == greedy  # greedy again after
 
 
+def test_each_sampled_turn_draws_anew_and_an_attempt_replays_from_its_seed(loaded):
+    """A sampled attempt's turns each draw from their own seed: the same prompt twice gets two replies (one seed
+    for every turn replayed the same random stream, a refused edit came back word for word), and a fresh chat
+    with the same seed replays the same replies (an attempt is reproducible)."""
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": first_message("fix the failing test")}]
+
+    def replies(seed: int) -> list[str]:
+        chat = llama_backend.LlamaChat(embedded_gguf(loaded.name), grammar=GRAMMAR_PATH.read_text(), n_ctx=2048,
+                                       max_new_tokens=64, temperature=0.7, seed=seed)
+        return [chat.chat(messages)[0] for _ in range(3)]
+
+    first = replies(1)
+    assert len(set(first)) == 3, first  # one seed every turn: the 2nd and 3rd were the same (KV cache warm)
+    assert replies(1) == first
+    seeds = {llama_backend.draw_seed(s, n) for s in range(8) for n in range(200)}
+    assert len(seeds) == 8 * 200  # no attempt's turn shares a seed with another's
+
+
 def _kl(p: np.ndarray, q: np.ndarray) -> float:
     lp, lq = torch.log_softmax(torch.as_tensor(p, dtype=torch.float64), -1), torch.log_softmax(
         torch.as_tensor(q, dtype=torch.float64), -1)

@@ -29,6 +29,15 @@ RESAMPLE_TEMPERATURE = 0.7  # as the sampling attempts of generate-and-validate
 CUT_ROOM = 1024  # room (at most half the context) for a second try at a grammar reply the context's end cut
 
 
+def draw_seed(seed: int, n: int) -> int:
+    """The sampler's seed for a chat's n-th completion. llama.cpp restarts its random stream at each call's
+    seed: with one seed for every turn, a prompt whose KV cache was warm got the same reply again, and a
+    refused edit came back word for word, turn after turn. Distinct for every (seed, n) with n < 1,000,003, so
+    one attempt's turns never replay another's (seed + n would: generate-and-validate's attempts have
+    consecutive seeds)."""
+    return (seed * 1_000_003 + n) % 2**32
+
+
 @dataclass
 class TurnStats:
     prompt_tokens: int = 0
@@ -47,6 +56,7 @@ class LlamaChat:
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
         self.seed = seed
+        self.draws = 0  # completions so far: each samples with its own draw_seed
         self.grammar = LlamaGrammar.from_string(grammar, verbose=False) if grammar else None  # GBNF text
         meta = self.llm.metadata
         vocab = self.llm._model
@@ -98,10 +108,11 @@ class LlamaChat:
         # max_new_tokens is the room prompt_tokens keeps free.
         cap = self.max_new_tokens if self.grammar is None else self.llm.n_ctx() - len(ids)
         start = time.perf_counter()
+        seed, self.draws = draw_seed(self.seed, self.draws), self.draws + 1
         out = self.llm.create_completion(
             prompt=ids, max_tokens=cap, temperature=self.temperature,
             top_k=0 if self.temperature > 0 else 40, top_p=1.0, min_p=0.0, repeat_penalty=1.0,
-            seed=self.seed, grammar=self.grammar,
+            seed=seed, grammar=self.grammar,
             stopping_criteria=None if self.grammar else StoppingCriteriaList([self._stop_after_block(len(ids))]))
         choice = out["choices"][0]
         n_out = out["usage"]["completion_tokens"]
