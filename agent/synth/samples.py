@@ -72,7 +72,7 @@ def stage1_samples(skill: SynthSkill, n: int, rng: random.Random) -> tuple[list[
     continues = []
     for section, items, render in (("Steps", parts.steps, _numbered_text), ("Rules", parts.rules, _bullet_text)):
         for cut in range(1, len(items)):
-            head, rest = render(items[:cut]), items[cut:]
+            head = render(items[:cut])
             tail = render(items)[len(head):].lstrip("\n")
             if approx_tokens(tail) > MAX_ASSISTANT_TOKENS:
                 discards["too-long"] += 1
