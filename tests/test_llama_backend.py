@@ -79,7 +79,8 @@ def test_each_sampled_turn_draws_anew_and_an_attempt_replays_from_its_seed(loade
     """A sampled attempt's turns each draw from their own seed: the same prompt twice gets two replies (one seed
     for every turn replayed the same random stream, a refused edit came back word for word), and a fresh chat
     with the same seed replays the same replies (an attempt is reproducible)."""
-    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": first_message("fix the failing test")}]
+    messages = [{"role": "system", "content": SYSTEM},
+                {"role": "user", "content": first_message("fix the failing test")}]
 
     def replies(seed: int) -> list[str]:
         chat = llama_backend.LlamaChat(embedded_gguf(loaded.name), grammar=GRAMMAR_PATH.read_text(), n_ctx=2048,
@@ -134,6 +135,42 @@ def test_gguf_lora_moves_llama_cpp_toward_the_same_adapter_in_transformers(loade
     kl_wrong = np.mean([_kl(w, b) for w, b in zip(want, wrong)])
     assert kl_lora < 0.25 * kl_base, (kl_lora, kl_base)  # what is left is the Q4 vs fp32 gap
     assert kl_wrong > 2 * kl_lora, (kl_wrong, kl_lora)
+
+
+def test_an_adapter_merged_into_the_gguf_acts_as_the_runtime_lora_and_leaves_the_rest(loaded, tmp_path):
+    """write_merged_gguf: the target weights carry ΔW (q8_0 keeps it: llama.cpp's next token moves toward the
+    injected adapter as far as with the runtime LoRA; the base's own q4_1 rounds much of it away), every other
+    tensor is the base's, byte for byte, and a bad type is refused before anything is written."""
+    from gguf import GGUFReader
+
+    from hypernet.gguf_io import GGUF_NAMES, GGUFLoraError, from_lora_weights, write_merged_gguf
+
+    lora, base_gguf = _random_lora(loaded), embedded_gguf(loaded.name)
+    chat = llama_backend.LlamaChat(base_gguf, n_ctx=512)
+    prompts = [chat.render([{"role": "user", "content": p}]) for p in PROMPTS]
+    want = _injected_logits(loaded, lora, prompts)
+    kl = {"base": np.mean([_kl(w, chat.next_token_logits(ids)) for w, ids in zip(want, prompts)])}
+    chat.set_adapters([export_gguf_lora(lora, tmp_path / "a.gguf", base_gguf)])
+    kl["runtime"] = np.mean([_kl(w, chat.next_token_logits(ids)) for w, ids in zip(want, prompts)])
+    for qtype in ("q8_0", "q4_1"):
+        merged = write_merged_gguf(tmp_path / f"m.{qtype}.gguf", from_lora_weights(lora), base_gguf, qtype=qtype)
+        mchat = llama_backend.LlamaChat(merged, n_ctx=512)
+        kl[qtype] = np.mean([_kl(w, mchat.next_token_logits(ids)) for w, ids in zip(want, prompts)])
+    assert kl["q8_0"] < 1.5 * kl["runtime"] and kl["q8_0"] < 0.25 * kl["base"], kl
+    assert kl["q4_1"] > kl["q8_0"], kl
+    changed = {f"blk.{t.layer}.{GGUF_NAMES[t.module]}.weight" for t in lora.targets}
+    old, new = GGUFReader(str(base_gguf)), GGUFReader(str(tmp_path / "m.q8_0.gguf"))
+    assert [t.name for t in old.tensors] == [t.name for t in new.tensors]
+    for a, b in zip(old.tensors, new.tensors):
+        if a.name in changed:
+            assert b.tensor_type.name == "Q8_0" and bytes(a.data) != bytes(b.data), a.name
+        else:
+            assert a.tensor_type == b.tensor_type and bytes(a.data) == bytes(b.data), a.name
+    assert {f: old.fields[f].contents() for f in old.fields if not f.startswith("GGUF.")} == \
+        {f: new.fields[f].contents() for f in new.fields if not f.startswith("GGUF.")}
+    with pytest.raises(GGUFLoraError, match="qtype must be one of"):
+        write_merged_gguf(tmp_path / "x.gguf", from_lora_weights(lora), base_gguf, qtype="q2_k")
+    assert not list(tmp_path.glob("*x.gguf*"))
 
 
 def test_cli_gguf_export_moves_llama_cpp_toward_the_injected_adapter(loaded, cli, tmp_path):

@@ -71,6 +71,19 @@ def gguf_adapter(lora: LoraWeights, base_gguf: Path, dtype: str = GGUF_LORA_DTYP
     return path
 
 
+def merged_gguf(lora: LoraWeights, base_gguf: Path, qtype: str = "q8_0") -> Path:
+    """The base GGUF with the adapter merged into its weights (requantized to `qtype`), cached by content:
+    llama.cpp then runs it at the model's own price (bench_backends: llama+merged-*)."""
+    from hypernet.gguf_io import from_lora_weights, write_merged_gguf
+
+    digest = hashlib.sha256(lora.to_safetensors_bytes()).hexdigest()[:20]
+    path = agent_home() / "gguf-merged" / f"{base_gguf.stem}+{digest}.{qtype}.gguf"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_merged_gguf(path, from_lora_weights(lora), base_gguf, qtype=qtype)
+    return path
+
+
 @contextlib.contextmanager
 def open_local_chat(loaded: LoadedModel, adapters: list[LoraWeights], *, backend: str, max_new_tokens: int = 256,
                     seed: int = 0, temperature: float = 0.0, n_ctx: int = 4096) -> Iterator[object]:
