@@ -6,7 +6,12 @@
                     its factors in float32
     llama+policy-f16, llama+policy-q8_0   the same with the LoRA's factors stored as f16 / q8_0 (q8_0 where
                     a row is whole blocks of 32, f16 elsewhere): fewer bytes read beside the weights per token
-    *-1t            each of these three on one thread (on a shared 2-core machine the second thread can cost
+    llama+merged-q8_0, llama+merged-q4_1   the policy merged into the GGUF's weights instead (those weights
+                    requantized to q8_0 / to the base's own q4_1; local_chat.merged_gguf): no runtime LoRA
+    llama+policy+skill, llama+merged-q8_0+skill   a parametric run's adapters: the policy (at runtime or
+                    merged) and a skill adapter at runtime shaped as the merged top-3 skills (rank 24 on
+                    q_proj/v_proj; random values: the cost depends on the shapes only)
+    *-1t            each of the first three on one thread (on a shared 2-core machine the second thread can cost
                     more than it brings: llama.cpp's threads wait for each other at every layer)
     torch           the torch backend's model (transformers on the GGUF dequantized to float32)
     torch+policy    the same with the policy adapter merged into the weights (as the torch backend does)
@@ -56,8 +61,11 @@ from bench.machine import label_and_save, machine_info  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 CONFIGS = ("bare", "bare-1t", "llama", "llama-1t", "llama+policy", "llama+policy-1t", "llama+policy-f16",
-           "llama+policy-q8_0", "torch", "torch+policy")
+           "llama+policy-q8_0", "llama+merged-q8_0", "llama+merged-q4_1", "llama+policy+skill",
+           "llama+merged-q8_0+skill", "torch", "torch+policy")
 LORA_DTYPES = ("f16", "q8_0")
+MERGED = ("q8_0", "q4_1")  # types the policy's merged weights are requantized to
+SKILL_RANK = 24  # a parametric run's merged skill adapter: the top 3 skills at rank 8 each
 NO_TURNS = ("torch",)
 N_THREADS = 2
 N_CTX = 4096
@@ -228,6 +236,20 @@ def agreement_runs(chat, loaded, policy, agree_prompts: list[str]) -> dict:
     return agree
 
 
+def skill_shaped(loaded):
+    """A random adapter shaped as a parametric run's merged skill adapter (SKILL_RANK on q_proj and v_proj)."""
+    import torch
+
+    from hypernet.lora import LoraWeights
+    from hypernet.targets import find_targets
+
+    g = torch.Generator().manual_seed(0)
+    targets = find_targets(loaded.model, ("q_proj", "v_proj"))
+    return LoraWeights(loaded.name, tuple(targets), {
+        t.key: (torch.randn(SKILL_RANK, t.in_features, generator=g) / t.in_features ** 0.5,
+                torch.randn(t.out_features, SKILL_RANK, generator=g) * 1e-3) for t in targets})
+
+
 # --- main --------------------------------------------------------------------------------------------------
 
 def main() -> None:
@@ -251,7 +273,7 @@ def main() -> None:
     from agent.runtime.actions import GRAMMAR_PATH
     from agent.runtime.base_model import embedded_gguf, load_model
     from agent.runtime.llama_backend import LlamaChat
-    from agent.runtime.local_chat import gguf_adapter, load_policy
+    from agent.runtime.local_chat import gguf_adapter, load_policy, merged_gguf
     from hypernet.inject import apply_lora
 
     out = {"bench": "backends", "machine": {**machine_info(), "llama_cpp_python": llama_cpp.__version__,
@@ -279,11 +301,19 @@ def main() -> None:
         return
     bare = {t: llama_cpp.Llama(model_path=str(gguf), n_ctx=N_CTX, n_threads=t, n_threads_batch=t, verbose=False)
             for t in (N_THREADS, 1)}
-    chats = {name: LlamaChat(gguf, n_ctx=N_CTX, n_threads=1 if name.endswith("-1t") else N_THREADS,
-                             max_new_tokens=96, grammar=GRAMMAR_PATH.read_text(),
-                             adapters=[typed_gguf.get(name.rsplit("-", 1)[-1], policy_gguf)] if "+policy" in name
-                             else None)
+    merged = {q: merged_gguf(policy, gguf, q) for q in MERGED}
+    skill_gguf = gguf_adapter(skill_shaped(loaded), gguf)
+
+    def files(name: str) -> tuple[Path, list[Path]]:
+        """A llama config's model file and runtime LoRAs."""
+        model = next((merged[q] for q in MERGED if f"+merged-{q}" in name), gguf)
+        runtime = [typed_gguf.get(name.rsplit("-", 1)[-1], policy_gguf)] if "+policy" in name else []
+        return model, runtime + ([skill_gguf] if name.endswith("+skill") else [])
+
+    chats = {name: LlamaChat(files(name)[0], n_ctx=N_CTX, n_threads=1 if name.endswith("-1t") else N_THREADS,
+                             max_new_tokens=96, grammar=GRAMMAR_PATH.read_text(), adapters=files(name)[1] or None)
              for name in CONFIGS if name.startswith("llama")}
+    out["model"]["merged_file_bytes"] = {q: f.stat().st_size for q, f in merged.items()}
     render = chats["llama"].render
     filler = " ".join(f"line {i}: total = total + values[{i}]" for i in range(200))
     prompt = render([{"role": "user", "content": filler}])[:PREFILL_TOKENS]
@@ -347,6 +377,11 @@ def main() -> None:
     out["adapter_cost"] = {"llama_decode_with_over_without": dec["llama+policy"] / dec["llama"],
                            **{f"llama_{d}_decode_with_over_without": dec[f"llama+policy-{d}"] / dec["llama"]
                               for d in LORA_DTYPES},
+                           **{f"llama_merged_{q}_decode_over_without": dec[f"llama+merged-{q}"] / dec["llama"]
+                              for q in MERGED},
+                           "llama_run_adapters_decode_over_without": dec["llama+policy+skill"] / dec["llama"],
+                           "llama_run_adapters_merged_q8_0_decode_over_without":
+                               dec["llama+merged-q8_0+skill"] / dec["llama"],
                            "llama_1t_decode_with_over_without": dec["llama+policy-1t"] / dec["llama-1t"],
                            "torch_decode_with_over_without": dec["torch+policy"] / dec["torch"]}
 
@@ -377,6 +412,9 @@ def main() -> None:
         for dtype in LORA_DTYPES:
             agree[f"policy_{dtype}"] = agreement(LlamaEngine(chats[f"llama+policy-{dtype}"].llm), loaded.model,
                                                  agree_ids, AGREE_TOKENS, chat.llm.token_eos())
+        for q in MERGED:  # the policy merged into the weights, requantized
+            agree[f"policy_merged_{q}"] = agreement(LlamaEngine(chats[f"llama+merged-{q}"].llm), loaded.model,
+                                                    agree_ids, AGREE_TOKENS, chat.llm.token_eos())
     print("agreement", json.dumps({k: v["teacher_forced_top1"] for k, v in agree.items() if isinstance(v, dict)}),
           agree["policy"]["exact_rate"])
     out["load_at_end"] = load()
