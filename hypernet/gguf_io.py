@@ -102,7 +102,7 @@ def write_gguf_lora(path: str | os.PathLike,
     for base, a, b in _gguf_factors(factors, info):
         add(f"{base}.lora_a", a)
         add(f"{base}.lora_b", b)
-    return _finish(writer, tmp, path, lambda: writer.write_tensors_to_file())
+    return _finish(writer, tmp, path, writer.write_tensors_to_file)
 
 
 def _gguf_factors(factors: Mapping[tuple[int, str], tuple[np.ndarray, np.ndarray, float]],
